@@ -1,0 +1,10 @@
+"""CNI plugins (pycni.plugins): one module per plugin, each with a `main()`.
+
+The table `PLUGINS` maps an executable name, spelled as the reference plugins spell
+it, to the module that implements it; `netctl plugins install` writes one executable
+per entry.
+"""
+
+PLUGINS = {
+    "loopback": "pycni.plugins.loopback",
+}

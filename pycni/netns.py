@@ -1,0 +1,182 @@
+"""Network namespaces: enter one for a moment, create and remove bind-mounted ones.
+
+Python 3.11 has no os.setns/os.unshare, so the three syscalls come from libc through
+ctypes, loaded only when a namespace is actually switched. A namespace switch affects
+only the calling thread, which is all a plugin needs: it enters, opens a netlink
+socket or a /proc/sys file (both stay bound to the namespace they were opened in),
+and comes straight back.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pycni import errors
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+_libc = None
+
+
+def libc():  # type: ignore[no-untyped-def]
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str, path: str = "") -> None:
+    if ret != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    _check(libc().setns(fd, nstype), "setns")
+
+
+def unshare(flags: int) -> None:
+    _check(libc().unshare(flags), "unshare")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
+    _check(
+        libc().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags, None),
+        f"mount {source} on {target}",
+        target,
+    )
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    _check(libc().umount2(target.encode(), flags), f"umount {target}", target)
+
+
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs fd is
+
+
+def is_netns_fd(fd: int) -> bool:
+    """True when `fd` is a network namespace (not a directory, file or other ns type)."""
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+
+
+def open_netns(path: str) -> int:
+    """Open CNI_NETNS; UnknownContainer when it is missing, InvalidEnvironment when it
+    is not a network namespace (a directory, a regular file, another ns type)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise errors.UnknownContainer(f"network namespace {path} does not exist") from None
+    except OSError as exc:
+        raise errors.InvalidEnvironment(f"cannot open network namespace {path}", exc.strerror or "") from None
+    if not is_netns_fd(fd):
+        os.close(fd)
+        raise errors.InvalidEnvironment(
+            f"{path} is not a network namespace", "CNI_NETNS must be a path such as /var/run/netns/NAME or /proc/PID/ns/net"
+        )
+    return fd
+
+
+class entered:
+    """`with entered(fd):` runs the block inside that network namespace (this thread)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.home = -1
+
+    def __enter__(self) -> None:
+        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(self.fd)
+        except BaseException:
+            os.close(self.home)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            setns(self.home)
+        finally:
+            os.close(self.home)
+
+
+def same_netns(fd: int) -> bool:
+    """True when `fd` is the namespace this thread is already in."""
+    return os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _make_shared_mountpoint(directory: str) -> None:
+    """Like `ip netns add`: the directory holding namespace bind mounts is itself a
+    shared mount, so a mount namespace that copies it (a container) does not pin
+    the namespaces and a later unmount propagates."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            fields = line.split()
+            if fields[4] == directory and "shared:" in line:
+                return
+    try:
+        mount("", directory, "none", MS_SHARED | MS_REC)
+    except OSError:
+        mount(directory, directory, "none", MS_BIND | MS_REC)
+        mount("", directory, "none", MS_SHARED | MS_REC)
+
+
+def create(path: str) -> None:
+    """Create a new network namespace bind-mounted at `path` (as `ip netns add`)."""
+    _make_shared_mountpoint(os.path.dirname(path))
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        unshare(CLONE_NEWNET)
+        try:
+            mount(f"/proc/self/task/{os.gettid()}/ns/net" if hasattr(os, "gettid") else "/proc/thread-self/ns/net", path, "none", MS_BIND)
+        finally:
+            setns(home)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(home)
+
+
+def remove(path: str) -> bool:
+    """Unmount and delete a bind-mounted namespace; False if it was not there."""
+    if not os.path.exists(path):
+        return False
+    try:
+        umount(path, MNT_DETACH)
+    except OSError:
+        pass  # not a mount point any more (already unmounted)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def iter_entered(fd: int) -> Iterator[None]:
+    with entered(fd):
+        yield
