@@ -1,0 +1,1 @@
+"""Firewall backends (nftables, iptables) behind one domain-level interface."""
