@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 
 from pycni import errors, netns, skel
-from pycni.netlink import Netlink
+from pycni.netlink import Link, Netlink
 from pycni.result import Interface, IPConfig, Result, parse_result
 
 LOOPBACK = "lo"
 
 
-def _lo(nl: Netlink, netns_path: str):  # type: ignore[no-untyped-def]
+def _lo(nl: Netlink, netns_path: str) -> Link:
     link = nl.link(LOOPBACK)
     if link is None:
         raise errors.CniError(f"no loopback interface in {netns_path}")

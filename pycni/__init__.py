@@ -17,4 +17,4 @@ _src_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_src_root, "plugins", "__init__.py")) and _os.path.isfile(
     _os.path.join(_src_root, "pyproject.toml")
 ):
-    __path__.append(_src_root)  # noqa: F821 - __path__ is defined for packages
+    __path__.append(_src_root)

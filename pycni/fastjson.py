@@ -31,7 +31,7 @@ class _ScannerContext:
         raise ValueError(f"{name} is not valid JSON")
 
 
-_scan = _json.make_scanner(_ScannerContext())
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
 
 
 class JSONError(ValueError):
@@ -58,10 +58,19 @@ def loads(text: str | bytes) -> Any:
         raise JSONError("expecting a JSON value", exc.value) from None
     except RecursionError:
         raise JSONError("nesting too deep", 0) from None
-    except ValueError as exc:
-        # json.decoder.JSONDecodeError from the C scanner; keep just the message.
-        pos = getattr(exc, "pos", 0)
-        raise JSONError(str(getattr(exc, "msg", exc)), pos) from None
+    except Exception:
+        # Malformed input. The C scanner reports it through json.decoder, which it
+        # cannot always import mid-scan; the stdlib parser (imported only on this error
+        # path) gives the precise message and offset.
+        import json
+
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise JSONError(exc.msg, exc.pos) from None
+        except (ValueError, RecursionError) as exc:
+            raise JSONError(str(exc), 0) from None
+        raise JSONError("NaN and Infinity are not valid JSON", 0) from None
     finally:
         _ScannerContext.memo.clear()
     while i < end and text[i] in _WS:

@@ -28,8 +28,13 @@ EXEC_TIMEOUT = 300.0
 
 def validate_type(plugin_type: object) -> str:
     if not isinstance(plugin_type, str) or not plugin_type:
-        raise errors.InvalidConfig("no plugin name provided", "every plugin config needs a \"type\"")
-    if "/" in plugin_type or "\\" in plugin_type or "\0" in plugin_type or plugin_type in (".", ".."):
+        raise errors.InvalidConfig("no plugin name provided", 'every plugin config needs a "type"')
+    if (
+        "/" in plugin_type
+        or "\\" in plugin_type
+        or "\0" in plugin_type
+        or plugin_type in (".", "..")
+    ):
         raise errors.InvalidConfig(
             f"invalid plugin name: {plugin_type}",
             "a plugin type is a file name looked up in CNI_PATH, never a path",
@@ -40,7 +45,9 @@ def validate_type(plugin_type: object) -> str:
 def find_in_path(plugin_type: object, paths: list[str]) -> str:
     name = validate_type(plugin_type)
     if not paths:
-        raise errors.InvalidEnvironment("no paths provided", "set CNI_PATH to the directories holding the plugins")
+        raise errors.InvalidEnvironment(
+            "no paths provided", "set CNI_PATH to the directories holding the plugins"
+        )
     for directory in paths:
         candidate = os.path.join(directory, name)
         try:
@@ -141,8 +148,13 @@ def error_from_output(stdout: bytes, stderr: bytes, status: int) -> errors.CniEr
     text = stdout.strip()
     if not text:
         if stderr.strip():
-            return errors.CniError(f"netplugin failed: {stderr.decode(errors='replace').strip()!r}: exit status {status}", code=0)
-        return errors.CniError(f"netplugin failed with no error message: exit status {status}", code=0)
+            return errors.CniError(
+                f"netplugin failed: {stderr.decode(errors='replace').strip()!r}: exit status {status}",
+                code=0,
+            )
+        return errors.CniError(
+            f"netplugin failed with no error message: exit status {status}", code=0
+        )
     try:
         obj = fastjson.loads(text)
         code = obj["code"]
@@ -153,7 +165,8 @@ def error_from_output(stdout: bytes, stderr: bytes, status: int) -> errors.CniEr
         return errors.from_code(code, msg, details if isinstance(details, str) else str(details))
     except Exception:
         return errors.CniError(
-            f"netplugin failed but error parsing its diagnostic message {text.decode(errors='replace')!r}", code=0
+            f"netplugin failed but error parsing its diagnostic message {text.decode(errors='replace')!r}",
+            code=0,
         )
 
 
@@ -167,7 +180,9 @@ def exec_plugin(path: str, command: str, stdin: bytes, env: Mapping[str, str]) -
     return stdout
 
 
-def delegate(plugin_type: str, command: str, stdin: bytes, env: Mapping[str, str] | None = None) -> bytes:
+def delegate(
+    plugin_type: str, command: str, stdin: bytes, env: Mapping[str, str] | None = None
+) -> bytes:
     """Exec a plugin found only in CNI_PATH with our own environment, CNI_COMMAND overridden
     (pkg/invoke's Delegate*)."""
     base = dict(os.environ if env is None else env)
@@ -182,7 +197,9 @@ def delegate_add(plugin_type: str, stdin: bytes, env: Mapping[str, str] | None =
     try:
         obj = fastjson.loads(out)
     except ValueError as exc:
-        raise errors.DecodingFailure(f"failed to unmarshal the result of {plugin_type}", str(exc)) from None
+        raise errors.DecodingFailure(
+            f"failed to unmarshal the result of {plugin_type}", str(exc)
+        ) from None
     if isinstance(obj, dict) and not obj.get("cniVersion"):
         conf_version = fastjson.loads(stdin).get("cniVersion", "")
         obj["cniVersion"] = conf_version

@@ -169,7 +169,19 @@ def format_mac(raw: bytes) -> str:
 class Link:
     """One RTM_NEWLINK record."""
 
-    __slots__ = ("flags", "index", "kind", "link_netnsid", "mac", "master", "mtu", "name", "operstate", "peer_index", "slave_kind")
+    __slots__ = (
+        "flags",
+        "index",
+        "kind",
+        "link_netnsid",
+        "mac",
+        "master",
+        "mtu",
+        "name",
+        "operstate",
+        "peer_index",
+        "slave_kind",
+    )
 
     def __init__(self, index: int, flags: int, attrs: dict[int, bytes]) -> None:
         self.index = index
@@ -181,7 +193,9 @@ class Link:
         self.operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else 0
         # For a veth, IFLA_LINK is the peer's ifindex (in the peer's namespace).
         self.peer_index = struct.unpack("=I", attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else 0
-        self.link_netnsid = struct.unpack("=i", attrs[IFLA_LINK_NETNSID])[0] if IFLA_LINK_NETNSID in attrs else None
+        self.link_netnsid = (
+            struct.unpack("=i", attrs[IFLA_LINK_NETNSID])[0] if IFLA_LINK_NETNSID in attrs else None
+        )
         info = parse_attrs(attrs.get(IFLA_LINKINFO, b""))
         self.kind = info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode()
         self.slave_kind = info.get(IFLA_INFO_SLAVE_KIND, b"").rstrip(b"\0").decode()
@@ -216,9 +230,23 @@ class Addr:
 
 
 class RouteEntry:
-    __slots__ = ("advmss", "dst", "family", "gateway", "mtu", "oif", "priority", "protocol", "scope", "table", "type")
+    __slots__ = (
+        "advmss",
+        "dst",
+        "family",
+        "gateway",
+        "mtu",
+        "oif",
+        "priority",
+        "protocol",
+        "scope",
+        "table",
+        "type",
+    )
 
-    def __init__(self, family: int, dst: IPNetwork, hdr: tuple[int, ...], attrs: dict[int, bytes]) -> None:
+    def __init__(
+        self, family: int, dst: IPNetwork, hdr: tuple[int, ...], attrs: dict[int, bytes]
+    ) -> None:
         self.family = family
         self.dst = dst
         self.table = struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else hdr[4]
@@ -279,13 +307,15 @@ class Netlink:
 
     def _send(self, msg_type: int, flags: int, body: bytes) -> int:
         self.seq += 1
-        self.sock.send(_HDR.pack(_HDR.size + len(body), msg_type, flags | NLM_F_REQUEST, self.seq, 0) + body)
+        self.sock.send(
+            _HDR.pack(_HDR.size + len(body), msg_type, flags | NLM_F_REQUEST, self.seq, 0) + body
+        )
         return self.seq
 
     def request(self, msg_type: int, flags: int, body: bytes, what: str) -> None:
         """Send one request and wait for its ack; raise the kernel's error."""
         seq = self._send(msg_type, flags | NLM_F_ACK, body)
-        for mtype, _mflags, payload in self._recv(seq, what):
+        for mtype, _mflags, _payload in self._recv(seq, what):
             if mtype == NLMSG_ERROR:
                 return
 
@@ -323,9 +353,15 @@ class Netlink:
                         if mflags & NLM_F_ACK_TLVS:
                             # The request we sent is echoed first (only its header when
                             # NLM_F_CAPPED is set); the TLVs with the kernel's text follow.
-                            orig_len = 16 if mflags & 0x100 else struct.unpack_from("=I", payload, 4)[0]
+                            orig_len = (
+                                16 if mflags & 0x100 else struct.unpack_from("=I", payload, 4)[0]
+                            )
                             tlv = parse_attrs(payload, 4 + ((orig_len + 3) & ~3))
-                            kernel_msg = tlv.get(NLMSGERR_ATTR_MSG, b"").rstrip(b"\0").decode(errors="replace")
+                            kernel_msg = (
+                                tlv.get(NLMSGERR_ATTR_MSG, b"")
+                                .rstrip(b"\0")
+                                .decode(errors="replace")
+                            )
                         raise _error_for(err, what, kernel_msg)
                     yield mtype, mflags, payload
                     return
@@ -339,7 +375,11 @@ class Netlink:
 
     def links(self) -> list[Link]:
         body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0)
-        return [Link(*_parse_ifinfo(p)) for t, p in self.dump(RTM_GETLINK, body, "list links") if t == RTM_NEWLINK]
+        return [
+            Link(*_parse_ifinfo(p))
+            for t, p in self.dump(RTM_GETLINK, body, "list links")
+            if t == RTM_NEWLINK
+        ]
 
     def link(self, name: str) -> Link | None:
         """The link called `name`, or None."""
@@ -364,7 +404,9 @@ class Netlink:
             return None
         return None
 
-    def add_bridge(self, name: str, mtu: int = 0, mac: str = "", vlan_filtering: bool = False) -> None:
+    def add_bridge(
+        self, name: str, mtu: int = 0, mac: str = "", vlan_filtering: bool = False
+    ) -> None:
         attrs = [_str(IFLA_IFNAME, name)]
         if mtu:
             attrs.append(_u32(IFLA_MTU, mtu))
@@ -403,11 +445,17 @@ class Netlink:
         if mac:
             attrs.append(_attr(IFLA_ADDRESS, _mac_bytes(mac)))
         attrs.append(
-            _nested(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "veth"), _nested(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_msg)))
+            _nested(
+                IFLA_LINKINFO,
+                _str(IFLA_INFO_KIND, "veth"),
+                _nested(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_msg)),
+            )
         )
         flags = IFF_UP if up else 0
         body = _IFINFO.pack(AF_UNSPEC, 0, 0, flags, flags) + b"".join(attrs)
-        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create veth {name} (peer {peer_name})")
+        self.request(
+            RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create veth {name} (peer {peer_name})"
+        )
 
     def set_link(
         self,
@@ -439,7 +487,11 @@ class Netlink:
         self.request(RTM_NEWLINK, 0, body, f"set link {index}")
 
     def set_bridge_port(
-        self, index: int, hairpin: bool | None = None, isolated: bool | None = None, learning: bool | None = None
+        self,
+        index: int,
+        hairpin: bool | None = None,
+        isolated: bool | None = None,
+        learning: bool | None = None,
     ) -> None:
         """Per-port bridge settings (IFLA_PROTINFO on an AF_BRIDGE RTM_SETLINK)."""
         attrs = []
@@ -465,8 +517,12 @@ class Netlink:
                 return parse_attrs(attrs.get(IFLA_PROTINFO, b""))
         return {}
 
-    def bridge_vlan_add(self, index: int, vid: int, pvid: bool = False, untagged: bool = False, self_: bool = False) -> None:
-        flags = (BRIDGE_VLAN_INFO_PVID if pvid else 0) | (BRIDGE_VLAN_INFO_UNTAGGED if untagged else 0)
+    def bridge_vlan_add(
+        self, index: int, vid: int, pvid: bool = False, untagged: bool = False, self_: bool = False
+    ) -> None:
+        flags = (BRIDGE_VLAN_INFO_PVID if pvid else 0) | (
+            BRIDGE_VLAN_INFO_UNTAGGED if untagged else 0
+        )
         spec = []
         if self_:
             spec.append(_u16(IFLA_BRIDGE_FLAGS, BRIDGE_FLAGS_SELF))
@@ -520,10 +576,14 @@ class Netlink:
                 continue
             if IFA_FLAGS in attrs:
                 flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
-            out.append(Addr(idx, ipaddress.ip_interface((ipaddress.ip_address(raw), plen)), flags, scope))
+            out.append(
+                Addr(idx, ipaddress.ip_interface((ipaddress.ip_address(raw), plen)), flags, scope)
+            )
         return out
 
-    def add_addr(self, index: int, interface: IPInterface, nodad: bool = False, replace: bool = False) -> None:
+    def add_addr(
+        self, index: int, interface: IPInterface, nodad: bool = False, replace: bool = False
+    ) -> None:
         family = AF_INET if interface.version == 4 else AF_INET6
         raw = interface.ip.packed
         attrs = [_attr(IFA_LOCAL, raw), _attr(IFA_ADDRESS, raw)]
@@ -532,13 +592,17 @@ class Netlink:
         flags = IFA_F_NODAD if nodad else 0
         if flags:
             attrs.append(_u32(IFA_FLAGS, flags))
-        body = _IFADDR.pack(family, interface.network.prefixlen, flags & 0xFF, RT_SCOPE_UNIVERSE, index) + b"".join(attrs)
+        body = _IFADDR.pack(
+            family, interface.network.prefixlen, flags & 0xFF, RT_SCOPE_UNIVERSE, index
+        ) + b"".join(attrs)
         nlflags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         self.request(RTM_NEWADDR, nlflags, body, f"add address {interface} on {index}")
 
     def del_addr(self, index: int, interface: IPInterface) -> bool:
         family = AF_INET if interface.version == 4 else AF_INET6
-        body = _IFADDR.pack(family, interface.network.prefixlen, 0, 0, index) + _attr(IFA_LOCAL, interface.ip.packed)
+        body = _IFADDR.pack(family, interface.network.prefixlen, 0, 0, index) + _attr(
+            IFA_LOCAL, interface.ip.packed
+        )
         try:
             self.request(RTM_DELADDR, 0, body, f"delete address {interface} on {index}")
         except NotFound:
@@ -586,7 +650,17 @@ class Netlink:
         family = AF_INET if dst.version == 4 else AF_INET6
         if scope is None:
             scope = RT_SCOPE_UNIVERSE if gateway is not None else RT_SCOPE_LINK
-        body = _RTMSG.pack(family, dst.prefixlen, 0, 0, table if table < 256 else 0, protocol, scope, RTN_UNICAST, 0)
+        body = _RTMSG.pack(
+            family,
+            dst.prefixlen,
+            0,
+            0,
+            table if table < 256 else 0,
+            protocol,
+            scope,
+            RTN_UNICAST,
+            0,
+        )
         attrs = [_u32(RTA_TABLE, table)]
         if dst.prefixlen:
             attrs.append(_attr(RTA_DST, dst.network_address.packed))
@@ -626,7 +700,12 @@ class Netlink:
         self.request(RTM_NEWROUTE, nlflags, body, f"add route {dst}{via}")
 
     def del_route(
-        self, dst: IPNetwork, gateway: IPAddress | None = None, oif: int = 0, table: int = RT_TABLE_MAIN, priority: int = 0
+        self,
+        dst: IPNetwork,
+        gateway: IPAddress | None = None,
+        oif: int = 0,
+        table: int = RT_TABLE_MAIN,
+        priority: int = 0,
     ) -> bool:
         body = self._route_body(dst, gateway, oif, priority, table, RT_SCOPE_UNIVERSE, 0, 0, 0)
         try:

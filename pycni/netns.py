@@ -16,6 +16,7 @@ from pycni import errors
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Any
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
@@ -29,7 +30,7 @@ MNT_DETACH = 2
 _libc = None
 
 
-def libc():  # type: ignore[no-untyped-def]
+def libc() -> Any:
     global _libc
     if _libc is None:
         import ctypes
@@ -56,7 +57,9 @@ def unshare(flags: int) -> None:
 
 def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
     _check(
-        libc().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags, None),
+        libc().mount(
+            source.encode(), target.encode(), fstype.encode() if fstype else None, flags, None
+        ),
         f"mount {source} on {target}",
         target,
     )
@@ -87,11 +90,14 @@ def open_netns(path: str) -> int:
     except FileNotFoundError:
         raise errors.UnknownContainer(f"network namespace {path} does not exist") from None
     except OSError as exc:
-        raise errors.InvalidEnvironment(f"cannot open network namespace {path}", exc.strerror or "") from None
+        raise errors.InvalidEnvironment(
+            f"cannot open network namespace {path}", exc.strerror or ""
+        ) from None
     if not is_netns_fd(fd):
         os.close(fd)
         raise errors.InvalidEnvironment(
-            f"{path} is not a network namespace", "CNI_NETNS must be a path such as /var/run/netns/NAME or /proc/PID/ns/net"
+            f"{path} is not a network namespace",
+            "CNI_NETNS must be a path such as /var/run/netns/NAME or /proc/PID/ns/net",
         )
     return fd
 
@@ -149,7 +155,14 @@ def create(path: str) -> None:
     try:
         unshare(CLONE_NEWNET)
         try:
-            mount(f"/proc/self/task/{os.gettid()}/ns/net" if hasattr(os, "gettid") else "/proc/thread-self/ns/net", path, "none", MS_BIND)
+            mount(
+                f"/proc/self/task/{os.gettid()}/ns/net"
+                if hasattr(os, "gettid")
+                else "/proc/thread-self/ns/net",
+                path,
+                "none",
+                MS_BIND,
+            )
         finally:
             setns(home)
     except BaseException:

@@ -61,6 +61,8 @@ def _dict(value: object, where: str) -> dict[str, Any]:
 
 
 def parse_interface_addr(text: str, where: str) -> IPInterface:
+    if "/" not in text:
+        raise _fail(f"{where}: {text!r} is not an address in CIDR form (e.g. 10.1.0.5/24)")
     try:
         return ipaddress.ip_interface(text)
     except ValueError:
@@ -214,7 +216,9 @@ class DNS:
             if not all(isinstance(i, str) for i in items):
                 raise _fail(f"{where}: {key!r} must be a list of strings")
             lists[key] = items
-        return cls(lists["nameservers"], _str(d, "domain", where) or "", lists["search"], lists["options"])
+        return cls(
+            lists["nameservers"], _str(d, "domain", where) or "", lists["search"], lists["options"]
+        )
 
 
 class Result:
@@ -266,8 +270,8 @@ class Result:
             out[key] = block
         if "ip4" not in out and "ip6" not in out:
             raise errors.IncompatibleVersion(
-                f"cannot convert the result to version {version}",
-                "versions before 0.3.0 need at least one IP address",
+                "cannot convert: no valid IP addresses",
+                f"a cniVersion {version} result needs at least one IP address; use cniVersion 0.3.0 or later",
             )
         out["dns"] = self.dns.to_wire()
         return out
@@ -323,7 +327,9 @@ def parse_result(obj: object, where: str = "prevResult") -> Result:
             if iface >= len(interfaces):
                 raise _fail(f"{w}: 'interface' {iface} is out of range")
         ips.append(IPConfig(address, parse_addr(gw_text, w) if gw_text else None, iface))
-    routes = [Route.from_wire(r, f"{where}.routes[{n}]") for n, r in enumerate(_list(d, "routes", where))]
+    routes = [
+        Route.from_wire(r, f"{where}.routes[{n}]") for n, r in enumerate(_list(d, "routes", where))
+    ]
     return Result(raw_version, interfaces, ips, routes, dns)
 
 
@@ -338,5 +344,7 @@ def _parse_02(d: dict[str, Any], raw_version: str, dns: DNS, where: str) -> Resu
         address = parse_interface_addr(_str(block, "ip", w, required=True) or "", w)
         gw_text = _str(block, "gateway", w)
         ips.append(IPConfig(address, parse_addr(gw_text, w) if gw_text else None))
-        routes.extend(Route.from_wire(r, f"{w}.routes[{n}]") for n, r in enumerate(_list(block, "routes", w)))
+        routes.extend(
+            Route.from_wire(r, f"{w}.routes[{n}]") for n, r in enumerate(_list(block, "routes", w))
+        )
     return Result(raw_version, [], ips, routes, dns)

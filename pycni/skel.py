@@ -39,7 +39,9 @@ _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 
 def valid_name(text: str) -> bool:
     """libcni's rule for container IDs and network names: ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"""
-    return bool(text) and text[0].isascii() and text[0].isalnum() and all(c in _ID_CHARS for c in text)
+    return (
+        bool(text) and text[0].isascii() and text[0].isalnum() and all(c in _ID_CHARS for c in text)
+    )
 
 
 def validate_container_id(cid: str) -> None:
@@ -188,17 +190,23 @@ def decode_conf(stdin: bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise errors.DecodingFailure("error unmarshall network config", str(exc)) from None
     if not isinstance(conf, dict):
-        raise errors.DecodingFailure("error unmarshall network config", "the configuration must be a JSON object")
+        raise errors.DecodingFailure(
+            "error unmarshall network config", "the configuration must be a JSON object"
+        )
     return conf
 
 
 def check_version(conf: dict[str, Any]) -> str:
     v = conf.get("cniVersion", cniver.IMPLICIT) or cniver.IMPLICIT
     if not isinstance(v, str):
-        raise errors.DecodingFailure("decoding version from network config", "'cniVersion' must be a string")
+        raise errors.DecodingFailure(
+            "decoding version from network config", "'cniVersion' must be a string"
+        )
     if v not in cniver.SUPPORTED:
         quoted = " ".join(f'"{s}"' for s in cniver.SUPPORTED)
-        raise errors.IncompatibleVersion("incompatible CNI versions", f'config is "{v}", plugin supports [{quoted}]')
+        raise errors.IncompatibleVersion(
+            "incompatible CNI versions", f'config is "{v}", plugin supports [{quoted}]'
+        )
     return v
 
 
@@ -239,7 +247,9 @@ def validate_conf(conf: dict[str, Any]) -> None:
     """What skel checks for every command but VERSION, before it looks at the verb."""
     name = conf.get("name")
     if name is None or name == "":
-        raise errors.InvalidConfig("missing network name", "the network configuration needs a \"name\"")
+        raise errors.InvalidConfig(
+            "missing network name", 'the network configuration needs a "name"'
+        )
     if not isinstance(name, str):
         raise errors.DecodingFailure("error unmarshall network config", "'name' must be a string")
     validate_network_name(name)
@@ -254,7 +264,8 @@ def dispatch(verbs: Verbs, cmd: CmdArgs) -> str:
     validate_conf(cmd.conf)
     if cmd.command not in REQUIRED_ENV:
         raise errors.InvalidEnvironment(
-            f"unknown CNI_COMMAND: {cmd.command}", "expected one of ADD, DEL, CHECK, GC, STATUS, VERSION"
+            f"unknown CNI_COMMAND: {cmd.command}",
+            "expected one of ADD, DEL, CHECK, GC, STATUS, VERSION",
         )
     minimum = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}.get(cmd.command)
     if minimum is not None:
@@ -272,7 +283,9 @@ def dispatch(verbs: Verbs, cmd: CmdArgs) -> str:
     if cmd.command == "ADD":
         result = verbs.add(cmd)
         return fastjson.dumps(result.to_wire(version))
-    verb = {"DEL": verbs.delete, "CHECK": verbs.check, "GC": verbs.gc, "STATUS": verbs.status}[cmd.command]
+    verb = {"DEL": verbs.delete, "CHECK": verbs.check, "GC": verbs.gc, "STATUS": verbs.status}[
+        cmd.command
+    ]
     if verb is not None:
         verb(cmd)
     return ""
@@ -314,7 +327,9 @@ def log_exception(exc: BaseException) -> None:
             pass
 
 
-def run(verbs: Verbs, environ: dict[str, str] | os._Environ[str], stdin: bytes | None) -> tuple[str, int]:
+def run(
+    verbs: Verbs, environ: dict[str, str] | os._Environ[str], stdin: bytes | None
+) -> tuple[str, int]:
     """Run one invocation; returns (stdout text, exit code). Never raises."""
     version = cniver.CURRENT
     try:
@@ -323,7 +338,7 @@ def run(verbs: Verbs, environ: dict[str, str] | os._Environ[str], stdin: bytes |
             # VERSION never reads stdin (as libcni's skel); every other verb reads it once.
             cmd.stdin = stdin if stdin is not None else _read_stdin()
             cmd.conf = decode_conf(cmd.stdin)
-            v = cmd.conf.get("cniVersion")
+            v = cmd.conf.get("cniVersion") or cniver.IMPLICIT
             if isinstance(v, str) and v in cniver.SUPPORTED:
                 version = v  # errors are printed in the caller's version when we know it
         return dispatch(verbs, cmd), 0
@@ -340,7 +355,9 @@ def main(verbs: Verbs) -> None:
     """The entry point of a plugin executable."""
     if not os.environ.get("CNI_COMMAND"):
         # As libcni's skel: no command means a human ran us; say what we are.
-        sys.stderr.write(f"{verbs.about}\nCNI protocol versions supported: {', '.join(cniver.SUPPORTED)}\n")
+        sys.stderr.write(
+            f"{verbs.about}\nCNI protocol versions supported: {', '.join(cniver.SUPPORTED)}\n"
+        )
         sys.exit(0)
     out, code = run(verbs, os.environ, None)
     if out:

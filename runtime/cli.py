@@ -26,14 +26,20 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=4) + "\n")
 
 
-def _add_plugins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_plugins(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plugins", help="install and list the pycni plugin executables")
     psub = p.add_subparsers(dest="plugins_cmd", required=True, metavar="COMMAND")
     inst = psub.add_parser("install", help="write one executable per plugin into DIR")
-    inst.add_argument("--dir", required=False, help="target directory (default: netctl's own plugin dir)")
+    inst.add_argument(
+        "--dir", required=False, help="target directory (default: netctl's own plugin dir)"
+    )
     inst.set_defaults(func=cmd_plugins_install)
     lst = psub.add_parser("list", help="show which plugins are installed where, with versions")
-    lst.add_argument("--dir", action="append", help="directory to look in (repeatable; default: netctl's CNI path)")
+    lst.add_argument(
+        "--dir",
+        action="append",
+        help="directory to look in (repeatable; default: netctl's CNI path)",
+    )
     lst.add_argument("--format", choices=["table", "json"], default="table")
     lst.set_defaults(func=cmd_plugins_list)
 
@@ -61,7 +67,9 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
     for e in entries:
         versions = e.get("cniVersions") or []
         span = f"{versions[0]} .. {versions[-1]}" if versions else "?"
-        print(f"{e['name']:<12} {e['provider']:<9} {e.get('version', '-'):<8} {span:<42} {e['path']}")
+        print(
+            f"{e['name']:<12} {e['provider']:<9} {e.get('version', '-'):<8} {span:<42} {e['path']}"
+        )
     return 0
 
 
@@ -72,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="netctl",
         description="Container networking without a daemon: CNI plugins, networks and a thin runtime.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and every command run")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and every command run"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_plugins(sub)
     cmd_cni.register(sub)

@@ -7,10 +7,11 @@ import json
 import os
 import sys
 
-from pycni import errors
 from pycni.runtime import libcni
 from pycni.runtime.cli import UsageError, print_json
 from pycni.runtime.paths import Paths
+
+from pycni import errors
 
 
 def conf_dirs(paths: Paths, explicit: str | None = None) -> list[str]:
@@ -51,7 +52,9 @@ def _runtime_conf(args: argparse.Namespace) -> libcni.RuntimeConf:
             if not sep:
                 raise UsageError(f"--args: invalid pair {pair!r}; expected K=V;K=V")
             pairs.append((key, value))
-    return libcni.RuntimeConf(args.id, os.path.abspath(args.netns) if args.netns else "", args.ifname, pairs, cap_args)
+    return libcni.RuntimeConf(
+        args.id, os.path.abspath(args.netns) if args.netns else "", args.ifname, pairs, cap_args
+    )
 
 
 def cmd_cni(args: argparse.Namespace) -> int:
@@ -98,7 +101,7 @@ def cmd_cni(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cni", help="run a network's CNI plugin chain by hand (like cnitool)")
     csub = p.add_subparsers(dest="cni_cmd", required=True, metavar="VERB")
     for verb, text in (
@@ -112,13 +115,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         v.add_argument("network")
         v.add_argument("--conf-dir", help="look for NETWORK only in this directory")
         if verb in ("add", "del", "check"):
-            v.add_argument("--netns", help="path of the network namespace (e.g. /var/run/netns/NAME)")
+            v.add_argument(
+                "--netns", help="path of the network namespace (e.g. /var/run/netns/NAME)"
+            )
             v.add_argument("--id", help="container ID")
             v.add_argument("--ifname", default="eth0")
-            v.add_argument("--cap-args", help="capability arguments as JSON (portMappings, ips, mac, ...)")
+            v.add_argument(
+                "--cap-args", help="capability arguments as JSON (portMappings, ips, mac, ...)"
+            )
             v.add_argument("--args", help="CNI_ARGS as K=V;K=V")
         if verb == "add":
             v.add_argument("--format", choices=["json"], default="json")
         if verb == "gc":
-            v.add_argument("--valid", action="append", metavar="CID[:IFNAME]", help="a live attachment (repeatable)")
+            v.add_argument(
+                "--valid",
+                action="append",
+                metavar="CID[:IFNAME]",
+                help="a live attachment (repeatable)",
+            )
         v.set_defaults(func=cmd_cni)

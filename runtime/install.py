@@ -14,9 +14,10 @@ import os
 import sys
 import sysconfig
 
+from pycni.plugins import PLUGINS
+
 import pycni
 from pycni import invoke
-from pycni.plugins import PLUGINS
 
 
 def _script(name: str, module: str) -> str:
@@ -78,7 +79,12 @@ def describe(path: str) -> dict[str, object]:
         parts = marker[len(invoke.MARKER) :].decode().split()
         info["version"] = parts[1] if len(parts) > 1 else "?"
     try:
-        out, _err, status = invoke.raw_exec(path, b"", {"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=10)
+        out, _err, status = invoke.raw_exec(
+            path,
+            b"",
+            {"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            timeout=10,
+        )
         import json
 
         versions = json.loads(out)["supportedVersions"] if status == 0 else []

@@ -43,7 +43,11 @@ class NetworkConfigList:
     path: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(self.raw) if self.raw else {"cniVersion": self.cni_version, "name": self.name, "plugins": self.plugins}
+        return (
+            json.loads(self.raw)
+            if self.raw
+            else {"cniVersion": self.cni_version, "name": self.name, "plugins": self.plugins}
+        )
 
 
 @dataclass
@@ -68,27 +72,38 @@ def _bool(value: Any, key: str) -> bool:
 def _pick_version(obj: dict[str, Any]) -> str:
     version = obj.get("cniVersion", "")
     if version and not isinstance(version, str):
-        raise ConfigError(f"error parsing configuration list: invalid cniVersion type {type(version).__name__}")
+        raise ConfigError(
+            f"error parsing configuration list: invalid cniVersion type {type(version).__name__}"
+        )
     versions = obj.get("cniVersions")
     if versions is None:
         return version or cniver.IMPLICIT
     if not isinstance(versions, list):
-        raise ConfigError(f"error parsing configuration list: invalid type for cniVersions: {type(versions).__name__}")
+        raise ConfigError(
+            f"error parsing configuration list: invalid type for cniVersions: {type(versions).__name__}"
+        )
     candidates = []
     for n, v in enumerate(versions):
         if not isinstance(v, str):
-            raise ConfigError(f"error parsing configuration list: invalid type for cniVersions index {n}: {type(v).__name__}")
+            raise ConfigError(
+                f"error parsing configuration list: invalid type for cniVersions index {n}: {type(v).__name__}"
+            )
         try:
             cniver.parse(v)
         except ValueError as exc:
-            raise ConfigError(f"error parsing configuration list: invalid cniVersions entry {v} at index {n}: {exc}") from None
+            raise ConfigError(
+                f"error parsing configuration list: invalid cniVersions entry {v} at index {n}: {exc}"
+            ) from None
         candidates.append(v)
     if version:
         candidates.append(version)
     # The highest version both we and the list know (libcni drops newer ones).
     known = [v for v in candidates if cniver.parse(v) <= cniver.parse(cniver.CURRENT)]
     if not known:
-        raise ConfigError("error parsing configuration list: no supported version in cniVersions", ", ".join(candidates))
+        raise ConfigError(
+            "error parsing configuration list: no supported version in cniVersions",
+            ", ".join(candidates),
+        )
     return max(known, key=cniver.parse)
 
 
@@ -104,13 +119,17 @@ def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
     if not name:
         raise ConfigError(f"error parsing configuration list{where}: no name")
     if not isinstance(name, str):
-        raise ConfigError(f"error parsing configuration list{where}: invalid name type {type(name).__name__}")
+        raise ConfigError(
+            f"error parsing configuration list{where}: invalid name type {type(name).__name__}"
+        )
     skel.validate_network_name(name)
     plugins = obj.get("plugins")
     if plugins is None:
         raise ConfigError(f"error parsing configuration list{where}: no 'plugins' key")
     if not isinstance(plugins, list):
-        raise ConfigError(f"error parsing configuration list{where}: invalid 'plugins' type {type(plugins).__name__}")
+        raise ConfigError(
+            f"error parsing configuration list{where}: invalid 'plugins' type {type(plugins).__name__}"
+        )
     if not plugins:
         raise ConfigError(f"error parsing configuration list{where}: no plugins in list")
     for n, plugin in enumerate(plugins):
@@ -138,7 +157,11 @@ def conflist_from_conf(raw: bytes, path: str = "") -> NetworkConfigList:
         raise ConfigError(f"error parsing {path}: not a JSON object")
     if "type" not in obj:
         raise ConfigError(f"error parsing configuration: missing 'type' in {path}")
-    wrapped = {"cniVersion": obj.get("cniVersion", cniver.IMPLICIT), "name": obj.get("name"), "plugins": [obj]}
+    wrapped = {
+        "cniVersion": obj.get("cniVersion", cniver.IMPLICIT),
+        "name": obj.get("name"),
+        "plugins": [obj],
+    }
     return conflist_from_bytes(json.dumps(wrapped).encode(), path)
 
 
@@ -186,7 +209,11 @@ class CNIConfig:
     def __init__(self, path: list[str], cache_dir: str, env: dict[str, str] | None = None) -> None:
         self.path = path
         self.cache_dir = cache_dir
-        self.env = env if env is not None else {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        self.env = (
+            env
+            if env is not None
+            else {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        )
 
     # -- building requests ----------------------------------------------------------
 
@@ -204,7 +231,11 @@ class CNIConfig:
             conf["prevResult"] = prev.to_wire(net.cni_version)
         if rt is not None:
             caps = plugin.get("capabilities") or {}
-            runtime_config = {k: v for k, v in rt.capability_args.items() if isinstance(caps, dict) and caps.get(k) is True}
+            runtime_config = {
+                k: v
+                for k, v in rt.capability_args.items()
+                if isinstance(caps, dict) and caps.get(k) is True
+            }
             if runtime_config:
                 conf["runtimeConfig"] = runtime_config
         return json.dumps(conf, sort_keys=True).encode()
@@ -221,7 +252,14 @@ class CNIConfig:
         )
         return env
 
-    def _exec(self, net: NetworkConfigList, plugin: dict[str, Any], command: str, stdin: bytes, rt: RuntimeConf | None) -> bytes:
+    def _exec(
+        self,
+        net: NetworkConfigList,
+        plugin: dict[str, Any],
+        command: str,
+        stdin: bytes,
+        rt: RuntimeConf | None,
+    ) -> bytes:
         path = invoke.find_in_path(plugin.get("type"), self.path)
         try:
             return invoke.exec_plugin(path, command, stdin, self._env(command, rt))
@@ -348,7 +386,9 @@ class CNIConfig:
 
     def check(self, net: NetworkConfigList, rt: RuntimeConf) -> None:
         if not cniver.supports_check(net.cni_version):
-            raise errors.IncompatibleVersion(f"configuration version {net.cni_version!r} does not support the CHECK command")
+            raise errors.IncompatibleVersion(
+                f"configuration version {net.cni_version!r} does not support the CHECK command"
+            )
         if net.disable_check:
             return
         prev = self.cached_result(net, rt)

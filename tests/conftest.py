@@ -1,0 +1,318 @@
+"""Test harness: throwaway namespaces, real plugin executables, leak and host checks.
+
+Rules this file enforces (see ../shared/TESTING.md):
+- Every kernel object a test makes lives in a namespace the test created
+  (`host_ns` plays the node, `container_ns()` the containers); names carry a random
+  suffix, so tests run in parallel under pytest-xdist.
+- Plugins are the real executables written by `netctl plugins install`, exec'd with
+  CNI_* env and stdin exactly as a runtime does, inside the throwaway host namespace.
+- The real host's links, addresses, routes, nft ruleset and iptables rules are
+  compared before and after the session; a difference fails the run.
+- Tests marked `root` need root. Without root they are skipped, except when
+  PYCNI_REQUIRE_ROOT=1 (CI), where a skip is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_PREFIX = "pyt"  # every namespace, link and table a test creates starts with this
+# Under pytest-xdist each worker gets its own prefix, so leak checks see only their own.
+WORKER_PREFIX = TEST_PREFIX + os.environ.get("PYTEST_XDIST_WORKER", "gw").removeprefix("gw")
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IS_ROOT:
+        return
+    if os.environ.get("PYCNI_REQUIRE_ROOT") == "1":
+        raise pytest.UsageError("PYCNI_REQUIRE_ROOT=1 but the suite is not running as root")
+    skip = pytest.mark.skip(reason="needs root (real namespaces)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+def sh(*cmd: str, check: bool = True, input: str | bytes | None = None, timeout: float = 60) -> str:
+    """Run a command; return stdout; raise with stderr on failure."""
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode()} {proc.stdout.decode()}"
+        )
+    return proc.stdout.decode()
+
+
+def short_id(n: int = 6) -> str:
+    return secrets.token_hex(n // 2 + 1)[:n]
+
+
+# -- the real host must not change ---------------------------------------------------
+
+
+def host_state() -> dict[str, str]:
+    """The parts of the machine's own network state our tests must never touch."""
+    state = {
+        "links": sh("ip", "-j", "link", "show"),
+        "addrs": sh("ip", "-j", "addr", "show"),
+        "routes4": sh("ip", "-j", "-4", "route", "show", "table", "all"),
+        "routes6": sh("ip", "-j", "-6", "route", "show", "table", "all"),
+    }
+    if shutil.which("nft"):
+        state["nft"] = sh("nft", "list", "ruleset", check=False)
+    if shutil.which("iptables-save"):
+        state["iptables"] = _strip_counters(sh("iptables-save", check=False))
+        state["ip6tables"] = _strip_counters(sh("ip6tables-save", check=False))
+    # Only link identity matters for links: counters and operstate of real NICs move.
+    state["links"] = json.dumps(
+        sorted(
+            (x["ifname"], x.get("address"), x.get("mtu"), x.get("master"))
+            for x in json.loads(state["links"])
+        )
+    )
+    state["addrs"] = json.dumps(
+        sorted(
+            (a["ifname"], ai.get("local"), ai.get("prefixlen"))
+            for a in json.loads(state["addrs"])
+            for ai in a.get("addr_info", [])
+        )
+    )
+    return state
+
+
+def _strip_counters(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("#", ":")))
+
+
+def host_netns_names() -> set[str]:
+    try:
+        return {n for n in os.listdir("/var/run/netns")}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_host_unchanged() -> Iterator[None]:
+    if not IS_ROOT:
+        yield
+        return
+    before = host_state()
+    yield
+    after = host_state()
+    changed = [k for k in before if before[k] != after.get(k)]
+    assert not changed, f"the test session changed the real host's network state: {changed}"
+
+
+# -- namespaces ------------------------------------------------------------------------
+
+
+@dataclass
+class Netns:
+    """A namespace this test created; deleted (with everything in it) at teardown."""
+
+    name: str
+    path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = f"/var/run/netns/{self.name}"
+
+    def run(
+        self, *cmd: str, check: bool = True, input: str | bytes | None = None, timeout: float = 60
+    ) -> str:
+        return sh("ip", "netns", "exec", self.name, *cmd, check=check, input=input, timeout=timeout)
+
+    def ip_json(self, *args: str) -> Any:
+        out = sh("ip", "-n", self.name, "-j", *args)
+        return json.loads(out) if out.strip() else []
+
+    def link(self, name: str) -> dict[str, Any] | None:
+        for link in self.ip_json("-d", "link", "show"):
+            if link["ifname"] == name:
+                return link
+        return None
+
+    def addrs(self, ifname: str) -> list[str]:
+        out = []
+        for link in self.ip_json("addr", "show", "dev", ifname):
+            for a in link.get("addr_info", []):
+                out.append(f"{a['local']}/{a['prefixlen']}")
+        return out
+
+    def routes(self, *extra: str) -> list[dict[str, Any]]:
+        return self.ip_json("route", "show", *extra)
+
+    def sysctl(self, key: str) -> str:
+        return self.run("cat", f"/proc/sys/{key.replace('.', '/')}").strip()
+
+    def nft_json(self) -> dict[str, Any]:
+        return json.loads(self.run("nft", "-j", "list", "ruleset") or '{"nftables": []}')
+
+
+def _make_netns(kind: str) -> Netns:
+    ns = Netns(f"{WORKER_PREFIX}{kind}-{short_id(8)}")
+    sh("ip", "netns", "add", ns.name)
+    sh("ip", "-n", ns.name, "link", "set", "lo", "up")
+    return ns
+
+
+def _delete_netns(ns: Netns) -> None:
+    sh("ip", "netns", "del", ns.name, check=False)
+
+
+@pytest.fixture
+def host_ns() -> Iterator[Netns]:
+    """A throwaway 'node': plugins run inside it, so their bridges, nft tables and
+    sysctls live and die with it."""
+    ns = _make_netns("h")
+    yield ns
+    _delete_netns(ns)
+
+
+@pytest.fixture
+def container_ns() -> Iterator[Callable[[], Netns]]:
+    """Factory for throwaway container namespaces."""
+    made: list[Netns] = []
+
+    def make() -> Netns:
+        ns = _make_netns("c")
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in made:
+        _delete_netns(ns)
+
+
+# -- plugins ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real installer writes the real executables here, once per session."""
+    directory = tmp_path_factory.mktemp("cni-bin")
+    sh(sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", str(directory))
+    return directory
+
+
+REFERENCE_DIR = Path("/usr/lib/cni")
+
+
+@dataclass
+class PluginRun:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def error(self) -> dict[str, Any]:
+        assert self.rc != 0, f"expected a failure, got rc=0: {self.stdout}"
+        obj = json.loads(self.stdout)
+        assert isinstance(obj.get("code"), int) and obj.get("msg"), obj
+        assert "Traceback" not in self.stdout + self.stderr
+        return obj
+
+
+def exec_plugin(
+    executable: str | Path,
+    command: str,
+    conf: dict[str, Any] | str | bytes | None,
+    *,
+    netns: str = "",
+    ifname: str = "eth0",
+    container_id: str = "",
+    args: str = "",
+    cni_path: str = "",
+    in_ns: Netns | None = None,
+    env_extra: dict[str, str] | None = None,
+    omit: tuple[str, ...] = (),
+    timeout: float = 60,
+) -> PluginRun:
+    """Exec a plugin as a runtime does: a clean environment with CNI_* set, the config
+    on stdin, run inside the throwaway host namespace when `in_ns` is given."""
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname,
+        "CNI_ARGS": args,
+        "CNI_PATH": cni_path,
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    for key in omit:
+        env.pop(key, None)
+    env.update(env_extra or {})
+    if isinstance(conf, dict):
+        stdin = json.dumps(conf).encode()
+    elif isinstance(conf, str):
+        stdin = conf.encode()
+    else:
+        stdin = conf or b""
+    cmd = [str(executable)]
+    if in_ns is not None:
+        cmd = ["ip", "netns", "exec", in_ns.name, *cmd]
+    proc = subprocess.run(cmd, input=stdin, env=env, capture_output=True, timeout=timeout, cwd="/")
+    return PluginRun(
+        proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )
+
+
+@pytest.fixture
+def run_plugin(plugin_dir: Path) -> Callable[..., PluginRun]:
+    """run_plugin("bridge", "ADD", conf, netns=..., in_ns=host_ns, ...) with our plugins
+    first in CNI_PATH and the reference plugins after them."""
+
+    def run(name: str, command: str, conf: Any, **kw: Any) -> PluginRun:
+        kw.setdefault("cni_path", f"{plugin_dir}:{REFERENCE_DIR}")
+        return exec_plugin(plugin_dir / name, command, conf, **kw)
+
+    return run
+
+
+@pytest.fixture
+def run_reference() -> Callable[..., PluginRun]:
+    """The same for the reference Go plugins (containernetworking-plugins)."""
+
+    def run(name: str, command: str, conf: Any, **kw: Any) -> PluginRun:
+        kw.setdefault("cni_path", str(REFERENCE_DIR))
+        return exec_plugin(REFERENCE_DIR / name, command, conf, **kw)
+
+    return run
+
+
+# -- leaks -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leaks_after_module() -> Iterator[None]:
+    """After each module: no namespace of ours left behind. (Everything else a test
+    makes lives inside its namespaces and dies with them; the session check covers
+    the real host.)"""
+    before = host_netns_names()
+    yield
+    if not IS_ROOT:
+        return
+    leaked = sorted(
+        n
+        for n in host_netns_names() - before
+        if n.startswith(WORKER_PREFIX) and n[len(WORKER_PREFIX)].isalpha()
+    )
+    for name in leaked:
+        sh("ip", "netns", "del", name, check=False)
+    assert not leaked, f"namespaces leaked by this module: {leaked}"
