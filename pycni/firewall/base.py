@@ -1,0 +1,198 @@
+"""The firewall interface: domain data in, kernel rules out.
+
+Plugins never write rule text. They hand a backend *what* they want (this attachment
+is masqueraded; these ports are published to this container) and the backend decides
+*how* (nftables sets and maps in one table of our own, or iptables chains of our own).
+Every backend:
+
+- owns its objects and never flushes or rewrites anyone else's tables or chains;
+- applies each operation as one atomic batch;
+- keys every entry by attachment (network, container ID, ifname), so DEL and GC find
+  exactly what one attachment added, also without its IP addresses (DEL without netns);
+- treats "already gone" as success on removal;
+- saves the domain data of each attachment under the state dir, so `replay()` can
+  restore everything after someone flushed the ruleset (netavark's firewall-reload).
+
+Backends live next to this module: `nftables.py` (default) and `iptables.py` (fallback).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+else:
+    Protocol = object
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+DEFAULT_STATE_DIR = "/var/lib/pycni"
+
+
+def state_dir() -> str:
+    """Where plugins keep their own state (saved firewall data, locks).
+    PYCNI_STATE_DIR moves it (tests, sandboxes)."""
+    return os.environ.get("PYCNI_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+class Attachment:
+    """One container interface on one network: the unit every entry is keyed by."""
+
+    __slots__ = ("bridge", "container_id", "host_veth", "ifname", "ips", "network")
+
+    def __init__(
+        self,
+        network: str,
+        container_id: str,
+        ifname: str,
+        ips: list[IPInterface] | None = None,
+        bridge: str = "",
+        host_veth: str = "",
+    ) -> None:
+        #: CNI network name (validated: [a-zA-Z0-9][a-zA-Z0-9_.-]*)
+        self.network = network
+        #: CNI_CONTAINERID (validated like the network name)
+        self.container_id = container_id
+        #: CNI_IFNAME inside the container
+        self.ifname = ifname
+        #: the container's addresses with their subnet prefix, e.g. 10.88.0.5/16
+        self.ips = list(ips or [])
+        #: the host bridge the container is attached to ("" when not bridged)
+        self.bridge = bridge
+        #: the host end of the container's veth ("" when unknown, e.g. on DEL)
+        self.host_veth = host_veth
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.network, self.container_id, self.ifname)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "network": self.network,
+            "containerID": self.container_id,
+            "ifname": self.ifname,
+            "ips": [str(ip) for ip in self.ips],
+            "bridge": self.bridge,
+            "hostVeth": self.host_veth,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Attachment:
+        ips = d.get("ips") or []
+        assert isinstance(ips, list)
+        return cls(
+            str(d["network"]),
+            str(d["containerID"]),
+            str(d["ifname"]),
+            [ipaddress.ip_interface(str(i)) for i in ips],
+            str(d.get("bridge") or ""),
+            str(d.get("hostVeth") or ""),
+        )
+
+
+class PortMapping:
+    """One published port: hostIP:hostPort/protocol -> containerPort."""
+
+    __slots__ = ("container_port", "host_ip", "host_port", "protocol")
+
+    def __init__(
+        self, host_port: int, container_port: int, protocol: str = "tcp", host_ip: str = ""
+    ) -> None:
+        #: 1-65535
+        self.host_port = host_port
+        #: 1-65535
+        self.container_port = container_port
+        #: "tcp" | "udp" | "sctp" (lower case)
+        self.protocol = protocol
+        #: "" (every local address of the family), or one IPv4/IPv6 address;
+        #: "0.0.0.0" / "::" are normalised to "" of that family by the caller
+        self.host_ip = host_ip
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+        }
+        if self.host_ip:
+            d["hostIP"] = self.host_ip
+        return d
+
+    def __repr__(self) -> str:
+        host = f"{self.host_ip}:" if self.host_ip else ""
+        return f"PortMapping({host}{self.host_port}->{self.container_port}/{self.protocol})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PortMapping) and (
+            self.host_port,
+            self.container_port,
+            self.protocol,
+            self.host_ip,
+        ) == (other.host_port, other.container_port, other.protocol, other.host_ip)
+
+    def __hash__(self) -> int:
+        return hash((self.host_port, self.container_port, self.protocol, self.host_ip))
+
+
+class Firewall(Protocol):
+    """What the bridge and portmap plugins (and `netctl system reload`) ask of a backend."""
+
+    name: str
+
+    def available(self) -> bool:
+        """True when this backend can be used on this machine (binary/library present, kernel support)."""
+        ...
+
+    # masquerade (bridge ipMasq): traffic from the container's address to anywhere
+    # outside its own subnet, multicast excluded, leaves with the host's address.
+    def add_masquerade(self, att: Attachment) -> None: ...
+    def del_masquerade(self, network: str, container_id: str, ifname: str) -> None: ...
+    def check_masquerade(self, att: Attachment) -> list[str]:
+        """Human-readable descriptions of what is missing ([] when intact)."""
+        ...
+
+    # published ports (portmap)
+    def add_port_mappings(
+        self,
+        att: Attachment,
+        mappings: list[PortMapping],
+        snat: bool = True,
+        masq_all: bool = False,
+    ) -> None:
+        """Publish atomically. Raises PortConflict naming the first (hostIP, hostPort,
+        protocol) another attachment already holds; nothing is added then."""
+        ...
+
+    def del_port_mappings(self, network: str, container_id: str, ifname: str) -> None: ...
+    def check_port_mappings(self, att: Attachment, mappings: list[PortMapping]) -> list[str]: ...
+
+    def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
+        """Remove every entry of `network` whose (containerID, ifname) is not in `valid`;
+        returns descriptions of what was removed."""
+        ...
+
+    def attachments(self) -> set[tuple[str, str, str]]:
+        """(network, containerID, ifname) of every attachment that has entries now."""
+        ...
+
+    def replay(self) -> int:
+        """Re-apply the saved domain data of every attachment (after a flush); returns how many."""
+        ...
+
+
+class PortConflict(Exception):
+    """A (hostIP, hostPort, protocol) is already published by another attachment."""
+
+    def __init__(self, mapping: PortMapping, holder: tuple[str, str, str]) -> None:
+        host = mapping.host_ip or "0.0.0.0"
+        super().__init__(
+            f"Bind for {host}:{mapping.host_port} failed: port is already allocated "
+            f"(published by container {holder[1]} on network {holder[0]})"
+        )
+        self.mapping = mapping
+        self.holder = holder
