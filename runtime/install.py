@@ -30,8 +30,8 @@ def _script(name: str, module: str) -> str:
         "import sys\n"
         f"sys.path.insert(0, {package_parent!r})\n"
         f"sys.path.append({site_packages!r})\n"
-        f"from {module} import main\n"
-        "main()\n"
+        "from pycni.entry import main\n"
+        f"main({name!r}, {module!r})\n"
     )
 
 

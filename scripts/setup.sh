@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine (as root) for pycni: system packages, a venv, the package.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(iproute2 nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "+ apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "pycni needs Python >= 3.11"'
+if [ ! -x .venv/bin/python ]; then
+    echo "+ $PY -m venv .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.pycni-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "+ pip install -e .[test]"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import pycni.runtime.cli, pyroute2, pydantic, scapy, pytest" # fail loudly if pip failed
+    touch "$stamp"
+fi
