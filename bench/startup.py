@@ -30,7 +30,8 @@ def main() -> None:
     )
     ours = os.path.join(bindir, "loopback")
     ref = os.path.join(REFERENCE_DIR, "loopback")
-    interpreter = open(ours).readline()[2:].split()[0]
+    with open(ours) as fh:
+        interpreter = fh.readline()[2:].split()[0]
     ns = f"pycni-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     conf = json.dumps({"cniVersion": "1.0.0", "name": "bench", "type": "loopback"}).encode()
