@@ -7,4 +7,5 @@ per entry.
 
 PLUGINS = {
     "loopback": "pycni.plugins.loopback",
+    "bridge": "pycni.plugins.bridge",
 }

@@ -419,6 +419,15 @@ class Netlink:
         body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + b"".join(attrs)
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create bridge {name}")
 
+    def set_bridge_vlan_filtering(self, index: int, on: bool) -> None:
+        info = _nested(
+            IFLA_LINKINFO,
+            _str(IFLA_INFO_KIND, "bridge"),
+            _nested(IFLA_INFO_DATA, _u8(IFLA_BR_VLAN_FILTERING, int(on))),
+        )
+        body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + info
+        self.request(RTM_NEWLINK, 0, body, f"set vlan_filtering on {index}")
+
     def add_veth(
         self,
         name: str,

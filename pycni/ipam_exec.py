@@ -1,0 +1,93 @@
+"""Calling the IPAM plugin named by `ipam.type`: in-process when it is ours.
+
+A delegated IPAM is normally exec'd (one more process per container start). When the
+executable found in CNI_PATH is one written by `netctl plugins install` for one of
+our IPAM plugins, its verb runs in this process instead, with the same CmdArgs; the
+outcome (result or CniError) is identical, only one process start cheaper. Any other
+IPAM plugin (the reference host-local, dhcp, whereabouts, ...) is exec'd as usual.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pycni import errors, fastjson, invoke, skel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycni.result import Result
+
+OWN = {"host-local": "pycni.ipam.host_local", "static": "pycni.ipam.static"}
+
+
+def ipam_type(conf: dict[str, object]) -> str:
+    ipam = conf.get("ipam")
+    if ipam is None:
+        return ""
+    if not isinstance(ipam, dict):
+        raise errors.InvalidConfig(
+            "'ipam' must be an object", 'e.g. "ipam": {"type": "host-local", ...}'
+        )
+    kind = ipam.get("type", "")
+    if not isinstance(kind, str):
+        raise errors.InvalidConfig("'ipam.type' must be a string")
+    return kind
+
+
+def _own_verbs(path: str, kind: str) -> skel.Verbs | None:
+    if os.environ.get("PYCNI_IPAM_EXEC") == "1":  # tests force the exec path
+        return None
+    name = invoke.own_plugin(path)
+    if name != kind or kind not in OWN:
+        return None
+    module = __import__(OWN[kind], fromlist=["VERBS"])
+    verbs: skel.Verbs = module.VERBS
+    return verbs
+
+
+def _env(cmd: skel.CmdArgs, command: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update(cmd.env())
+    env["CNI_COMMAND"] = command
+    return env
+
+
+def run(command: str, cmd: skel.CmdArgs) -> Result | None:
+    """Run `command` (ADD, DEL, CHECK, GC, STATUS) of the configured IPAM plugin."""
+    kind = ipam_type(cmd.conf)
+    path = invoke.find_in_path(kind, cmd.path_list)
+    verbs = _own_verbs(path, kind)
+    if verbs is not None:
+        sub = skel.CmdArgs(
+            command,
+            cmd.container_id,
+            cmd.netns,
+            cmd.ifname,
+            cmd.args,
+            cmd.path,
+            cmd.stdin,
+            cmd.conf,
+        )
+        if command == "ADD":
+            return verbs.add(sub)
+        verb = {"DEL": verbs.delete, "CHECK": verbs.check, "GC": verbs.gc, "STATUS": verbs.status}[
+            command
+        ]
+        if verb is not None:
+            verb(sub)
+        return None
+    stdin = cmd.stdin or fastjson.dumps(cmd.conf).encode()
+    out = invoke.exec_plugin(path, command, stdin, _env(cmd, command))
+    if command != "ADD":
+        return None
+    from pycni.result import parse_result
+
+    try:
+        obj = fastjson.loads(out)
+    except ValueError as exc:
+        raise errors.DecodingFailure(
+            f"IPAM plugin {kind} printed an invalid result", str(exc)
+        ) from None
+    if isinstance(obj, dict) and not obj.get("cniVersion"):
+        obj["cniVersion"] = cmd.cni_version
+    return parse_result(obj, f"result of IPAM plugin {kind}")

@@ -1,0 +1,250 @@
+"""Shared kernel verbs for interface plugins: what `bridge` (and later `ptp`, ...) do.
+
+Each function is one step a plugin script names: ensure_bridge, setup_veth,
+configure_container_iface, ensure_gateway_addr, del_container_iface. They take an
+open `Netlink` for the namespace they work in; namespace switching for sysctls is
+done here, in one place.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+
+from pycni import errors, netlink, netns, sysctl
+from pycni.netlink import Link, Netlink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycni.result import IPConfig, Route
+
+    IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def nl_error(exc: netlink.NetlinkError, doing: str) -> errors.CniError:
+    """A netlink failure as a CNI error that says what we were doing."""
+    return errors.CniError(f"failed to {doing}: {exc.strerror}", exc.kernel_msg)
+
+
+def ensure_bridge(
+    nl: Netlink, name: str, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False
+) -> tuple[Link, bool]:
+    """The bridge `name`, created (MAC pinned, accept_ra=0, up) if missing.
+    Returns (link, created). Racing creators both succeed."""
+    created = False
+    link = nl.link(name)
+    if link is None:
+        try:
+            nl.add_bridge(name, mtu=mtu, vlan_filtering=vlan_filtering)
+            created = True
+        except netlink.LinkExists:
+            pass  # another plugin created it between our lookup and our create
+        except netlink.NetlinkError as exc:
+            if exc.errno == 95 and vlan_filtering:
+                raise errors.InvalidConfig(
+                    f"cannot create bridge {name!r} with VLAN filtering: this kernel has no bridge VLAN support",
+                    'remove "vlan" from the config, or use a kernel built with CONFIG_BRIDGE_VLAN_FILTERING',
+                ) from None
+            raise nl_error(exc, f"create bridge {name!r}") from None
+        link = nl.link(name)
+        if link is None:
+            raise errors.CniError(f"could not lookup {name!r} after creating it")
+    if link.kind != "bridge":
+        raise errors.InvalidConfig(
+            f"{name!r} already exists but is not a bridge",
+            f'it is a {link.kind or "device"}; choose another "bridge" name',
+        )
+    if vlan_filtering and not created:
+        try:
+            nl.set_bridge_vlan_filtering(link.index, True)
+        except netlink.NetlinkError as exc:
+            raise errors.InvalidConfig(
+                f"cannot enable VLAN filtering on bridge {name!r}: {exc.strerror}",
+                'this kernel may lack CONFIG_BRIDGE_VLAN_FILTERING; remove "vlan" from the config',
+            ) from None
+    # Router advertisements must never configure the node through a container-facing
+    # bridge: a container could otherwise hijack the host's IPv6 routes (CVE-2020-10749).
+    sysctl.try_write(f"net/ipv6/conf/{name}/accept_ra", "0")
+    if created:
+        # Pin the MAC: a bridge otherwise takes the lowest MAC of its ports and
+        # changes it as containers come and go, breaking neighbours' ARP caches.
+        nl.set_link(link.index, mac=link.mac)
+    if promisc and not link.promisc:
+        nl.set_link(link.index, promisc=True)
+    if not link.up:
+        nl.set_link(link.index, up=True)
+    refreshed = nl.link_by_index(link.index)
+    return (refreshed or link), created
+
+
+def random_veth_name() -> str:
+    return "veth" + os.urandom(4).hex()
+
+
+def setup_veth(
+    host: Netlink,
+    container_fd: int,
+    container_nl: Netlink,
+    ifname: str,
+    mtu: int = 0,
+    mac: str = "",
+) -> tuple[Link, Link]:
+    """Create a veth pair whose container end is born inside the container namespace
+    as `ifname`; returns (host end, container end)."""
+    if container_nl.link(ifname) is not None:
+        raise errors.InvalidEnvironment(
+            f"container veth name provided ({ifname}) already exists",
+            "CNI_IFNAME must name an interface that does not exist in the container yet",
+        )
+    for _attempt in range(10):
+        host_name = random_veth_name()
+        try:
+            host.add_veth(host_name, ifname, peer_netns_fd=container_fd, mtu=mtu, peer_mac=mac)
+            break
+        except netlink.LinkExists:
+            if container_nl.link(ifname) is not None:
+                raise errors.InvalidEnvironment(
+                    f"container veth name provided ({ifname}) already exists"
+                ) from None
+            continue  # our random host name collided; try another
+        except netlink.NetlinkError as exc:
+            raise nl_error(exc, "make veth pair") from None
+    else:
+        raise errors.TryAgainLater("failed to find a unique veth name")
+    host_link = host.link(host_name)
+    cont_link = container_nl.link(ifname)
+    if host_link is None or cont_link is None:
+        raise errors.CniError("veth pair vanished right after it was created")
+    return host_link, cont_link
+
+
+def attach_to_bridge(
+    nl: Netlink,
+    port: Link,
+    bridge: Link,
+    hairpin: bool = False,
+    isolated: bool = False,
+    vlan: int = 0,
+) -> None:
+    # accept_ra=0 on every host veth too (CVE-2020-10749).
+    sysctl.try_write(f"net/ipv6/conf/{port.name}/accept_ra", "0")
+    try:
+        nl.set_link(port.index, master=bridge.index, up=True)
+        if hairpin or isolated:
+            nl.set_bridge_port(port.index, hairpin=hairpin or None, isolated=isolated or None)
+        if vlan:
+            nl.bridge_vlan_add(port.index, vlan, pvid=True, untagged=True)
+    except netlink.NetlinkError as exc:
+        raise nl_error(exc, f"connect {port.name} to bridge {bridge.name}") from None
+
+
+def _wait_for_dad(nl: Netlink, index: int, timeout: float) -> None:
+    """Wait until no IPv6 address of `index` is tentative (DAD done), at most `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tentative = [
+            a for a in nl.addrs(index, netlink.AF_INET6) if a.flags & netlink.IFA_F_TENTATIVE
+        ]
+        failed = [a for a in nl.addrs(index, netlink.AF_INET6) if a.flags & netlink.IFA_F_DADFAILED]
+        if failed:
+            raise errors.CniError(
+                f"address {failed[0].interface} failed duplicate address detection"
+            )
+        if not tentative or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def configure_container_iface(
+    container_fd: int,
+    nl: Netlink,
+    link: Link,
+    ips: list[IPConfig],
+    routes: list[Route],
+    enable_dad: bool = False,
+) -> None:
+    """Addresses, sysctls, link up and routes on the container's interface."""
+    has_v6 = any(ip.family == 6 for ip in ips)
+    with netns.entered(container_fd):
+        if has_v6:
+            for dev in ("lo", link.name):
+                sysctl.try_write(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
+        if enable_dad:
+            sysctl.try_write(f"net/ipv6/conf/{link.name}/enhanced_dad", "1")
+            sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_dad", "1")
+        else:
+            sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_dad", "0")
+        # Tell neighbours our (possibly reused) address moved: gratuitous ARP on up.
+        sysctl.try_write(f"net/ipv4/conf/{link.name}/arp_notify", "1")
+    try:
+        for ip in ips:
+            nl.add_addr(link.index, ip.address, nodad=not enable_dad)
+        nl.set_link(link.index, up=True)
+    except netlink.NetlinkError as exc:
+        raise nl_error(exc, f"configure addresses on {link.name}") from None
+    if has_v6 and enable_dad:
+        # DAD takes dad_transmits x retrans_time (1 s by default); wait for it, no longer.
+        _wait_for_dad(nl, link.index, timeout=3.0)
+    gateways = {ip.family: ip.gateway for ip in reversed(ips) if ip.gateway is not None}
+    for route in routes:
+        gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
+        try:
+            nl.add_route(
+                route.dst,
+                gw,
+                oif=link.index,
+                priority=int(route.extra.get("priority", 0)),
+                table=int(route.extra.get("table", netlink.RT_TABLE_MAIN)),
+                mtu=int(route.extra.get("mtu", 0)),
+                advmss=int(route.extra.get("advmss", 0)),
+            )
+        except netlink.LinkExists:
+            continue  # the same route from two sources (IPAM + default gateway)
+        except netlink.NetlinkError as exc:
+            via = f" via {gw}" if gw is not None else ""
+            raise nl_error(exc, f"add route {route.dst}{via} dev {link.name}") from None
+
+
+def ensure_gateway_addr(nl: Netlink, bridge: Link, gw: IPInterface, force: bool) -> None:
+    """Put the gateway address on the bridge; refuse to replace a different one
+    unless `force` (the reference's forceAddress)."""
+    family = netlink.AF_INET if gw.version == 4 else netlink.AF_INET6
+    for addr in nl.addrs(bridge.index, family):
+        if addr.interface == gw:
+            return
+        if gw.version == 6 and not addr.interface.network.overlaps(gw.network):
+            continue  # link-local and other subnets may coexist on an IPv6 bridge
+        if not force:
+            raise errors.InvalidConfig(
+                f"{bridge.name!r} already has an IP address different from {gw}",
+                f'it has {addr.interface}; set "forceAddress": true to replace it, or use another bridge',
+            )
+        nl.del_addr(bridge.index, addr.interface)
+    try:
+        nl.add_addr(bridge.index, gw, nodad=True)
+    except netlink.LinkExists:
+        pass  # a concurrent ADD on the same network added it first
+    except netlink.NetlinkError as exc:
+        raise nl_error(exc, f"add IP address {gw} to {bridge.name!r}") from None
+
+
+def enable_forwarding(family: int) -> None:
+    key = "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding"
+    try:
+        sysctl.write(key, "1")
+    except OSError as exc:
+        raise errors.CniError(
+            f"failed to enable forwarding: {exc.strerror}", f"/proc/sys/{key}"
+        ) from None
+
+
+def del_container_iface(nl: Netlink, ifname: str) -> list[IPInterface]:
+    """Delete the container end of a veth (its host peer goes with it); returns the
+    global addresses it had. Missing link, or a link that is not a veth (not ours): no-op."""
+    link = nl.link(ifname)
+    if link is None or link.kind != "veth":
+        return []
+    addrs = [a.interface for a in nl.addrs(link.index) if a.scope == netlink.RT_SCOPE_UNIVERSE]
+    nl.del_link(link.index)
+    return addrs
