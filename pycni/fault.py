@@ -19,9 +19,9 @@ _SPEC = os.environ.get("PYCNI_FAULT", "")
 def point(name: str) -> None:
     if not _SPEC:
         return
-    if _SPEC == name:
+    if name == _SPEC:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-    if _SPEC == f"fail:{name}":
+    if f"fail:{name}" == _SPEC:
         raise errors.CniError(f"injected failure at {name}", "PYCNI_FAULT is set (tests only)")
