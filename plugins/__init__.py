@@ -7,5 +7,7 @@ per entry.
 
 PLUGINS = {
     "loopback": "pycni.plugins.loopback",
+    "host-local": "pycni.ipam.host_local",
+    "static": "pycni.ipam.static",
     "bridge": "pycni.plugins.bridge",
 }

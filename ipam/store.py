@@ -1,0 +1,395 @@
+"""host-local's on-disk lease store, byte-compatible with the reference plugin's.
+
+Under `<dataDir>/<network>/`:
+
+    <ip>                  one lease, named by the address as the reference names it
+                          (IPv4 dotted quad, IPv6 RFC 5952 lowercase: `fd00::2`), holding
+                          exactly b"<containerID>\\r\\n<ifname>" (no newline). A legacy
+                          lease holds the bare container ID.
+    last_reserved_ip.<n>  round-robin hint of range set n: the address, no newline.
+    lock                  flock(LOCK_EX)'d by every writer, ours and the reference's.
+    .pycni-tmp.<pid>.<n>  our temp files (a leading dot: never an address). They exist
+                          only while we hold the lock, so one seen under the lock is
+                          debris of a killed process and is removed.
+
+Crash safety: a lease is written to a temp file in the same directory, fsync'd, then
+`link()`ed to its address name. link is atomic and fails with EEXIST when the name is
+taken, so no reader (nor a SIGKILL at any point) can ever see an empty or half-written
+lease. The reference writes in place (O_EXCL then write), which can leave an empty
+lease after a crash; GC releases those.
+
+OSErrors become IOFailure (code 5) naming the path; a lock wait that times out becomes
+TryAgainLater (code 11) naming the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import sys
+import time
+
+from pycni import errors
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pycni.ipam.allocator import IPAddress
+
+LOCK_NAME = "lock"
+LAST_RESERVED = "last_reserved_ip."
+TEMP_PREFIX = ".pycni-tmp."
+# The mode the reference (v1.1.1, as installed) gives lease files.
+LEASE_MODE = 0o644
+DEFAULT_LOCK_TIMEOUT = 10.0
+LOCK_TIMEOUT_ENV = "PYCNI_IPAM_LOCK_TIMEOUT"
+
+_HINTS = {
+    errno.ENOSPC: "the file system is full; free some space",
+    errno.EDQUOT: "the disk quota is exhausted; free some space",
+    errno.EROFS: "the file system is read-only; remount it read-write or point ipam.dataDir elsewhere",
+    errno.EACCES: "permission denied; the plugin needs write access to ipam.dataDir",
+    errno.EPERM: "operation not permitted; the plugin needs write access to ipam.dataDir",
+}
+
+
+def io_failure(action: str, path: str, exc: OSError) -> errors.IOFailure:
+    reason = exc.strerror or str(exc)
+    hint = _HINTS.get(exc.errno or 0, "check the file system holding ipam.dataDir")
+    return errors.IOFailure(f"{action} {path}: {reason}", hint)
+
+
+def lock_timeout() -> float:
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+    return value if value >= 0 else DEFAULT_LOCK_TIMEOUT
+
+
+def lease_ip(name: str) -> IPAddress | None:
+    """The address a directory entry names, or None (lock, hints, temp files, others)."""
+    if not name or not (name[0].isdigit() or name[0] in "abcdefABCDEF:"):
+        return None
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def parse_lease(data: bytes) -> tuple[str, str | None]:
+    """(containerID, ifname) of a lease; ifname None for a legacy ID-only lease. The
+    content is whitespace-trimmed as the reference compares it."""
+    text = data.strip().decode("utf-8", "replace")
+    cid, sep, ifname = text.partition("\r\n")
+    return (cid, ifname) if sep else (cid, None)
+
+
+def _read_small(path: str) -> bytes | None:
+    """A lease or hint file's content; None when it vanished."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+class DiskStore:
+    """The leases of one network. Use as `with DiskStore(dir, net).open() as store:`;
+    every method but `scan(locked=False)` expects the lock held."""
+
+    __slots__ = ("_created", "_fd", "_leases", "_seq", "_temp", "directory")
+
+    def __init__(self, data_dir: str, network: str) -> None:
+        self.directory = os.path.join(data_dir, network)
+        self._fd = -1
+        # ip -> (containerID, ifname or None, file name), filled by scan().
+        self._leases: dict[IPAddress, tuple[str, str | None, str]] = {}
+        self._temp: str | None = None  # the fsync'd temp file of the lease being placed
+        self._created: list[IPAddress] = []
+        self._seq = 0
+
+    # -- lock --------------------------------------------------------------------------
+
+    def open(self, timeout: float | None = None, create: bool = True) -> DiskStore:
+        """Take the network's lock, waiting at most `timeout` seconds. With
+        create=False a missing network directory is left alone (nothing is leased)."""
+        if create:
+            try:
+                os.makedirs(self.directory, mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise io_failure("cannot create the lease directory", self.directory, exc) from None
+        elif not os.path.isdir(self.directory):
+            return self
+        path = os.path.join(self.directory, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise io_failure("cannot open the IPAM lock", path, exc) from None
+        wait = lock_timeout() if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        delay = 0.001
+        while True:
+            try:
+                # Non-blocking and polled, so the wait is bounded without signals (this
+                # also runs inside the bridge plugin's process, possibly off the main thread).
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now >= deadline:
+                    os.close(fd)
+                    raise errors.TryAgainLater(
+                        f"timed out after {wait:g}s waiting for the IPAM lock {path}",
+                        "another IPAM operation on this network holds it; retry later",
+                    ) from None
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 0.02)
+            except OSError as exc:
+                os.close(fd)
+                raise io_failure("cannot lock", path, exc) from None
+        self._fd = fd
+        return self
+
+    @property
+    def exists(self) -> bool:
+        return self._fd >= 0
+
+    def close(self) -> None:
+        self._drop_temp()
+        if self._fd >= 0:
+            os.close(self._fd)  # releases the flock
+            self._fd = -1
+
+    def __enter__(self) -> DiskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def scan(self, locked: bool = True) -> dict[IPAddress, tuple[str, str | None, str]]:
+        """Read every lease. Under the lock, temp files are debris and are removed."""
+        leases: dict[IPAddress, tuple[str, str | None, str]] = {}
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            names = []
+        except OSError as exc:
+            raise io_failure("cannot list the lease directory", self.directory, exc) from None
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if name.startswith(TEMP_PREFIX):
+                if locked:
+                    self._unlink_quietly(path)
+                continue
+            ip = lease_ip(name)
+            if ip is None:
+                continue
+            try:
+                data = _read_small(path)
+            except OSError as exc:
+                if exc.errno in (errno.EISDIR, errno.ELOOP):
+                    continue  # not a lease file
+                raise io_failure("cannot read the lease", path, exc) from None
+            if data is not None:
+                leases[ip] = (*parse_lease(data), name)
+        self._leases = leases
+        return leases
+
+    def held_by(self, container_id: str, ifname: str) -> list[IPAddress]:
+        return [
+            ip
+            for ip, (cid, ifn, _name) in self._leases.items()
+            if cid == container_id and ifn in (ifname, None)
+        ]
+
+    def last_reserved(self, index: int) -> IPAddress | None:
+        try:
+            data = _read_small(os.path.join(self.directory, f"{LAST_RESERVED}{index}"))
+        except OSError:
+            return None  # only a hint: start from the beginning of the range set
+        if not data:
+            return None
+        try:
+            return ipaddress.ip_address(data.strip().decode("ascii", "replace"))
+        except ValueError:
+            return None
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _temp_name(self) -> str:
+        self._seq += 1
+        return os.path.join(self.directory, f"{TEMP_PREFIX}{os.getpid()}.{self._seq}")
+
+    def _write_temp(self, content: bytes, mode: int, sync: bool) -> str:
+        path = self._temp_name()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            # Debris of an earlier process that had our pid; we hold the lock.
+            self._unlink_quietly(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            self._unlink_quietly(path)
+            raise
+        os.close(fd)
+        return path
+
+    def reserve(self, ip: IPAddress, container_id: str, ifname: str) -> bool:
+        if ip in self._leases:
+            return False
+        name = str(ip)
+        path = os.path.join(self.directory, name)
+        if self._temp is None:
+            content = f"{container_id.strip()}\r\n{ifname}".encode()
+            try:
+                self._temp = self._write_temp(content, LEASE_MODE, sync=True)
+            except OSError as exc:
+                raise io_failure("cannot write the lease", path, exc) from None
+        try:
+            os.link(self._temp, path)
+        except FileExistsError:
+            # Someone not holding the lock wrote it, or the scan is stale: taken.
+            self._leases[ip] = ("", None, name)
+            return False
+        except OSError as exc:
+            self._drop_temp()
+            raise io_failure("cannot write the lease", path, exc) from None
+        # A fresh temp per lease: two leases of one ADD (dual stack) must not be hard
+        # links of one inode.
+        self._drop_temp()
+        self._leases[ip] = (container_id, ifname, name)
+        self._created.append(ip)
+        return True
+
+    def release_ip(self, ip: IPAddress) -> None:
+        entry = self._leases.pop(ip, None)
+        self._unlink_quietly(os.path.join(self.directory, entry[2] if entry else str(ip)))
+        if ip in self._created:
+            self._created.remove(ip)
+
+    def set_last_reserved(self, index: int, ip: IPAddress) -> None:
+        # Written by rename so no one reads half an address. Not fsync'd: it is a hint;
+        # losing it only moves where the next search starts.
+        path = os.path.join(self.directory, f"{LAST_RESERVED}{index}")
+        try:
+            temp = self._write_temp(str(ip).encode(), LEASE_MODE, sync=False)
+            try:
+                os.replace(temp, path)
+            except OSError:
+                self._unlink_quietly(temp)
+                raise
+        except OSError as exc:
+            sys.stderr.write(f"host-local: warning: cannot update {path}: {exc.strerror}\n")
+
+    def commit(self) -> None:
+        """Make the leases created by this ADD durable (fsync the directory); on
+        failure they are removed and IOFailure is raised."""
+        self._drop_temp()
+        if not self._created:
+            return
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            for ip in list(self._created):
+                self.release_ip(ip)
+            raise io_failure("cannot sync the lease directory", self.directory, exc) from None
+        self._created.clear()
+
+    def release(self, container_id: str, ifname: str) -> list[IPAddress]:
+        """DEL: remove the attachment's leases (the legacy ID-only ones only when no
+        exact lease exists, as the reference does). Nothing found is not an error."""
+        leases = self.scan()
+        exact = [ip for ip, (c, i, _n) in leases.items() if c == container_id and i == ifname]
+        targets = exact or [
+            ip for ip, (c, i, _n) in leases.items() if c == container_id and i is None
+        ]
+        self._remove(targets)
+        return targets
+
+    def gc(self, valid: set[tuple[str, str]]) -> list[IPAddress]:
+        """Release every lease whose attachment is not in `valid`. A legacy ID-only lease
+        stays while its container has any valid attachment. Empty leases (a crashed
+        reference write; under the lock nobody is writing them) are released."""
+        valid_ids = {cid for cid, _ifname in valid}
+        stale = [
+            ip
+            for ip, (cid, ifname, _n) in self.scan().items()
+            if not cid
+            or (ifname is None and cid not in valid_ids)
+            or (ifname is not None and (cid, ifname) not in valid)
+        ]
+        self._remove(stale)
+        return stale
+
+    def _remove(self, ips: list[IPAddress]) -> None:
+        failures = []
+        for ip in ips:
+            path = os.path.join(self.directory, self._leases[ip][2])
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                failures.append(io_failure("cannot remove the lease", path, exc))
+                continue
+            del self._leases[ip]
+        if failures:
+            # Keep going past the first failure, report them all once.
+            raise errors.IOFailure(
+                "; ".join(f.msg for f in failures), failures[0].details
+            ) from None
+
+    def _drop_temp(self) -> None:
+        if self._temp is not None:
+            self._unlink_quietly(self._temp)
+            self._temp = None
+
+    @staticmethod
+    def _unlink_quietly(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def status(data_dir: str) -> str | None:
+    """Why leases cannot be written under `data_dir` now, or None when they can."""
+    path = data_dir
+    # A dataDir that does not exist yet is created by the first ADD: judge its parent.
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        return f"cannot inspect {path}: {exc.strerror}"
+    if st.f_flag & os.ST_RDONLY:
+        return f"{path} is on a read-only file system"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    if st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0):
+        return f"the file system holding {path} is full"
+    return None
