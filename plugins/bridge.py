@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from pycni import conf, errors, fault, ipam_exec, netlink, netns, netsetup, skel
+from pycni import conf, errors, fault, invoke, ipam_exec, netlink, netns, netsetup, skel
 from pycni.netlink import Netlink
 from pycni.result import DNS, Interface, IPConfig, Result, Route, parse_result
 
@@ -197,6 +197,10 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             f"{WHERE}: ipMasq needs the {fw.name} backend, which is not usable here",
             "install nftables (or iptables) or set ipMasqBackend to the one that is installed",
         )
+    if c.ipam_type:
+        invoke.find_in_path(
+            c.ipam_type, cmd.path_list
+        )  # a missing IPAM plugin fails before any change
     fd = netns.open_netns(cmd.netns)
     host = Netlink()
     cont = Netlink(netns_fd=fd)
@@ -207,14 +211,17 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 f"container veth name provided ({cmd.ifname}) already exists",
                 "CNI_IFNAME must name an interface that does not exist in the container yet",
             )
-        br, _created = netsetup.ensure_bridge(
-            host, c.bridge, c.mtu, c.promisc, vlan_filtering=bool(c.vlan)
-        )
         ipam: Result | None = None
         if c.ipam_type:
+            # IPAM first: its config errors surface before the node is touched.
             ipam = ipam_exec.run("ADD", cmd)
             undo.append(("ipam", None))
             fault.point("after-ipam")
+        br, created = netsetup.ensure_bridge(
+            host, c.bridge, c.mtu, c.promisc, vlan_filtering=bool(c.vlan)
+        )
+        if created:
+            undo.append(("bridge", br.index))
         host_veth, cont_link = netsetup.setup_veth(host, fd, cont, cmd.ifname, c.mtu, c.mac)
         undo.append(("veth", host_veth.index))
         fault.point("after-veth")
@@ -302,6 +309,11 @@ def _rollback(
             elif kind == "veth":
                 assert isinstance(data, int)
                 host.del_link(data)
+            elif kind == "bridge":
+                # Only a bridge this ADD created, and only while no other port uses it.
+                assert isinstance(data, int)
+                if not any(link.master == data for link in host.links()):
+                    host.del_link(data)
             elif kind == "ipam":
                 ipam_exec.run("DEL", cmd)
         except Exception as exc:  # keep undoing the rest
