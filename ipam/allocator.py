@@ -309,27 +309,31 @@ def allocate_all(
     requested: list[IPAddress] | None = None,
 ) -> list[tuple[IPAddress, Range]]:
     """One address per range set, all or nothing: on any failure the addresses already
-    reserved by this call are released. Requested addresses go to the set that holds
-    them; one left over is an error. Round-robin hints are written only on success."""
+    reserved by this call are released. Requested addresses go to the set whose ranges
+    hold them; one left over is an error. Round-robin hints are written only on success."""
     wanted = list(dict.fromkeys(requested or ()))
+    per_set: list[IPAddress | None] = []
+    for range_set in range_sets:
+        want = next((ip for ip in wanted if range_set.range_for(ip)), None)
+        if want is not None:
+            wanted.remove(want)
+        per_set.append(want)
+    if wanted:
+        # Checked before anything is reserved: no lease to roll back.
+        raise errors.InvalidConfig(
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in wanted),
+            "each requested IP must lie inside one range (rangeStart..rangeEnd) of a "
+            "range set, one per set: " + "; ".join(str(rs) for rs in range_sets),
+        )
     done: list[tuple[IPAddress, Range]] = []
     try:
         for index, range_set in enumerate(range_sets):
-            want = next((ip for ip in wanted if range_set.range_for(ip)), None)
-            if want is not None:
-                wanted.remove(want)
             try:
-                done.append(allocate(range_set, index, store, container_id, ifname, want))
+                done.append(allocate(range_set, index, store, container_id, ifname, per_set[index]))
             except errors.CniError as exc:
                 raise type(exc)(
                     f"failed to allocate for range {index}: {exc.msg}", exc.details, code=exc.code
                 ) from None
-        if wanted:
-            raise errors.InvalidConfig(
-                "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in wanted),
-                "each requested IP must lie inside one range (rangeStart..rangeEnd) of a "
-                "range set: " + "; ".join(str(rs) for rs in range_sets),
-            )
     except BaseException:
         for ip, _r in done:
             store.release_ip(ip)
