@@ -185,7 +185,7 @@ def test_duplicate_allocation_refused() -> None:
 def test_legacy_id_only_lease_counts_as_duplicate() -> None:
     store = MemoryStore()
     store.leases[ip("10.1.0.7")] = ("a", None)
-    with pytest.raises(errors.InvalidConfig, match="10.1.0.7 has been allocated to a"):
+    with pytest.raises(errors.InvalidConfig, match=r"10\.1\.0\.7 has been allocated to a"):
         add([rset(rng("10.1.0.0/24"))], store, "a")
 
 

@@ -323,9 +323,9 @@ def test_resolv_conf_parsing() -> None:
 
 
 def test_read_resolv_conf_errors(tmp_path) -> None:
-    with pytest.raises(errors.InvalidConfig, match="ipam.resolvConf .* does not exist"):
+    with pytest.raises(errors.InvalidConfig, match=r"ipam\.resolvConf .* does not exist"):
         config.read_resolv_conf(str(tmp_path / "missing"))
-    with pytest.raises(errors.IOFailure, match="cannot read ipam.resolvConf"):
+    with pytest.raises(errors.IOFailure, match=r"cannot read ipam\.resolvConf"):
         config.read_resolv_conf(str(tmp_path))
     (tmp_path / "r").write_text("nameserver 1.1.1.1\n")
     assert config.read_resolv_conf(str(tmp_path / "r")).nameservers == ["1.1.1.1"]
@@ -337,7 +337,7 @@ def test_dns_object_validation() -> None:
     ]
     with pytest.raises(errors.InvalidConfig, match=r"ipam.dns.search\[1\] must be a string"):
         config.parse_dns({"dns": {"search": ["a", 1]}}, "dns", "ipam")
-    with pytest.raises(errors.InvalidConfig, match="ipam.dns must be an object"):
+    with pytest.raises(errors.InvalidConfig, match=r"ipam\.dns must be an object"):
         config.parse_dns({"dns": []}, "dns", "ipam")
 
 

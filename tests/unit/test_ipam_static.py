@@ -173,7 +173,7 @@ def test_check() -> None:
     # no configured gateway: any gateway matches
     check({"addresses": [{"address": "10.10.0.5/24"}]}, good)
     with pytest.raises(
-        errors.CniError, match="static: Failed to match addr 10.10.0.5 on interface eth0"
+        errors.CniError, match=r"static: Failed to match addr 10\.10\.0\.5 on interface eth0"
     ):
         check(
             ipam,

@@ -192,9 +192,8 @@ def test_lock_timeout_env(monkeypatch) -> None:
 
 def test_lock_excludes_threads_of_one_process(tmp_path) -> None:
     """The bridge may call host-local in-process; flock on separate opens still excludes."""
-    with DiskStore(str(tmp_path), "net1").open():
-        with pytest.raises(errors.TryAgainLater):
-            DiskStore(str(tmp_path), "net1").open(timeout=0.05)
+    with DiskStore(str(tmp_path), "net1").open(), pytest.raises(errors.TryAgainLater):
+        DiskStore(str(tmp_path), "net1").open(timeout=0.05)
 
 
 def test_status(tmp_path) -> None:
