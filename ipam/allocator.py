@@ -244,8 +244,8 @@ def check_disjoint(range_sets: list[RangeSet]) -> None:
         for i, a in enumerate(range_sets[:j]):
             if a.overlaps(b):
                 raise errors.InvalidConfig(
-                    f"range set {j} overlaps with {i}",
-                    f"{b.where} ({b}) and {a.where} ({a}) must not share addresses",
+                    f"range set {i} overlaps with {j}",
+                    f"{a.where} ({a}) and {b.where} ({b}) must not share addresses",
                 )
 
 

@@ -3,7 +3,7 @@
 Drop-in for the reference `static`. Addresses come from `ipam.addresses`
 ([{address: CIDR, gateway?}], the host part of the CIDR is the address), then:
 CNI_ARGS `IP=` (comma-separated CIDRs) are appended and CNI_ARGS `GATEWAY=` (comma-
-separated) is set on every address whose subnet holds it; a non-empty `args.cni.ips`,
+separated) is set on every IP= address whose subnet holds it; a non-empty `args.cni.ips`,
 then a non-empty runtimeConfig `ips`, each replaces the whole list. DEL has nothing to
 undo; CHECK verifies the gateways the prevResult reports for our addresses.
 """
@@ -70,20 +70,25 @@ def _configured(ipam: dict[str, Any]) -> list[StaticAddress]:
     return out
 
 
-def _from_cni_args(addresses: list[StaticAddress], cni_args: dict[str, str]) -> None:
+def _from_cni_args(cni_args: dict[str, str]) -> list[StaticAddress]:
+    """CNI_ARGS IP= addresses, with the CNI_ARGS GATEWAY= gateways inside their subnets.
+    As with the reference, GATEWAY= applies to the IP= addresses only, never to those
+    of ipam.addresses (which keep their configured gateway)."""
+    added = []
     try:
         for n, text in enumerate(cni_args.get("IP", "").split(",")):
             if text.strip():
-                addresses.append(StaticAddress(config.parse_cidr(text, f"CNI_ARGS IP[{n}]")))
+                added.append(StaticAddress(config.parse_cidr(text, f"CNI_ARGS IP[{n}]")))
         for n, text in enumerate(cni_args.get("GATEWAY", "").split(",")):
             if not text.strip():
                 continue
             gateway = config.parse_ip(text, f"CNI_ARGS GATEWAY[{n}]")
-            for a in addresses:
+            for a in added:
                 if a.address.version == gateway.version and gateway in a.address.network:
                     a.gateway = gateway
     except errors.InvalidConfig as exc:
         raise errors.InvalidEnvironment(exc.msg, exc.details) from None
+    return added
 
 
 def _replacement(container: dict[str, Any], where: str) -> list[StaticAddress]:
@@ -98,8 +103,7 @@ def load_conf(cmd: skel.CmdArgs) -> StaticConf:
     ipam = config.ipam_section(conf)
     cni_args = cmd.cni_args
     skel.check_cni_args(cni_args, KNOWN_ARGS)
-    addresses = _configured(ipam)
-    _from_cni_args(addresses, cni_args)
+    addresses = _configured(ipam) + _from_cni_args(cni_args)
     args = config.optional_dict(conf, "args", "")
     for replacement in (
         _replacement(config.optional_dict(args, "cni", "args"), "args.cni"),

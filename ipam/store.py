@@ -19,7 +19,8 @@ lease. The reference writes in place (O_EXCL then write), which can leave an emp
 lease after a crash; GC releases those.
 
 OSErrors become IOFailure (code 5) naming the path; a lock wait that times out becomes
-TryAgainLater (code 11) naming the lock.
+TryAgainLater (code 11) naming the lock. Fault points for tests (pycni.fault):
+ipam-temp-written, ipam-lease-linked, ipam-before-commit.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import os
 import sys
 import time
 
-from pycni import errors
+from pycni import errors, fault
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -161,7 +162,10 @@ class DiskStore:
         return self._fd >= 0
 
     def close(self) -> None:
+        """Unlock. Leases reserved but not committed (the ADD failed) are removed first."""
         self._drop_temp()
+        for ip in list(self._created):
+            self.release_ip(ip)
         if self._fd >= 0:
             os.close(self._fd)  # releases the flock
             self._fd = -1
@@ -242,6 +246,7 @@ class DiskStore:
                 view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
+                fault.point("ipam-temp-written")
         except BaseException:
             os.close(fd)
             self._unlink_quietly(path)
@@ -269,11 +274,12 @@ class DiskStore:
         except OSError as exc:
             self._drop_temp()
             raise io_failure("cannot write the lease", path, exc) from None
+        self._leases[ip] = (container_id, ifname, name)
+        self._created.append(ip)
+        fault.point("ipam-lease-linked")
         # A fresh temp per lease: two leases of one ADD (dual stack) must not be hard
         # links of one inode.
         self._drop_temp()
-        self._leases[ip] = (container_id, ifname, name)
-        self._created.append(ip)
         return True
 
     def release_ip(self, ip: IPAddress) -> None:
@@ -302,6 +308,7 @@ class DiskStore:
         self._drop_temp()
         if not self._created:
             return
+        fault.point("ipam-before-commit")
         try:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:

@@ -273,7 +273,7 @@ def test_check_disjoint_between_sets() -> None:
     b = RangeSet.checked([rng("10.1.0.0/16", "10.1.0.200", "10.1.3.0")], "ipam.ranges[1]")
     with pytest.raises(errors.InvalidConfig) as exc:
         check_disjoint([a, b])
-    assert exc.value.msg == "range set 1 overlaps with 0"
+    assert exc.value.msg == "range set 0 overlaps with 1"
     assert "ipam.ranges[1]" in exc.value.details and "ipam.ranges[0]" in exc.value.details
     check_disjoint([a, RangeSet.checked([rng("fd00::/64")], "ipam.ranges[1]")])
 

@@ -118,13 +118,13 @@ INVALID = [
     ),
     (
         {"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.1.0.0/16"}]]},
-        "range set 1 overlaps with 0",
-        "ipam.ranges[1] (10.1.0.1-10.1.255.254) and ipam.ranges[0] (10.1.0.1-10.1.0.254)",
+        "range set 0 overlaps with 1",
+        "ipam.ranges[0] (10.1.0.1-10.1.0.254) and ipam.ranges[1] (10.1.0.1-10.1.255.254)",
     ),
     (
         {"subnet": "10.1.0.0/24", "ranges": [[{"subnet": "10.1.0.128/25"}]]},
-        "range set 1 overlaps with 0",
-        "ipam.ranges[0] (10.1.0.129-10.1.0.254) and ipam (10.1.0.1-10.1.0.254)",
+        "range set 0 overlaps with 1",
+        "ipam (10.1.0.1-10.1.0.254) and ipam.ranges[0] (10.1.0.129-10.1.0.254)",
     ),
     ({"subnet": "10.1.0.0/31"}, "ipam.subnet 10.1.0.0/31 is too small to allocate from", ""),
     (

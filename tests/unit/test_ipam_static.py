@@ -65,8 +65,9 @@ def test_cni_args_ip_appends_and_gateway_assigns() -> None:
         {"addresses": [{"address": "10.10.0.5/24"}]},
         cni_args="IP=10.20.0.5/16,fd00::5/64;GATEWAY=10.20.0.1,fd00::1,10.10.0.1",
     )
+    # GATEWAY= applies to the IP= addresses only (the reference's behaviour)
     assert out["ips"] == [
-        {"address": "10.10.0.5/24", "gateway": "10.10.0.1"},
+        {"address": "10.10.0.5/24"},
         {"address": "10.20.0.5/16", "gateway": "10.20.0.1"},
         {"address": "fd00::5/64", "gateway": "fd00::1"},
     ]
