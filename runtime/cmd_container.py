@@ -1,0 +1,342 @@
+"""`netctl run/ps/port/inspect/exec/stop/rm/logs` and `netctl system gc|prune`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from pycni.runtime import portspec
+from pycni.runtime.cli import UsageError, print_json
+from pycni.runtime.containers import ContainerRecord
+
+if TYPE_CHECKING:
+    from pycni.runtime.run import Runtime
+
+
+def _runtime() -> Runtime:
+    from pycni.runtime.run import Runtime
+
+    return Runtime()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pycni.runtime.run import RunOptions
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    opts = RunOptions(
+        command=command,
+        name=args.name or "",
+        network=args.network,
+        publish=args.publish or [],
+        ip=args.ip or "",
+        ip6=args.ip6 or "",
+        mac=args.mac_address or "",
+        hostname=args.hostname or "",
+        dns=args.dns or [],
+        dns_search=args.dns_search or [],
+        dns_option=args.dns_option or [],
+        add_host=args.add_host or [],
+        detach=args.detach,
+        rm=args.rm,
+    )
+    code: int = _runtime().run(opts)
+    return code
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''}"
+    if seconds < 3600:
+        m = int(seconds // 60)
+        return "About a minute" if m == 1 else f"{m} minutes"
+    h = int(seconds // 3600)
+    return "About an hour" if h == 1 else f"{h} hours"
+
+
+def status_text(rec: ContainerRecord) -> str:
+    now = time.time()
+    if rec.status == "running":
+        return f"Up {_ago(now - rec.started)}"
+    if rec.status == "exited":
+        return f"Exited ({rec.exit_code}) {_ago(now - (rec.finished or rec.started or rec.created))} ago"
+    return rec.status.capitalize()
+
+
+def published(rec: ContainerRecord) -> list[portspec.PublishedPort]:
+    return [
+        portspec.PublishedPort(
+            host_ip=p.host_ip,
+            host_port=p.host_port,
+            container_port=p.container_port,
+            protocol=p.protocol,
+        )
+        for p in rec.ports
+    ]
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    records = [r for r in _runtime().store.all() if args.all or r.status == "running"]
+    if args.quiet:
+        for r in records:
+            print(r.short_id)
+        return 0
+    if args.format == "json":
+        for r in records:
+            print(
+                json.dumps(
+                    {
+                        "ID": r.short_id,
+                        "Names": r.name,
+                        "Command": " ".join(r.command),
+                        "Status": status_text(r),
+                        "State": r.status,
+                        "Ports": portspec.format_ports(published(r)),
+                        "Networks": r.network_mode,
+                    }
+                )
+            )
+        return 0
+    rows = [["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    for r in records:
+        command = " ".join(r.command)
+        if len(command) > 20:
+            command = command[:19] + "…"
+        rows.append(
+            [
+                r.short_id,
+                f'"{command}"',
+                f"{_ago(time.time() - r.created)} ago",
+                status_text(r),
+                portspec.format_ports(published(r)),
+                r.name,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    rec = _runtime().get(args.container)
+    try:
+        lines = portspec.format_port_lines(published(rec), args.port or "")
+    except portspec.PortSpecError as exc:
+        raise UsageError(str(exc)) from None
+    if args.port and not lines:
+        raise UsageError(
+            f"No public port '{args.port if '/' in args.port else args.port + '/tcp'}' published for {args.container}"
+        )
+    for line in lines:
+        print(line)
+    return 0
+
+
+def inspect_doc(rec: ContainerRecord) -> dict[str, object]:
+    networks = {}
+    for att in rec.attachments:
+        v4 = [ip for ip in att.ips if ":" not in ip]
+        v6 = [ip for ip in att.ips if ":" in ip]
+        networks[att.network] = {
+            "IPAddress": v4[0].split("/")[0] if v4 else "",
+            "IPPrefixLen": int(v4[0].split("/")[1]) if v4 else 0,
+            "Gateway": next((g for g in att.gateways if ":" not in g), ""),
+            "GlobalIPv6Address": v6[0].split("/")[0] if v6 else "",
+            "GlobalIPv6PrefixLen": int(v6[0].split("/")[1]) if v6 else 0,
+            "IPv6Gateway": next((g for g in att.gateways if ":" in g), ""),
+            "MacAddress": att.mac,
+            "HostVeth": att.host_veth,
+            "InterfaceName": att.ifname,
+        }
+    ports: dict[str, list[dict[str, str]]] = {}
+    for p in rec.ports:
+        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+            {"HostIp": p.host_ip, "HostPort": str(p.host_port)}
+        )
+    return {
+        "Id": rec.id,
+        "Name": f"/{rec.name}",
+        "Created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.created)),
+        "Path": rec.command[0] if rec.command else "",
+        "Args": rec.command[1:],
+        "State": {
+            "Status": rec.status,
+            "Running": rec.status == "running",
+            "Pid": rec.pid if rec.status == "running" else 0,
+            "ExitCode": rec.exit_code or 0,
+        },
+        "Config": {"Hostname": rec.hostname, "Cmd": rec.command},
+        "HostConfig": {
+            "NetworkMode": rec.network_mode,
+            "AutoRemove": rec.auto_remove,
+            "Dns": rec.dns,
+            "DnsSearch": rec.dns_search,
+            "DnsOptions": rec.dns_options,
+            "ExtraHosts": rec.extra_hosts,
+        },
+        "NetworkSettings": {"SandboxKey": rec.netns, "Networks": networks, "Ports": ports},
+        "LogPath": rec.log_path,
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    rt = _runtime()
+    print_json([inspect_doc(rt.get(ref)) for ref in args.containers])
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError(
+            '"netctl exec" requires at least 2 arguments: CONTAINER -- COMMAND [ARG...]'
+        )
+    code: int = _runtime().exec(args.container, command)
+    return code
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    rt = _runtime()
+    for ref in args.containers:
+        rt.stop(ref, float(args.time))
+        print(ref)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    rt = _runtime()
+    failed = 0
+    for ref in args.containers:
+        try:
+            rt.remove(ref, force=args.force)
+            print(ref)
+        except UsageError as exc:
+            sys.stderr.write(f"Error response from netctl: {exc}\n")
+            failed = 1
+    return failed
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    rec = _runtime().get(args.container)
+    if not rec.log_path or not os.path.exists(rec.log_path):
+        raise UsageError(f"{rec.name} has no log: only containers started with -d keep one")
+    with open(rec.log_path, "rb") as fh:
+        sys.stdout.buffer.write(fh.read())
+    return 0
+
+
+def cmd_system_prune(args: argparse.Namespace) -> int:
+    removed = _runtime().prune()
+    if removed:
+        print("Deleted Containers:")
+        for cid in removed:
+            print(cid)
+    print(f"Total reclaimed containers: {len(removed)}")
+    return 0
+
+
+def cmd_system_gc(args: argparse.Namespace) -> int:
+    from pycni.runtime import gc
+
+    report = gc.system_gc(_runtime())
+    for line in report:
+        print(line)
+    return 0
+
+
+def cmd_system_reload(args: argparse.Namespace) -> int:
+    from pycni.runtime import gc
+
+    for line in gc.reload(_runtime()):
+        print(line)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run", help="run a command in a new network namespace (like docker run)", add_help=False
+    )
+    run.add_argument("--help", action="help", help="show this help message and exit")
+    run.add_argument("--name")
+    run.add_argument(
+        "--network",
+        "--net",
+        default="bridge",
+        help="none | bridge | host | container:NAME | a network name",
+    )
+    run.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        metavar="SPEC",
+        help="publish a port: [ip:][hostPort:]containerPort[/proto]",
+    )
+    run.add_argument("--ip")
+    run.add_argument("--ip6")
+    run.add_argument("--mac-address")
+    run.add_argument("-h", "--hostname")
+    run.add_argument("--dns", action="append")
+    run.add_argument("--dns-search", action="append")
+    run.add_argument("--dns-option", action="append")
+    run.add_argument("--add-host", action="append", metavar="HOST:IP")
+    run.add_argument("-d", "--detach", action="store_true")
+    run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    run.set_defaults(func=cmd_run)
+
+    ps = sub.add_parser("ps", help="list containers")
+    ps.add_argument("-a", "--all", action="store_true")
+    ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("--format", choices=["table", "json"], default="table")
+    ps.set_defaults(func=cmd_ps)
+
+    port = sub.add_parser("port", help="list a container's published ports")
+    port.add_argument("container")
+    port.add_argument("port", nargs="?")
+    port.set_defaults(func=cmd_port)
+
+    insp = sub.add_parser("inspect", help="a container's details as JSON")
+    insp.add_argument("containers", nargs="+")
+    insp.set_defaults(func=cmd_inspect)
+
+    ex = sub.add_parser("exec", help="run a command inside a running container's namespaces")
+    ex.add_argument("container")
+    ex.add_argument("command", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+
+    stop = sub.add_parser("stop", help="stop running containers (SIGTERM, then SIGKILL)")
+    stop.add_argument("-t", "--time", type=int, default=10)
+    stop.add_argument("containers", nargs="+")
+    stop.set_defaults(func=cmd_stop)
+
+    rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("containers", nargs="+")
+    rm.set_defaults(func=cmd_rm)
+
+    logs = sub.add_parser("logs", help="output of a container started with -d")
+    logs.add_argument("container")
+    logs.set_defaults(func=cmd_logs)
+
+    system = sub.add_parser("system", help="housekeeping")
+    ssub = system.add_subparsers(dest="system_cmd", required=True, metavar="COMMAND")
+    ssub.add_parser(
+        "prune", help="remove exited containers and release their resources"
+    ).set_defaults(func=cmd_system_prune)
+    ssub.add_parser(
+        "gc", help="CNI GC for every network against the containers that exist"
+    ).set_defaults(func=cmd_system_gc)
+    ssub.add_parser("reload", help="re-apply saved firewall state (after a flush)").set_defaults(
+        func=cmd_system_reload
+    )

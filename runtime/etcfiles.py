@@ -1,0 +1,119 @@
+"""A container's own /etc/resolv.conf, /etc/hosts and /etc/hostname (pure text builders).
+
+Docker's rules: --dns/--dns-search/--dns-option (or the daemon config's) replace the
+host's settings; otherwise the host's resolv.conf is used, minus loopback nameservers,
+which a container on a bridge cannot reach (systemd-resolved's 127.0.0.53), with
+public resolvers as the fallback when nothing is left. In host mode the host's file is
+used as is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+DEFAULT_NAMESERVERS = ["8.8.8.8", "8.8.4.4"]
+
+HOSTS_HEADER = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+
+
+class AddHostError(ValueError):
+    pass
+
+
+def parse_resolv_conf(text: str) -> tuple[list[str], list[str], list[str]]:
+    nameservers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        key, _, rest = line.partition(" ")
+        fields = rest.split()
+        if key == "nameserver" and fields:
+            nameservers.append(fields[0])
+        elif key in ("search", "domain"):
+            search = fields
+        elif key == "options":
+            options.extend(fields)
+    return nameservers, search, options
+
+
+def _is_loopback(ns: str) -> bool:
+    try:
+        return ipaddress.ip_address(ns.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def resolv_conf(
+    host_text: str,
+    dns: list[str],
+    dns_search: list[str],
+    dns_options: list[str],
+    host_mode: bool = False,
+    ipv6: bool = False,
+) -> str:
+    if host_mode and not (dns or dns_search or dns_options):
+        return host_text
+    servers, search, options = parse_resolv_conf(host_text)
+    if dns:
+        servers = list(dns)
+    elif not host_mode:
+        servers = [s for s in servers if not _is_loopback(s)]
+        if not ipv6:
+            servers = [s for s in servers if ":" not in s] or servers
+        if not servers:
+            servers = list(DEFAULT_NAMESERVERS)
+    if dns_search:
+        search = [] if dns_search == ["."] else list(dns_search)
+    if dns_options:
+        options = list(dns_options)
+    lines = [f"nameserver {s}" for s in servers]
+    if search:
+        lines.append("search " + " ".join(search))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def parse_add_host(spec: str, host_gateway: str = "") -> tuple[str, str]:
+    """HOST:IP (also HOST=IP, [v6] brackets, and host-gateway) -> (host, ip)."""
+    sep = "=" if "=" in spec else ":"
+    host, _, ip = spec.partition(sep)
+    if not host or not ip:
+        raise AddHostError(
+            f'invalid argument "{spec}" for "--add-host" flag: bad format for add-host: "{spec}"'
+        )
+    if ip.startswith("[") and ip.endswith("]"):
+        ip = ip[1:-1]
+    if ip == "host-gateway":
+        if not host_gateway:
+            raise AddHostError(
+                f'invalid argument "{spec}" for "--add-host" flag: unable to derive the IP value for host-gateway'
+            )
+        return host, host_gateway
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise AddHostError(
+            f'invalid argument "{spec}" for "--add-host" flag: invalid IP address in add-host: "{ip}"'
+        ) from None
+    return host, ip
+
+
+def hosts_file(
+    hostname: str, addresses: list[str], extra: list[tuple[str, str]], host_mode_text: str = ""
+) -> str:
+    out = host_mode_text.rstrip("\n") + "\n" if host_mode_text else HOSTS_HEADER
+    for host, ip in extra:
+        out += f"{ip}\t{host}\n"
+    for addr in addresses:
+        out += f"{addr}\t{hostname}\n"
+    return out

@@ -1,0 +1,88 @@
+"""`netctl system gc` and `netctl system reload`: reconcile state after crashes,
+reboots and flushes.
+
+gc: containers whose workload is gone but whose network was never torn down (the
+supervisor or netctl was SIGKILLed, or the machine rebooted and the run dir is gone)
+get their CNI DEL now; then every network gets a CNI GC whose valid list is the
+containers that really run, which also reclaims leases and firewall entries that no
+record knows about (a crash between ADD and the record); stale netns mounts and
+cached results go last.
+
+reload: re-apply the saved firewall state (published ports, masquerade, isolation)
+without restarting containers, after someone ran `nft flush ruleset` or restarted a
+firewall manager (netavark's firewall-reload).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from pycni.runtime.containers import alive, process_start_time
+
+from pycni import errors, netns
+
+if TYPE_CHECKING:
+    from pycni.runtime.run import Runtime
+
+
+def system_gc(rt: Runtime) -> list[str]:
+    report: list[str] = []
+    live: set[str] = set()
+    for rec in rt.store.all():
+        workload_alive = rec.status == "running" and alive(rec.pid, process_start_time(rec.pid))
+        if workload_alive:
+            live.add(rec.id)
+            continue
+        if not rec.torn_down:
+            try:
+                rt._teardown_locked(rec)
+                report.append(f"released the network of exited container {rec.name}")
+            except errors.CniError as exc:
+                report.append(f"could not release {rec.name}: {exc}")
+    valid = [(cid, ifname) for cid in live for ifname in ("eth0", "lo")]
+    nets = [rt._loopback_net()]
+    try:
+        nets += [n.conflist for n in rt.networks.list() if getattr(n, "conflist", None) is not None]
+    except Exception as exc:  # a broken network file must not stop the GC of the others
+        report.append(f"could not list networks: {exc}")
+    for net in nets:
+        problems = rt.cni.gc(net, valid)
+        report.extend(f"network {net.name}: {p}" for p in problems)
+    # Namespaces under our run dir that no live container owns (a crash between
+    # create and record, or records lost with a reboot of the run dir).
+    try:
+        names = os.listdir(rt.paths.netns_dir)
+    except FileNotFoundError:
+        names = []
+    owned = {os.path.basename(r.netns) for r in rt.store.all() if r.netns and not r.torn_down}
+    for name in names:
+        if name not in owned:
+            netns.remove(os.path.join(rt.paths.netns_dir, name))
+            report.append(f"removed stale network namespace {name}")
+    report.append(f"gc done: {len(live)} running container(s) kept")
+    return report
+
+
+def reload(rt: Runtime) -> list[str]:
+    from pycni.firewall import get_backend
+
+    out = []
+    for name in ("nftables", "iptables"):
+        try:
+            backend = get_backend(name)
+        except errors.CniError:
+            continue
+        if not backend.available():
+            continue
+        count = backend.replay()
+        out.append(f"{name}: re-applied {count} attachment(s)")
+    try:
+        from pycni.plugins import isolation
+
+        replay = getattr(isolation, "replay", None)
+        if replay is not None:
+            out.append(f"isolation: re-applied {replay()} network(s)")
+    except ImportError:
+        pass
+    return out

@@ -1,0 +1,732 @@
+"""`netctl run`: a workload in its own network namespace, on a network, with ports.
+
+Order of work (DESIGN.md, "The runtime"): resolve the network mode; create the netns
+(bind-mounted under the run dir); run the chain's ADD with runtimeConfig (portMappings,
+ips via CNI_ARGS, mac); write the container's resolv.conf, hosts and hostname; fork:
+the child joins the netns, unshares UTS and mount namespaces, sets the hostname,
+bind-mounts its files and execs the workload. When the workload ends, DEL runs in
+reverse and the netns is removed, in the foreground or by the `-d` supervisor.
+
+Every failure before the workload starts undoes what was done (exit 125, nothing left
+behind). Teardown is idempotent and also run by `netctl rm`, `stop` and `system prune`
+for containers whose supervisor was killed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycni.runtime import etcfiles, hostports, portspec, sandbox
+from pycni.runtime.cli import UsageError
+from pycni.runtime.containers import (
+    Attachment,
+    ContainerRecord,
+    ContainerStore,
+    PublishedPort,
+    alive,
+    new_id,
+    process_start_time,
+    random_name,
+    valid_name,
+)
+from pycni.runtime.paths import Paths
+
+from pycni import errors, netns
+
+EXIT_SETUP = 125
+IFNAME = "eth0"
+
+
+@dataclass
+class RunOptions:
+    command: list[str]
+    name: str = ""
+    network: str = "bridge"
+    publish: list[str] = field(default_factory=list)
+    ip: str = ""
+    ip6: str = ""
+    mac: str = ""
+    hostname: str = ""
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_option: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)
+    detach: bool = False
+    rm: bool = False
+
+
+def warn(msg: str) -> None:
+    sys.stderr.write(f"WARNING: {msg}\n")
+
+
+# -- validation (Docker's rejections, Docker's words) ----------------------------------
+
+
+def validate(opts: RunOptions) -> None:
+    if not opts.command:
+        raise UsageError(
+            '"netctl run" requires at least 1 argument: the command to run (netctl run [OPTIONS] -- CMD [ARG...])'
+        )
+    if opts.name and not valid_name(opts.name):
+        raise UsageError(
+            f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )
+    mode = opts.network
+    if mode.startswith("container:"):
+        if not mode.split(":", 1)[1]:
+            raise UsageError("invalid container format container:<name|id>")
+        if opts.hostname:
+            raise UsageError("conflicting options: hostname and the network mode")
+        if opts.dns or opts.dns_search or opts.dns_option:
+            raise UsageError("conflicting options: dns and the network mode")
+        if opts.add_host:
+            raise UsageError("conflicting options: custom host-to-IP mapping and the network mode")
+        if opts.mac:
+            raise UsageError("conflicting options: mac-address and the network mode")
+        if opts.publish:
+            raise UsageError(
+                "conflicting options: port publishing and the container type network mode"
+            )
+        if opts.ip or opts.ip6:
+            raise UsageError("conflicting options: IP address and the network mode")
+    if mode in ("host", "none") and (opts.ip or opts.ip6):
+        raise UsageError(
+            f"user specified IP address is supported on user defined networks only (network mode: {mode})"
+        )
+    if mode == "host" and opts.mac:
+        raise UsageError("conflicting options: mac-address and the network mode")
+    for flag, value, version in (("--ip", opts.ip, 4), ("--ip6", opts.ip6, 6)):
+        if value:
+            try:
+                addr = ipaddress.ip_address(value)
+            except ValueError:
+                raise UsageError(
+                    f'invalid argument "{value}" for "{flag}" flag: invalid IP address'
+                ) from None
+            if addr.version != version:
+                raise UsageError(
+                    f'invalid argument "{value}" for "{flag}" flag: not an IPv{version} address'
+                )
+    if opts.mac:
+        from pycni import conf
+
+        try:
+            opts.mac = conf.validate_mac(opts.mac, "--mac-address")
+        except errors.CniError:
+            raise UsageError(f"{opts.mac} is not a valid mac address") from None
+    for spec in opts.add_host:
+        try:
+            etcfiles.parse_add_host(spec, host_gateway="0.0.0.0")
+        except etcfiles.AddHostError as exc:
+            raise UsageError(str(exc)) from None
+
+
+# -- names -----------------------------------------------------------------------------
+
+
+class NameLock:
+    """Reserve a container name atomically: <run>/names/<name> holds the container ID."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.dir = os.path.join(paths.run, "names")
+
+    def claim(self, name: str, cid: str, store: ContainerStore) -> None:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.dir, name)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                holder = self._holder(path)
+                if holder and store.find(holder) is not None:
+                    raise UsageError(
+                        f'Conflict. The container name "/{name}" is already in use by container "{holder}". '
+                        "You have to remove (or rename) that container to be able to reuse that name."
+                    ) from None
+                os.unlink(path)  # a stale reservation from a crashed run
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(cid)
+            return
+
+    @staticmethod
+    def _holder(path: str) -> str:
+        try:
+            with open(path, encoding="ascii") as fh:
+                return fh.read().strip()
+        except OSError:
+            return ""
+
+    def release(self, name: str, cid: str) -> None:
+        path = os.path.join(self.dir, name)
+        if self._holder(path) == cid:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+# -- network setup and teardown ----------------------------------------------------------
+
+
+class Runtime:
+    def __init__(self, paths: Paths | None = None) -> None:
+        self.paths = paths or Paths()
+        self.store = ContainerStore(self.paths)
+        self.names = NameLock(self.paths)
+        self._cni: Any = None
+        self._networks: Any = None
+
+    @property
+    def cni(self) -> Any:
+        if self._cni is None:
+            from pycni.runtime import install, libcni
+
+            install.ensure(self.paths.plugin_dir)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+            if os.environ.get("NETCTL_ROOT"):
+                # A sandboxed netctl keeps the plugins' own state inside the sandbox too.
+                env.setdefault("PYCNI_STATE_DIR", os.path.join(self.paths.lib, "pycni"))
+            self._cni = libcni.CNIConfig(self.paths.cni_path(), self.paths.cache_dir, env)
+        return self._cni
+
+    @property
+    def networks(self) -> Any:
+        if self._networks is None:
+            from pycni.runtime.networks import NetworkStore
+
+            self._networks = NetworkStore(self.paths)
+        return self._networks
+
+    def container_dir(self, cid: str) -> str:
+        return os.path.join(self.paths.containers, cid)
+
+    def lock(self, cid: str) -> int:
+        """Serialise teardown of one container between its supervisor and `netctl rm`."""
+        os.makedirs(self.paths.containers, mode=0o700, exist_ok=True)
+        fd = os.open(
+            os.path.join(self.paths.containers, f"{cid}.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+            0o600,
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _loopback_net(self) -> Any:
+        from pycni.runtime import libcni
+
+        raw = (
+            b'{"cniVersion": "1.1.0", "name": "netctl-loopback", "plugins": [{"type": "loopback"}]}'
+        )
+        return libcni.conflist_from_bytes(raw)
+
+    def _runtime_conf(self, rec: ContainerRecord, ifname: str = IFNAME) -> Any:
+        from pycni.runtime import libcni
+
+        args: list[tuple[str, str]] = [("IgnoreUnknown", "1")]
+        ips = rec.cap_args.get("ips") or []
+        if ips:
+            args.append(("IP", ",".join(ips)))
+        caps = {k: v for k, v in rec.cap_args.items() if k in ("portMappings", "mac")}
+        if rec.cap_args.get("mac"):
+            args.append(("MAC", rec.cap_args["mac"]))
+        return libcni.RuntimeConf(rec.id, rec.netns, ifname, args, caps)
+
+    def setup(self, rec: ContainerRecord, opts: RunOptions) -> None:
+        """Everything before the workload starts. On failure, teardown() undoes it."""
+        mode = opts.network
+        if mode == "host":
+            rec.network_mode, rec.owns_netns = "host", False
+            if opts.publish:
+                warn("Published ports are discarded when using host network mode")
+            return
+        if mode.startswith("container:"):
+            target = self.store.find(mode.split(":", 1)[1])
+            if target is None:
+                raise UsageError(f"No such container: {mode.split(':', 1)[1]}")
+            if target.status != "running" or not target.netns:
+                raise UsageError(f"cannot join network of a non running container: {target.name}")
+            rec.network_mode, rec.netns, rec.owns_netns = (
+                f"container:{target.id}",
+                target.netns,
+                False,
+            )
+            rec.hostname = target.hostname
+            return
+        network = None if mode == "none" else self.networks.resolve(mode)
+        if network is not None and getattr(network, "kind", "bridge") == "none":
+            network = None
+            mode = "none"
+        if network is not None and getattr(network, "kind", "bridge") == "host":
+            opts.network = "host"
+            return self.setup(rec, opts)
+        rec.network_mode = mode
+        rec.netns = os.path.join(self.paths.netns_dir, rec.id)
+        try:
+            netns.create(rec.netns)
+        except OSError as exc:
+            raise errors.CniError(
+                f"failed to create the network namespace {rec.netns}: {exc.strerror}"
+            ) from None
+        self.store.save(rec)  # from here on, teardown knows what to undo
+        self.cni.add(self._loopback_net(), self._runtime_conf(rec, "lo"))
+        if network is None:
+            if opts.publish:
+                warn("Published ports are discarded when using the none network mode")
+            return
+        self._check_requested_ips(network, opts)
+        bindings = self._bindings(network, opts)
+        cap_ports = [
+            {"hostPort": b.host_port, "containerPort": b.container_port, "protocol": b.protocol}
+            | ({"hostIP": b.host_ip} if b.host_ip else {})
+            for b in bindings
+        ]
+        rec.cap_args = {}
+        if cap_ports:
+            rec.cap_args["portMappings"] = cap_ports
+        ips = [ip for ip in (opts.ip, opts.ip6) if ip]
+        if ips:
+            rec.cap_args["ips"] = ips
+        if opts.mac:
+            rec.cap_args["mac"] = opts.mac
+        self.store.save(rec)
+        result = self.cni.add(network.conflist, self._runtime_conf(rec))
+        att = Attachment(network=network.name, ifname=IFNAME)
+        for i, iface in enumerate(result.interfaces):
+            if iface.name == IFNAME and iface.sandbox:
+                att.mac = iface.mac
+                att.ips = [str(ip.address) for ip in result.ips if ip.interface in (None, i)]
+                att.gateways = [
+                    str(ip.gateway)
+                    for ip in result.ips
+                    if ip.gateway is not None and ip.interface in (None, i)
+                ]
+            elif iface.name.startswith("veth") and not iface.sandbox:
+                att.host_veth = iface.name
+        if not att.ips:
+            att.ips = [str(ip.address) for ip in result.ips]
+            att.gateways = [str(ip.gateway) for ip in result.ips if ip.gateway is not None]
+        rec.attachments = [att]
+        has_v6 = any(":" in ip for ip in att.ips)
+        rec.ports = [
+            PublishedPort(
+                host_ip=p.host_ip,
+                host_port=p.host_port,
+                container_port=p.container_port,
+                protocol=p.protocol,
+            )
+            for p in portspec.expand(bindings, ipv6=has_v6)
+        ]
+        self.store.save(rec)
+
+    def _check_requested_ips(self, network: Any, opts: RunOptions) -> None:
+        for value in (opts.ip, opts.ip6):
+            if not value:
+                continue
+            addr = ipaddress.ip_address(value)
+            subnets = [ipaddress.ip_network(s) for s in getattr(network, "subnets", [])]
+            if subnets and not any(addr in s for s in subnets):
+                raise UsageError(
+                    f"Invalid address {value}: It does not belong to any of this network's subnets"
+                )
+
+    def _bindings(self, network: Any, opts: RunOptions) -> list[portspec.PortBinding]:
+        try:
+            parsed = portspec.parse_publish_all(opts.publish)
+        except portspec.PortSpecError as exc:
+            raise UsageError(str(exc)) from None
+        default_ip = getattr(network, "host_binding_ipv4", "") or self._daemon_ip()
+        taken: dict[str, set[int]] = {}
+        for other in self.store.all():
+            if other.status == "running":
+                for p in other.ports:
+                    taken.setdefault(p.protocol, set()).add(p.host_port)
+        out = []
+        for b in parsed:
+            if not b.host_ip and default_ip and default_ip not in ("0.0.0.0", "::"):
+                b = portspec.PortBinding(
+                    host_ip=default_ip,
+                    host_port=b.host_port,
+                    host_port_end=b.host_port_end,
+                    container_port=b.container_port,
+                    protocol=b.protocol,
+                )
+            if b.needs_host_port:
+                try:
+                    port = hostports.pick_free_port(
+                        b.protocol, b.host_ip, taken.get(b.protocol, set()), b.host_port_range
+                    )
+                except hostports.PortAllocationError as exc:
+                    raise UsageError(str(exc)) from None
+                b = b.with_host_port(port)
+            taken.setdefault(b.protocol, set()).add(b.host_port)
+            out.append(b)
+        return out
+
+    def _daemon_ip(self) -> str:
+        try:
+            cfg = self.networks.daemon_config()
+        except Exception:
+            return ""
+        return str(getattr(cfg, "ip", "") or "")
+
+    def teardown(self, rec: ContainerRecord) -> None:
+        """Undo setup(): CNI DEL in reverse, then remove the netns. Idempotent."""
+        if rec.torn_down:
+            return
+        problems = []
+        if rec.owns_netns and rec.netns:
+            for att in reversed(rec.attachments):
+                try:
+                    net = self.networks.resolve(att.network)
+                    self.cni.delete(net.conflist, self._runtime_conf(rec, att.ifname))
+                except Exception as exc:
+                    problems.append(f"network {att.network}: {exc}")
+            if (
+                rec.network_mode not in ("host",)
+                and not rec.attachments
+                and rec.network_mode != "none"
+            ):
+                # ADD failed half-way: the chain rolled itself back; DEL once more by
+                # attachment key in case the process died before it could.
+                try:
+                    net = self.networks.resolve(rec.network_mode)
+                    self.cni.delete(net.conflist, self._runtime_conf(rec))
+                except Exception as exc:
+                    problems.append(f"network {rec.network_mode}: {exc}")
+            try:
+                self.cni.delete(self._loopback_net(), self._runtime_conf(rec, "lo"))
+            except Exception as exc:
+                problems.append(f"loopback: {exc}")
+            try:
+                netns.remove(rec.netns)
+            except OSError as exc:
+                problems.append(f"netns {rec.netns}: {exc.strerror}")
+        if problems:
+            raise errors.CniError(f"teardown of {rec.name} incomplete: " + "; ".join(problems))
+        rec.torn_down = True
+
+    # -- files -----------------------------------------------------------------------
+
+    def write_files(self, rec: ContainerRecord, opts: RunOptions) -> dict[str, str]:
+        """resolv.conf, hosts and hostname of the container; returns {target: source}."""
+        directory = self.container_dir(rec.id)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if rec.network_mode.startswith("container:"):
+            target_dir = self.container_dir(rec.network_mode.split(":", 1)[1])
+            return {
+                t: os.path.join(target_dir, n)
+                for t, n in (
+                    ("/etc/resolv.conf", "resolv.conf"),
+                    ("/etc/hosts", "hosts"),
+                    ("/etc/hostname", "hostname"),
+                )
+                if os.path.exists(os.path.join(target_dir, n))
+            }
+        host_mode = rec.network_mode == "host"
+        try:
+            with open("/etc/resolv.conf", encoding="utf-8") as fh:
+                host_resolv = fh.read()
+        except OSError:
+            host_resolv = ""
+        dns, search, options = opts.dns, opts.dns_search, opts.dns_option
+        if not (dns or search or options):
+            try:
+                cfg = self.networks.daemon_config()
+                dns, search, options = (
+                    list(cfg.dns or []),
+                    list(cfg.dns_search or []),
+                    list(cfg.dns_opts or []),
+                )
+            except Exception:
+                pass
+        rec.dns, rec.dns_search, rec.dns_options = dns, search, options
+        has_v6 = any(":" in ip for a in rec.attachments for ip in a.ips)
+        files = {
+            "resolv.conf": etcfiles.resolv_conf(
+                host_resolv, dns, search, options, host_mode=host_mode, ipv6=has_v6
+            ),
+        }
+        gateway = next((g for a in rec.attachments for g in a.gateways if ":" not in g), "")
+        if not gateway and rec.network_mode == "host":
+            gateway = "127.0.0.1"
+        extra = [etcfiles.parse_add_host(spec, gateway) for spec in opts.add_host]
+        rec.extra_hosts = [f"{h}:{ip}" for h, ip in extra]
+        host_hosts = ""
+        if host_mode:
+            try:
+                with open("/etc/hosts", encoding="utf-8") as fh:
+                    host_hosts = fh.read()
+            except OSError:
+                host_hosts = ""
+        addresses = [ip.split("/")[0] for a in rec.attachments for ip in a.ips]
+        files["hosts"] = etcfiles.hosts_file(rec.hostname, addresses, extra, host_hosts)
+        files["hostname"] = rec.hostname + "\n"
+        out = {}
+        for name, text in files.items():
+            path = os.path.join(directory, name)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            out[f"/etc/{name}"] = path
+        return out
+
+    # -- the whole run ---------------------------------------------------------------
+
+    def run(self, opts: RunOptions) -> int:
+        validate(opts)
+        cid = new_id()
+        name = opts.name or random_name()
+        rec = ContainerRecord(
+            id=cid, name=name, command=opts.command, detach=opts.detach, auto_remove=opts.rm
+        )
+        rec.hostname = opts.hostname or cid[:12]
+        self.names.claim(name, cid, self.store)
+        try:
+            self.setup(rec, opts)
+            files = self.write_files(rec, opts)
+            if opts.detach:
+                rec.log_path = os.path.join(self.container_dir(cid), "log")
+            self.store.save(rec)
+        except BaseException:
+            try:
+                self.teardown(rec)
+            except Exception as exc:
+                warn(str(exc))
+            self._forget(rec)
+            raise
+        if opts.detach:
+            self._spawn_supervisor(rec, files)
+            print(cid)
+            return 0
+        return self.supervise(rec, files, foreground=True)
+
+    def _forget(self, rec: ContainerRecord) -> None:
+        self.store.delete(rec.id)
+        self.names.release(rec.name, rec.id)
+        d = self.container_dir(rec.id)
+        for leftover in ("resolv.conf", "hosts", "hostname", "log"):
+            try:
+                os.unlink(os.path.join(d, leftover))
+            except OSError:
+                pass
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+        try:
+            os.unlink(os.path.join(self.paths.containers, f"{rec.id}.lock"))
+        except OSError:
+            pass
+
+    def _spawn_supervisor(self, rec: ContainerRecord, files: dict[str, str]) -> None:
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # first child: detach from the terminal and the session
+            try:
+                os.close(ready_r)
+                os.setsid()
+                if os.fork() != 0:
+                    os._exit(0)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                log = os.open(rec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                rec.supervisor_pid = os.getpid()
+                rec.supervisor_start = process_start_time(rec.supervisor_pid)
+                code = self.supervise(rec, files, foreground=False, ready_fd=ready_w)
+                os._exit(code)
+            except BaseException:
+                os._exit(EXIT_SETUP)
+        os.close(ready_w)
+        os.waitpid(pid, 0)
+        # Wait until the supervisor recorded the workload as running (or failed).
+        os.read(ready_r, 1)
+        os.close(ready_r)
+
+    def supervise(
+        self, rec: ContainerRecord, files: dict[str, str], foreground: bool, ready_fd: int = -1
+    ) -> int:
+        rec.supervisor_pid = os.getpid()
+        rec.supervisor_start = process_start_time(rec.supervisor_pid)
+        forwarded = (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGHUP,
+            signal.SIGQUIT,
+            signal.SIGUSR1,
+            signal.SIGUSR2,
+        )
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*forwarded, signal.SIGCHLD})
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the workload
+            os.close(go_w)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {*forwarded, signal.SIGCHLD})
+            os.read(go_r, 1)  # wait until the supervisor has recorded us
+            os.close(go_r)
+            try:
+                sandbox.enter_container(
+                    "" if rec.network_mode == "host" else rec.netns,
+                    "" if rec.network_mode.startswith("container:") else rec.hostname,
+                    files,
+                )
+            except sandbox.SetupError as exc:
+                sys.stderr.write(f"netctl: {exc}\n")
+                os._exit(EXIT_SETUP)
+            sandbox.execvp(rec.command)
+        os.close(go_r)
+        rec.pid = pid
+        rec.status = "running"
+        rec.started = time.time()
+        self.store.save(rec)
+        os.write(go_w, b"x")
+        os.close(go_w)
+        if ready_fd >= 0:
+            os.write(ready_fd, b"x")
+            os.close(ready_fd)
+        code = self._wait(pid, forwarded, foreground)
+        rec.exit_code = code
+        rec.status = "exited"
+        rec.finished = time.time()
+        lock = self.lock(rec.id)
+        try:
+            fresh = self.store.find(rec.id) or rec
+            rec.torn_down = fresh.torn_down
+            try:
+                self.teardown(rec)
+            except errors.CniError as exc:
+                sys.stderr.write(f"netctl: {exc}\n")
+            if rec.auto_remove:
+                self._forget(rec)
+            else:
+                self.store.save(rec)
+        finally:
+            os.close(lock)
+        return code
+
+    @staticmethod
+    def _wait(pid: int, forwarded: tuple[signal.Signals, ...], foreground: bool) -> int:
+        while True:
+            info = signal.sigwaitinfo({*forwarded, signal.SIGCHLD})
+            if info.si_signo != signal.SIGCHLD:
+                # A terminal's Ctrl-C already reached the workload (same process group,
+                # si_pid 0); anything sent to us by a process is passed on.
+                if not (foreground and info.si_pid == 0):
+                    try:
+                        os.kill(pid, info.si_signo)
+                    except ProcessLookupError:
+                        pass
+                continue
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                code = os.waitstatus_to_exitcode(status)
+                return 128 - code if code < 0 else code
+
+    # -- lifecycle commands ------------------------------------------------------------
+
+    def get(self, ref: str) -> ContainerRecord:
+        rec = self.store.find(ref)
+        if rec is None:
+            raise UsageError(f"No such container: {ref}")
+        return rec
+
+    def stop(self, ref: str, timeout: float = 10.0) -> ContainerRecord:
+        rec = self.get(ref)
+        if rec.status == "running" and alive(rec.pid, process_start_time(rec.pid)):
+            os.kill(rec.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while (
+                time.monotonic() < deadline
+                and os.path.exists(f"/proc/{rec.pid}")
+                and process_start_time(rec.pid)
+            ):
+                if self._zombie_or_gone(rec.pid):
+                    break
+                time.sleep(0.05)
+            else:
+                try:
+                    os.kill(rec.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        # Wait for the supervisor's teardown; if it is gone (killed), do it ourselves.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rec = self.get(ref)
+            if rec.torn_down or (
+                rec.status == "exited" and not alive(rec.supervisor_pid, rec.supervisor_start)
+            ):
+                break
+            time.sleep(0.05)
+        self._teardown_locked(rec)
+        return rec
+
+    @staticmethod
+    def _zombie_or_gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except OSError:
+            return True
+
+    def _teardown_locked(self, rec: ContainerRecord) -> None:
+        lock = self.lock(rec.id)
+        try:
+            fresh = self.store.find(rec.id)
+            if fresh is None:
+                return
+            if not fresh.torn_down:
+                self.teardown(fresh)
+                self.store.save(fresh)
+            rec.torn_down = True
+        finally:
+            os.close(lock)
+
+    def remove(self, ref: str, force: bool = False) -> str:
+        rec = self.get(ref)
+        if rec.status == "running":
+            if not force:
+                raise UsageError(
+                    f'cannot remove container "/{rec.name}": container is running: stop the container before removing or force remove'
+                )
+            if alive(rec.pid, process_start_time(rec.pid)):
+                os.kill(rec.pid, signal.SIGKILL)
+            self.stop(rec.id, timeout=5)
+            rec = self.get(rec.id)
+        elif rec.pid and alive(rec.pid, process_start_time(rec.pid)) and force:
+            os.kill(rec.pid, signal.SIGKILL)  # an orphan whose supervisor was killed
+        self._teardown_locked(rec)
+        self._forget(rec)
+        return rec.name
+
+    def prune(self) -> list[str]:
+        removed = []
+        for rec in self.store.all():
+            if rec.status == "exited":
+                self._teardown_locked(rec)
+                self._forget(rec)
+                removed.append(rec.id)
+        return removed
+
+    def exec(self, ref: str, argv: list[str]) -> int:
+        rec = self.get(ref)
+        if rec.status != "running" or not alive(rec.pid, process_start_time(rec.pid)):
+            raise UsageError(f"container {rec.id} is not running")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sandbox.join_namespaces(rec.pid)
+            except sandbox.SetupError as exc:
+                sys.stderr.write(f"netctl: {exc}\n")
+                os._exit(EXIT_SETUP)
+            sandbox.execvp(argv)
+        _pid, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
