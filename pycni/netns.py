@@ -129,26 +129,12 @@ def same_netns(fd: int) -> bool:
     return os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino
 
 
-def _make_shared_mountpoint(directory: str) -> None:
-    """Like `ip netns add`: the directory holding namespace bind mounts is itself a
-    shared mount, so a mount namespace that copies it (a container) does not pin
-    the namespaces and a later unmount propagates."""
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[4] == directory and "shared:" in line:
-                return
-    try:
-        mount("", directory, "none", MS_SHARED | MS_REC)
-    except OSError:
-        mount(directory, directory, "none", MS_BIND | MS_REC)
-        mount("", directory, "none", MS_SHARED | MS_REC)
-
-
 def create(path: str) -> None:
     """Create a new network namespace bind-mounted at `path` (as `ip netns add`)."""
-    _make_shared_mountpoint(os.path.dirname(path))
+    # No shared-mountpoint dance as `ip netns add` does for /run/netns: the workloads
+    # we start make their own mount namespace private, so nothing pins our mounts,
+    # and a plain directory leaves no mount behind when a sandbox is removed.
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
