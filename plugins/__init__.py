@@ -10,4 +10,5 @@ PLUGINS = {
     "host-local": "pycni.ipam.host_local",
     "static": "pycni.ipam.static",
     "bridge": "pycni.plugins.bridge",
+    "portmap": "pycni.plugins.portmap",
 }

@@ -444,31 +444,9 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
 # -- GC / STATUS -----------------------------------------------------------------------
 
 
-def valid_attachments(d: dict[str, Any]) -> set[tuple[str, str]]:
-    items = d.get("cni.dev/valid-attachments")
-    if items is None:
-        items = d.get("cni.dev/attachments")
-    if items is None:
-        return set()
-    if not isinstance(items, list):
-        raise errors.InvalidConfig("'cni.dev/valid-attachments' must be a list")
-    out = set()
-    for item in items:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("containerID"), str)
-            or not isinstance(item.get("ifname"), str)
-        ):
-            raise errors.InvalidConfig(
-                "every valid attachment needs string 'containerID' and 'ifname'", repr(item)[:80]
-            )
-        out.add((item["containerID"], item["ifname"]))
-    return out
-
-
 def cmd_gc(cmd: skel.CmdArgs) -> None:
     c = BridgeConf(cmd.conf, {})
-    valid = valid_attachments(cmd.conf)
+    valid = skel.valid_attachments(cmd.conf)
     if c.ip_masq:
         firewall(c).gc(c.name, valid)
     if c.macspoofchk:

@@ -291,6 +291,30 @@ def dispatch(verbs: Verbs, cmd: CmdArgs) -> str:
     return ""
 
 
+def valid_attachments(d: dict[str, Any]) -> set[tuple[str, str]]:
+    """GC's (containerID, ifname) list: `cni.dev/valid-attachments`, or the key the
+    1.1.0 spec tag used, `cni.dev/attachments`."""
+    items = d.get("cni.dev/valid-attachments")
+    if items is None:
+        items = d.get("cni.dev/attachments")
+    if items is None:
+        return set()
+    if not isinstance(items, list):
+        raise errors.InvalidConfig("'cni.dev/valid-attachments' must be a list")
+    out = set()
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("containerID"), str)
+            or not isinstance(item.get("ifname"), str)
+        ):
+            raise errors.InvalidConfig(
+                "every valid attachment needs string 'containerID' and 'ifname'", repr(item)[:80]
+            )
+        out.add((item["containerID"], item["ifname"]))
+    return out
+
+
 def _read_stdin() -> bytes:
     try:
         chunks = []

@@ -1,0 +1,187 @@
+"""portmap: publish container ports on the host (drop-in for the reference `portmap`).
+
+A chained plugin: it needs the prevResult of the interface plugin, finds the
+container's first IPv4 and IPv6 address on CNI_IFNAME, and hands the mappings to the
+firewall backend as data (pycni.firewall: one nftables table of our own, maps keyed by
+protocol/address/port, one transaction per call). DNAT applies only to packets for a
+local address of the host (or exactly hostIP); see pycni/firewall for the security
+rules. DEL is keyed by attachment, so it needs neither prevResult nor the mappings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pycni import conf, errors, skel
+from pycni.result import Result, parse_result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pycni.firewall.base import Attachment, Firewall, PortMapping
+
+WHERE = "portmap"
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+class PortmapConf:
+    __slots__ = ("backend", "mappings", "masq_all", "name", "snat")
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        from pycni.firewall.base import PortMapping
+
+        #: network name
+        self.name: str = d["name"]
+        #: masquerade hairpin and localhost traffic so replies come back through us
+        self.snat = conf.get_bool(d, "snat", True, WHERE)
+        #: masquerade every published-port connection (the container sees the host)
+        self.masq_all = conf.get_bool(d, "masqAll", False, WHERE)
+        #: "nftables" | "iptables" | "" (nftables when usable)
+        self.backend = conf.get_str(d, "backend", "", WHERE)
+        for key in ("conditionsV4", "conditionsV6"):
+            if conf.get_list(d, key, WHERE):
+                raise errors.UnsupportedField(
+                    f"{WHERE}: {key!r} is not supported",
+                    "extra match conditions would be rule text we cannot apply safely; put such policy in "
+                    "your own chain at the documented admin hook (docs/firewall.md) instead",
+                )
+        if "externalSetMarkChain" in d:
+            raise errors.UnsupportedField(
+                f"{WHERE}: 'externalSetMarkChain' is not supported", "pycni marks nothing"
+            )
+        rc = conf.get_dict(d, "runtimeConfig", WHERE)
+        raw = conf.get_list(rc, "portMappings", f"{WHERE}: runtimeConfig")
+        #: the ports to publish
+        self.mappings: list[PortMapping] = []
+        for n, item in enumerate(raw):
+            where = f"{WHERE}: runtimeConfig.portMappings[{n}]"
+            if not isinstance(item, dict):
+                raise errors.InvalidConfig(f"{where} must be an object")
+            host_port = conf.get_int(item, "hostPort", 0, where, 0, 65535)
+            container_port = conf.get_int(item, "containerPort", 0, where, 0, 65535)
+            if host_port <= 0:
+                raise errors.InvalidConfig(
+                    f"Invalid host port number: {host_port}", f"{where}: hostPort must be 1-65535"
+                )
+            if container_port <= 0:
+                raise errors.InvalidConfig(
+                    f"Invalid container port number: {container_port}",
+                    f"{where}: containerPort must be 1-65535",
+                )
+            protocol = conf.get_str(item, "protocol", "tcp", where).lower() or "tcp"
+            if protocol not in PROTOCOLS:
+                raise errors.InvalidConfig(
+                    f"{where}: invalid protocol {protocol!r}", "use tcp, udp or sctp"
+                )
+            host_ip = conf.get_str(item, "hostIP", "", where)
+            if host_ip:
+                try:
+                    host_ip = str(ipaddress.ip_address(host_ip))
+                except ValueError:
+                    raise errors.InvalidConfig(
+                        f"{where}: invalid hostIP {host_ip!r}", "use an IPv4 or IPv6 address"
+                    ) from None
+            self.mappings.append(PortMapping(host_port, container_port, protocol, host_ip))
+
+
+def firewall(c: PortmapConf) -> Firewall:
+    from pycni.firewall import get_backend
+
+    return get_backend(c.backend or None)
+
+
+def attachment(c: PortmapConf, cmd: skel.CmdArgs, prev: Result) -> Attachment:
+    """The container's interface from prevResult: the first IPv4 and IPv6 address on
+    the interface named CNI_IFNAME inside a sandbox (IPs without an index count too)."""
+    from pycni.firewall.base import Attachment
+
+    ours = {
+        i for i, iface in enumerate(prev.interfaces) if iface.name == cmd.ifname and iface.sandbox
+    }
+    ips = [ip for ip in prev.ips if ip.interface is None or ip.interface in ours]
+    picked = []
+    for family in (4, 6):
+        first = next((ip.address for ip in ips if ip.family == family), None)
+        if first is not None:
+            picked.append(first)
+    bridge = next(
+        (
+            iface.name
+            for iface in prev.interfaces
+            if not iface.sandbox and not iface.name.startswith("veth")
+        ),
+        "",
+    )
+    host_veth = next(
+        (
+            iface.name
+            for iface in prev.interfaces
+            if not iface.sandbox and iface.name.startswith("veth")
+        ),
+        "",
+    )
+    return Attachment(c.name, cmd.container_id, cmd.ifname, picked, bridge, host_veth)
+
+
+def _prev(cmd: skel.CmdArgs) -> Result:
+    if cmd.conf.get("prevResult") is None:
+        raise errors.InvalidConfig(
+            "must be called as chained plugin",
+            "portmap needs the interface plugin's result as prevResult",
+        )
+    return parse_result(cmd.conf["prevResult"])
+
+
+def cmd_add(cmd: skel.CmdArgs) -> Result:
+    c = PortmapConf(cmd.conf)
+    prev = _prev(cmd)
+    if not c.mappings:
+        return prev
+    att = attachment(c, cmd, prev)
+    if not att.ips:
+        raise errors.InvalidConfig(
+            f"{WHERE}: no container address on {cmd.ifname} in prevResult",
+            "chain portmap after a plugin that assigns addresses",
+        )
+    from pycni.firewall.base import PortConflict
+
+    fw = firewall(c)
+    try:
+        fw.add_port_mappings(att, c.mappings, snat=c.snat, masq_all=c.masq_all)
+    except PortConflict as exc:
+        raise errors.InvalidConfig(
+            str(exc), "choose another host port, or remove the container that holds it"
+        ) from None
+    return prev
+
+
+def cmd_del(cmd: skel.CmdArgs) -> None:
+    c = PortmapConf(cmd.conf)
+    # Keyed by attachment: no prevResult, netns or mappings needed, and "already
+    # gone" is success.
+    firewall(c).del_port_mappings(c.name, cmd.container_id, cmd.ifname)
+
+
+def cmd_check(cmd: skel.CmdArgs) -> None:
+    c = PortmapConf(cmd.conf)
+    prev = _prev(cmd)
+    if not c.mappings:
+        return
+    missing = firewall(c).check_port_mappings(attachment(c, cmd, prev), c.mappings)
+    if missing:
+        raise errors.CniError(f"{WHERE} CHECK failed: " + "; ".join(missing))
+
+
+def cmd_gc(cmd: skel.CmdArgs) -> None:
+    c = PortmapConf(cmd.conf)
+    firewall(c).gc(c.name, skel.valid_attachments(cmd.conf))
+
+
+VERBS = skel.Verbs(
+    about="pycni portmap plugin", add=cmd_add, delete=cmd_del, check=cmd_check, gc=cmd_gc
+)
+
+
+def main() -> None:
+    skel.main(VERBS)
