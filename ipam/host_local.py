@@ -6,7 +6,10 @@ stricter: the network's lock is held for a whole ADD/DEL/GC (not per range set) 
 waited on for a bounded time; leases are written atomically (temp + link); the
 network, gateway and IPv4 broadcast addresses are never handed out, even when an
 explicit rangeStart/rangeEnd includes them; a second ADD of one attachment is refused
-also when it requests an IP; an exhausted range set is code 11 (TryAgainLater).
+also when it requests an IP; an exhausted range set, or a requested IP held by another
+attachment, is code 11 (TryAgainLater); a requested IP outside every range is refused
+before anything is reserved. Additions: CNI_ARGS `IP=` may list several addresses
+(comma-separated); GC (cni.dev/valid-attachments) and STATUS are implemented.
 
 Also called in-process by our bridge plugin: `VERBS.add(cmd)` with the CmdArgs the
 bridge received, so the verbs read the CNI_* values from `cmd`, never from os.environ.
