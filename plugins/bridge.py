@@ -234,11 +234,6 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 Interface(cmd.ifname, cont_link.mac, cmd.netns),
             ],
         )
-        if c.macspoofchk:
-            from pycni import spoofcheck
-
-            spoofcheck.add(c.name, cmd.container_id, cmd.ifname, host_veth.name, cont_link.mac)
-            undo.append(("spoofcheck", None))
         if ipam is not None:
             ips, routes, bridge_addrs = plan_l3(c, ipam)
             result.ips, result.routes = ips, routes
@@ -272,6 +267,18 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 fault.point("after-firewall")
         elif not c.disable_container_interface:
             cont.set_link(cont_link.index, up=True)
+        if c.macspoofchk:
+            from pycni import spoofcheck
+
+            undo.append(("spoofcheck", None))
+            spoofcheck.add(
+                c.name,
+                cmd.container_id,
+                cmd.ifname,
+                host_veth.name,
+                cont_link.mac,
+                [str(ip.address) for ip in result.ips],
+            )
         # The bridge's MAC is final only now (ports joined, address set): report that one.
         final_br = host.link_by_index(br.index)
         if final_br is not None:
@@ -424,6 +431,10 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
                         for gw in bridge_addrs[fam]
                         if gw not in on_bridge
                     )
+                if c.macspoofchk:
+                    from pycni import spoofcheck
+
+                    missing.extend(spoofcheck.check(c.name, cmd.container_id, cmd.ifname))
                 if c.ip_masq:
                     from pycni.firewall.base import Attachment
 

@@ -1,11 +1,23 @@
-"""macspoofchk: a container may only send frames with its own source MAC.
+"""macspoofchk: a container may only send as itself (MAC, ARP and IP source).
 
-One nftables table of our own in the bridge family, `table bridge pycni_spoof`; a base
-chain at the bridge prerouting hook sends each container port to a verdict map keyed by
-the host veth's name, and each attachment gets one small chain:
-`ether saddr <container MAC> return; drop` (ARP sender MACs included, so ARP cache
-poisoning with another MAC fails too). One transaction per ADD/DEL, structured (JSON)
-input only.
+One nftables table of our own in the bridge family, `table bridge pycni_spoof`:
+
+    set guarded   { ifname }                  host veths of containers with macspoofchk
+    set mac       { ifname . ether_addr }     each guarded port's own MAC
+    set ip4       { ifname . ipv4_addr }      ... and its addresses
+    set ip6       { ifname . ipv6_addr }
+    chain prerouting  (filter, hook prerouting, priority -300: before anything else)
+        iifname != @guarded  return
+        iifname . ether saddr != @mac  drop                 MAC spoofing
+        arp: iifname . arp saddr ether != @mac  drop        ARP with a forged sender MAC
+        arp: iifname . arp saddr ip != @ip4  drop           ARP claiming another's IP
+        ip:  iifname . ip saddr != @ip4  drop               IP spoofing
+        ip6: saddr not link-local/unspecified and iifname . ip6 saddr != @ip6  drop
+
+Each ADD/DEL is one transaction of set elements: O(1) whatever the number of
+containers, no per-container chains, no jumps. Elements are found again on DEL from a
+small saved record (the host veth is gone by then). JSON input only: no name from a
+config is ever parsed as nft syntax.
 """
 
 from __future__ import annotations
@@ -14,182 +26,174 @@ import os
 
 from pycni import errors, fastjson
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 TABLE = "pycni_spoof"
 FAMILY = "bridge"
 
 
-def _chain(network: str, container_id: str, ifname: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:16]
-    return f"att-{digest}"
+def _t(kind: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {kind: {"family": FAMILY, "table": TABLE, "name": name, **extra}}
 
 
-def _base() -> list[dict[str, object]]:
+def _meta(key: str) -> dict[str, Any]:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _match(left: object, right: object, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _rule(*expr: object) -> dict[str, Any]:
+    return {
+        "add": {
+            "rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting", "expr": list(expr)}
+        }
+    }
+
+
+def _pair(field: dict[str, Any]) -> dict[str, Any]:
+    return {"concat": [_meta("iifname"), field]}
+
+
+def skeleton() -> list[dict[str, Any]]:
+    """The table, its sets and the base chain's rules (flushed and re-added, so the
+    chain is exactly this whatever ran before; sets keep their elements)."""
+    drop = {"drop": None}
     return [
         {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": _t("set", "guarded", type="ifname")},
+        {"add": _t("set", "mac", type=["ifname", "ether_addr"])},
+        {"add": _t("set", "ip4", type=["ifname", "ipv4_addr"])},
+        {"add": _t("set", "ip6", type=["ifname", "ipv6_addr"])},
         {
-            "add": {
-                "chain": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "name": "prerouting",
-                    "type": "filter",
-                    "hook": "prerouting",
-                    "prio": -300,
-                    "policy": "accept",
-                }
-            }
+            "add": _t(
+                "chain", "prerouting", type="filter", hook="prerouting", prio=-300, policy="accept"
+            )
         },
-        {
-            "add": {
-                "map": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "name": "ports",
-                    "type": "ifname",
-                    "map": "verdict",
-                }
-            }
-        },
+        {"flush": _t("chain", "prerouting")},
+        _rule(_match(_meta("iifname"), "@guarded", "!="), {"return": None}),
+        _rule(_match(_pair(_payload("ether", "saddr")), "@mac", "!="), drop),
+        _rule(
+            _match(_payload("ether", "type"), "arp"),
+            _match(_pair(_payload("arp", "saddr ether")), "@mac", "!="),
+            drop,
+        ),
+        _rule(
+            _match(_payload("ether", "type"), "arp"),
+            _match(_pair(_payload("arp", "saddr ip")), "@ip4", "!="),
+            drop,
+        ),
+        _rule(
+            _match(_payload("ether", "type"), "ip"),
+            _match(_pair(_payload("ip", "saddr")), "@ip4", "!="),
+            drop,
+        ),
+        _rule(
+            _match(_payload("ether", "type"), "ip6"),
+            _match(
+                _payload("ip6", "saddr"),
+                {"set": [{"prefix": {"addr": "fe80::", "len": 10}}, "::"]},
+                "!=",
+            ),
+            _match(_pair(_payload("ip6", "saddr")), "@ip6", "!="),
+            drop,
+        ),
     ]
 
 
-def _run(batch: list[dict[str, object]]) -> None:
-    from pycni.firewall import nft_transport
-
-    nft_transport.apply({"nftables": batch})
-
-
-def add(network: str, container_id: str, ifname: str, host_veth: str, mac: str) -> None:
-    chain = _chain(network, container_id, ifname)
-    comment = f"{network} {container_id} {ifname}"[:120]
-    batch = _base()
-    batch += [
-        {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": chain}}},
-        {"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": chain}}},
-        {
-            "add": {
-                "rule": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "chain": chain,
-                    "comment": comment,
-                    "expr": [
-                        {
-                            "match": {
-                                "op": "==",
-                                "left": {"payload": {"protocol": "ether", "field": "saddr"}},
-                                "right": mac,
-                            }
-                        },
-                        {"return": None},
-                    ],
-                }
-            }
-        },
-        {
-            "add": {
-                "rule": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "chain": chain,
-                    "comment": comment,
-                    "expr": [{"drop": None}],
-                }
-            }
-        },
-        {
-            "add": {
-                "element": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "name": "ports",
-                    "elem": [[host_veth, {"jump": {"target": chain}}]],
-                }
-            }
-        },
-    ]
-    _ensure_dispatch(batch)
-    _run(batch)
-    _save(network, container_id, ifname, host_veth, mac)
+def elements(host_veth: str, mac: str, ips: list[str]) -> dict[str, list[object]]:
+    out: dict[str, list[object]] = {
+        "guarded": [host_veth],
+        "mac": [{"concat": [host_veth, mac]}],
+        "ip4": [],
+        "ip6": [],
+    }
+    for ip in ips:
+        addr = ip.split("/")[0]
+        out["ip6" if ":" in addr else "ip4"].append({"concat": [host_veth, addr]})
+    return out
 
 
-def _ensure_dispatch(batch: list[dict[str, object]]) -> None:
-    # The dispatch rule is added once: flush-and-refill the base chain in the same
-    # transaction keeps it exactly one rule, whatever ran before.
-    batch.insert(3, {"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": "prerouting"}}})
-    batch.insert(
-        4,
-        {
-            "add": {
-                "rule": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "chain": "prerouting",
-                    "expr": [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ports"}}],
-                }
-            }
-        },
-    )
+def _run(batch: list[dict[str, Any]]) -> None:
+    from pycni.firewall.nftables import Nft, NftError
+
+    try:
+        Nft().run(batch)
+    except NftError as exc:
+        raise errors.CniError("macspoofchk: nftables refused the rules", str(exc)) from None
 
 
 def _state_path(network: str, container_id: str, ifname: str) -> str:
     from pycni.firewall.base import state_dir
 
-    return os.path.join(state_dir(), "spoofcheck", network, f"{container_id}-{ifname}.json")
+    return os.path.join(state_dir(), "spoofcheck", network, f"{container_id}:{ifname}.json")
 
 
-def _save(network: str, container_id: str, ifname: str, host_veth: str, mac: str) -> None:
+def add(
+    network: str, container_id: str, ifname: str, host_veth: str, mac: str, ips: list[str]
+) -> None:
+    """Guard one port; idempotent."""
+    record = {"hostVeth": host_veth, "mac": mac, "ips": ips}
     path = _state_path(network, container_id, ifname)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(fastjson.dumps({"hostVeth": host_veth, "mac": mac}))
-    os.replace(tmp, path)
-
-
-def _load(network: str, container_id: str, ifname: str) -> dict[str, str] | None:
-    try:
-        with open(_state_path(network, container_id, ifname), encoding="utf-8") as fh:
-            obj = fastjson.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
+        fh.write(fastjson.dumps(record))
+    os.replace(tmp, path)  # saved first: a crash after the rules still lets DEL find them
+    batch = skeleton()
+    for name, elems in elements(host_veth, mac, ips).items():
+        if elems:
+            batch.append({"add": _t("element", name, elem=elems)})
+    _run(batch)
 
 
 def delete(network: str, container_id: str, ifname: str) -> None:
-    saved = _load(network, container_id, ifname)
-    chain = _chain(network, container_id, ifname)
-    batch: list[dict[str, object]] = _base()
-    batch.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": chain}}})
-    if saved and saved.get("hostVeth"):
-        # Adding then deleting the element makes the delete succeed whether or not it exists.
-        elem = [[saved["hostVeth"], {"jump": {"target": chain}}]]
-        batch.append(
-            {"add": {"element": {"family": FAMILY, "table": TABLE, "name": "ports", "elem": elem}}}
-        )
-        batch.append(
-            {
-                "delete": {
-                    "element": {
-                        "family": FAMILY,
-                        "table": TABLE,
-                        "name": "ports",
-                        "elem": [saved["hostVeth"]],
-                    }
-                }
-            }
-        )
-    batch.append({"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": chain}}})
+    """Unguard one port; "already gone" is success."""
+    path = _state_path(network, container_id, ifname)
     try:
-        _run(batch)
-    except errors.CniError:
-        raise
+        with open(path, encoding="utf-8") as fh:
+            record = fastjson.loads(fh.read())
+    except (OSError, ValueError):
+        return
+    batch = skeleton()
+    for name, elems in elements(record["hostVeth"], record["mac"], record.get("ips") or []).items():
+        if elems:
+            # add-then-delete in one transaction: deleting succeeds whether or not the
+            # element was still there (a flushed table, a second DEL).
+            batch.append({"add": _t("element", name, elem=elems)})
+            batch.append({"delete": _t("element", name, elem=elems)})
+    _run(batch)
     try:
-        os.unlink(_state_path(network, container_id, ifname))
+        os.unlink(path)
     except OSError:
         pass
+
+
+def check(network: str, container_id: str, ifname: str) -> list[str]:
+    from pycni.firewall.nftables import Nft, NftError
+
+    path = _state_path(network, container_id, ifname)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = fastjson.loads(fh.read())
+    except (OSError, ValueError):
+        return ["macspoofchk record missing"]
+    try:
+        listing = Nft().run([{"list": _t("set", "guarded")}])
+    except NftError:
+        return ["macspoofchk table missing"]
+    for item in listing:
+        s = item.get("set")
+        if s and record["hostVeth"] in (s.get("elem") or []):
+            return []
+    return [f"macspoofchk rules for {record['hostVeth']} missing"]
 
 
 def gc(network: str, valid: set[tuple[str, str]]) -> None:
@@ -201,7 +205,6 @@ def gc(network: str, valid: set[tuple[str, str]]) -> None:
     for name in names:
         if not name.endswith(".json"):
             continue
-        stem = name[: -len(".json")]
-        cid, _, ifname = stem.rpartition("-")
+        cid, _, ifname = name[: -len(".json")].partition(":")
         if (cid, ifname) not in valid:
             delete(network, cid, ifname)
