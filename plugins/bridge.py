@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from pycni import conf, errors, fault, invoke, ipam_exec, netlink, netns, netsetup, skel
+from pycni import attstore, conf, errors, fault, invoke, ipam_exec, netlink, netns, netsetup, skel
 from pycni.netlink import Netlink
 from pycni.result import DNS, Interface, IPConfig, Result, Route, parse_result
 
@@ -222,7 +222,21 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         )
         if created:
             undo.append(("bridge", br.index))
-        host_veth, cont_link = netsetup.setup_veth(host, fd, cont, cmd.ifname, c.mtu, c.mac)
+
+        def record(host_name: str) -> None:
+            # Before the veth exists: after a SIGKILL, DEL and GC still know its name.
+            attstore.save(
+                "bridge",
+                c.name,
+                cmd.container_id,
+                cmd.ifname,
+                {"hostVeth": host_name, "bridge": c.bridge, "netns": cmd.netns},
+            )
+
+        undo.append(("record", None))
+        host_veth, cont_link = netsetup.setup_veth(
+            host, fd, cont, cmd.ifname, c.mtu, c.mac, before_create=record
+        )
         undo.append(("veth", host_veth.index))
         fault.point("after-veth")
         netsetup.attach_to_bridge(host, host_veth, br, c.hairpin, c.port_isolation, c.vlan)
@@ -313,6 +327,8 @@ def _rollback(
                 from pycni import spoofcheck
 
                 spoofcheck.delete(c.name, cmd.container_id, cmd.ifname)
+            elif kind == "record":
+                attstore.delete("bridge", c.name, cmd.container_id, cmd.ifname)
             elif kind == "veth":
                 assert isinstance(data, int)
                 host.del_link(data)
@@ -351,6 +367,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
                 problems.append(f"failed to delete {cmd.ifname}: {exc.strerror}")
             finally:
                 os.close(fd)
+    _del_recorded_veth(c, cmd.container_id, cmd.ifname)
     if c.macspoofchk:
         from pycni import spoofcheck
 
@@ -360,6 +377,23 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname)
     if problems:
         raise errors.CniError("; ".join(problems))
+
+
+def _del_recorded_veth(c: BridgeConf, container_id: str, ifname: str) -> None:
+    """Remove the host end we recorded, if it still exists and is still ours (a veth
+    on our bridge or on none), then forget the record."""
+    rec = attstore.load("bridge", c.name, container_id, ifname)
+    if rec is not None and isinstance(rec.get("hostVeth"), str):
+        with Netlink() as host:
+            link = host.link(rec["hostVeth"])
+            br = host.link(str(rec.get("bridge") or c.bridge))
+            if (
+                link is not None
+                and link.kind == "veth"
+                and (link.master == 0 or (br is not None and link.master == br.index))
+            ):
+                host.del_link(link.index)
+    attstore.delete("bridge", c.name, container_id, ifname)
 
 
 # -- CHECK -----------------------------------------------------------------------------
@@ -458,6 +492,9 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
 def cmd_gc(cmd: skel.CmdArgs) -> None:
     c = BridgeConf(cmd.conf, {})
     valid = skel.valid_attachments(cmd.conf)
+    for key in attstore.entries("bridge", c.name):
+        if key not in valid:
+            _del_recorded_veth(c, *key)
     if c.ip_masq:
         firewall(c).gc(c.name, valid)
     if c.macspoofchk:

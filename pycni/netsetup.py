@@ -17,6 +17,8 @@ from pycni.netlink import Link, Netlink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycni.result import IPConfig, Route
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -89,9 +91,11 @@ def setup_veth(
     ifname: str,
     mtu: int = 0,
     mac: str = "",
+    before_create: Callable[[str], None] | None = None,
 ) -> tuple[Link, Link]:
     """Create a veth pair whose container end is born inside the container namespace
-    as `ifname`; returns (host end, container end)."""
+    as `ifname`; returns (host end, container end). `before_create(host_name)` runs
+    right before the kernel call, so the caller can record the name first."""
     if container_nl.link(ifname) is not None:
         raise errors.InvalidEnvironment(
             f"container veth name provided ({ifname}) already exists",
@@ -99,6 +103,8 @@ def setup_veth(
         )
     for _attempt in range(10):
         host_name = random_veth_name()
+        if before_create is not None:
+            before_create(host_name)
         try:
             host.add_veth(host_name, ifname, peer_netns_fd=container_fd, mtu=mtu, peer_mac=mac)
             break

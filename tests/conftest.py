@@ -29,8 +29,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PREFIX = "pyt"  # every namespace, link and table a test creates starts with this
-# Under pytest-xdist each worker gets its own prefix, so leak checks see only their own.
-WORKER_PREFIX = TEST_PREFIX + os.environ.get("PYTEST_XDIST_WORKER", "gw").removeprefix("gw")
+# Each test process (an xdist worker, or a second pytest run on the same machine) gets
+# its own prefix, so leak checks see, and clean up, only their own namespaces.
+WORKER_PREFIX = f"{TEST_PREFIX}{os.getpid()}"
 IS_ROOT = os.geteuid() == 0
 
 
@@ -274,13 +275,24 @@ def exec_plugin(
 
 
 @pytest.fixture
-def run_plugin(plugin_dir: Path) -> Callable[..., PluginRun]:
+def state_dir(tmp_path: Path) -> Path:
+    """The plugins' own state dir (PYCNI_STATE_DIR) for this test."""
+    d = tmp_path / "pycni-state"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture
+def run_plugin(plugin_dir: Path, state_dir: Path) -> Callable[..., PluginRun]:
     """run_plugin("bridge", "ADD", conf, netns=..., in_ns=host_ns, ...) with our plugins
-    first in CNI_PATH and the reference plugins after them."""
+    first in CNI_PATH and the reference plugins after them; plugin state under the
+    test's tmp dir."""
 
     def run(name: str, command: str, conf: Any, **kw: Any) -> PluginRun:
         kw.setdefault("cni_path", f"{plugin_dir}:{REFERENCE_DIR}")
-        return exec_plugin(plugin_dir / name, command, conf, **kw)
+        env = {"PYCNI_STATE_DIR": str(state_dir)}
+        env.update(kw.pop("env_extra", None) or {})
+        return exec_plugin(plugin_dir / name, command, conf, env_extra=env, **kw)
 
     return run
 
