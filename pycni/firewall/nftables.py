@@ -1,0 +1,738 @@
+"""The nftables backend: one table of our own, `table inet pycni`, keyed by data.
+
+Layout (nothing outside this table is ever read or changed):
+
+  sets and maps (hash: O(1) per insert and per packet lookup; every element carries
+  its owner tag `network/containerID/ifname` as comment):
+    masq4 / masq6            container IP                          masquerade it
+    subnets4 / subnets6      subnet . subnet   (interval, shared)   "same subnet" pairs
+    pm4_any_addr / _port     proto . hostPort                    -> container IP / port
+    pm4_ip_addr / _port      hostIP . proto . hostPort           -> container IP / port
+    pm6_*                    the same for IPv6
+    hp4 / hp6                container IP . proto . containerPort   hairpin SNAT targets
+    hp4_all / hp6_all        the same for masqAll attachments
+  nft 1.0.6 cannot declare a map with concatenated data through JSON, so a DNAT
+  target is two maps with one key (address, port) read by one `dnat` statement.
+
+  base chains:
+    prerouting   nat, hook prerouting, priority dstnat (-100)
+    output       nat, hook output, priority -100 (host-originated traffic to the
+                 host's own addresses and 127.0.0.1; ::1 cannot leave lo, so never)
+        fib daddr type != local  return          only packets for this host (CVE-2025-67499)
+        dnat ip to ip daddr . meta l4proto . th dport map @pm4_ip_addr : ...@pm4_ip_port
+        meta nfproto ipv4  dnat ip to meta l4proto . th dport map @pm4_any_addr : ...
+        (the same for ip6)
+    postrouting  nat, hook postrouting, priority srcnat (100)
+        ct status dnat  ip daddr . meta l4proto . th dport @hp4_all            masquerade
+        ct status dnat  ip daddr . meta l4proto . th dport @hp4  ip saddr 127.0.0.0/8  masquerade
+        ct status dnat  ip daddr . meta l4proto . th dport @hp4  ip saddr . ip daddr @subnets4  masquerade
+        ip saddr @masq4  ip daddr != 224.0.0.0/4  ip saddr . ip daddr != @subnets4  masquerade
+        (the same for ip6, ff00::/8, without the loopback rule)
+    localnet-guard  filter, hook prerouting, priority raw (-300):
+        iif != "lo"  ip daddr 127.0.0.0/8  drop      (CVE-2020-8558; see below)
+
+  No verdict maps and no per-container chains: a `jump` stored in a map makes the
+  kernel re-validate every element of every verdict map on each commit, which grows
+  with the number of containers. The only shared, untagged elements are the subnet
+  pairs; hairpin SNAT therefore applies only to DNATed connections from the target's
+  own subnet or the host's loopback (all of them with masqAll), so a container sees
+  the real client address of outside traffic.
+
+Administrator precedence (CVE-2019-9946): this table only rewrites addresses; it
+never accepts or drops forwarded traffic. Policy that must win over published ports
+goes in the administrator's own table, on either of these hooks:
+  - hook forward, any priority, e.g. `table inet filter { chain forward { type filter
+    hook forward priority filter; ... } }`: DNATed packets cross it with the container
+    as destination; match `ct original proto-dst <hostPort>` (or the container address
+    and port) and `drop`. A drop in any base chain is final, whatever we did before.
+  - hook prerouting at a priority below dstnat (-100), e.g. `priority raw` (-300) or
+    -150: the packet still carries the published host address and port there.
+
+localnet guard: publishing on 127.0.0.1 works by DNATing host-originated packets and
+setting route_localnet=1 on the container's bridge (the kernel otherwise refuses
+loopback addresses on other devices). route_localnet also lets a neighbour send
+packets to 127.0.0.1 through that device, so the table always carries the guard,
+which drops 127.0.0.0/8 arriving on anything but lo before conntrack sees it.
+
+Every operation is one JSON batch applied as one transaction, through libnftables
+(ctypes, in-process) or, without the library, `nft -j -f -` started with posix_spawn.
+The JSON holds only constants, integers, addresses printed by `ipaddress` and owner
+tags percent-encoded to [A-Za-z0-9_.%/-], so no user string is ever parsed as nft
+syntax. An operation touches only its own elements, so its cost does not depend on
+how many other containers exist; the table, sets and base chains are (re)created only
+when that batch fails with ENOENT (first use, or after `nft flush ruleset`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from pycni import errors, fastjson
+from pycni.firewall.backend import MASQ, PORTS, Backend, KernelConflict
+from pycni.firewall.plan import LOOPBACK4, MULTICAST, PROTO_NUMBERS, Binding, Record, owner_tag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    Cmd = dict[str, Any]
+    Elem = tuple[str, Any, Any]  # (set or map, key, value or None)
+    Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TABLE = "pycni"
+T = {"family": "inet", "table": TABLE}
+NOT_AVAILABLE = (
+    "nftables backend needs libnftables or the nft binary; install the nftables "
+    "package or set ipMasqBackend to iptables"
+)
+
+# -- JSON expression helpers (pure) ----------------------------------------------------------
+
+L4PROTO = {"meta": {"key": "l4proto"}}
+DPORT = {"payload": {"protocol": "th", "field": "dport"}}
+IPFAM = {4: "ip", 6: "ip6"}
+ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
+
+
+def _payload(family: int, field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": IPFAM[family], "field": field}}
+
+
+def _match(left: object, right: object, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _prefix(net: Network) -> dict[str, Any]:
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _concat(*items: object) -> dict[str, Any]:
+    return {"concat": list(items)}
+
+
+def _rule(chain: str, *expr: object) -> Cmd:
+    return {"add": {"rule": {**T, "chain": chain, "expr": list(expr)}}}
+
+
+MASQUERADE = {"masquerade": None}
+
+#: name -> (key type, data type or None for a set, flags)
+SETS: dict[str, tuple[object, str | None, list[str]]] = {}
+for _f in (4, 6):
+    _a = ADDR[_f]
+    SETS[f"masq{_f}"] = (_a, None, [])
+    SETS[f"subnets{_f}"] = ([_a, _a], None, ["interval"])
+    SETS[f"pm{_f}_any_addr"] = (["inet_proto", "inet_service"], _a, [])
+    SETS[f"pm{_f}_any_port"] = (["inet_proto", "inet_service"], "inet_service", [])
+    SETS[f"pm{_f}_ip_addr"] = ([_a, "inet_proto", "inet_service"], _a, [])
+    SETS[f"pm{_f}_ip_port"] = ([_a, "inet_proto", "inet_service"], "inet_service", [])
+    SETS[f"hp{_f}"] = ([_a, "inet_proto", "inet_service"], None, [])
+    SETS[f"hp{_f}_all"] = ([_a, "inet_proto", "inet_service"], None, [])
+
+MASQ_SETS = ("masq4", "masq6")
+PORT_SETS = tuple(n for n in SETS if n.startswith(("pm", "hp")))
+BASE_CHAINS = {
+    "prerouting": ("nat", "prerouting", -100),
+    "output": ("nat", "output", -100),
+    "postrouting": ("nat", "postrouting", 100),
+    "localnet-guard": ("filter", "prerouting", -300),
+}
+
+
+def _dnat_rules(chain: str) -> list[Cmd]:
+    fib_local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local", "!=")
+    rules = [_rule(chain, fib_local, {"return": None})]
+    if chain == "output":
+        # ::1 never leaves lo (IPv6 has no route_localnet): leave it to local listeners.
+        rules.append(_rule(chain, _match(_payload(6, "daddr"), "::1"), {"return": None}))
+    for family in (4, 6):
+        exact = _concat(_payload(family, "daddr"), L4PROTO, DPORT)
+        anyaddr = _concat(L4PROTO, DPORT)
+        for kind, key in (("ip", exact), ("any", anyaddr)):
+            name = f"pm{family}_{kind}"
+            dnat = {
+                "dnat": {
+                    "family": IPFAM[family],
+                    "addr": {"map": {"key": key, "data": f"@{name}_addr"}},
+                    "port": {"map": {"key": key, "data": f"@{name}_port"}},
+                }
+            }
+            rules.append(_rule(chain, _match({"meta": {"key": "nfproto"}}, f"ipv{family}"), dnat))
+    return rules
+
+
+def _postrouting_rules() -> list[Cmd]:
+    dnated = _match({"ct": {"key": "status"}}, "dnat", "in")
+    rules = []
+    for family in (4, 6):
+        target = _concat(_payload(family, "daddr"), L4PROTO, DPORT)
+        pair = _concat(_payload(family, "saddr"), _payload(family, "daddr"))
+        rules.append(_rule("postrouting", dnated, _match(target, f"@hp{family}_all"), MASQUERADE))
+        if family == 4:
+            loopback = _match(_payload(4, "saddr"), _prefix(LOOPBACK4))
+            rules.append(_rule("postrouting", dnated, _match(target, "@hp4"), loopback, MASQUERADE))
+        rules.append(
+            _rule(
+                "postrouting",
+                dnated,
+                _match(target, f"@hp{family}"),
+                _match(pair, f"@subnets{family}"),
+                MASQUERADE,
+            )
+        )
+    for family in (4, 6):
+        pair = _concat(_payload(family, "saddr"), _payload(family, "daddr"))
+        rules.append(
+            _rule(
+                "postrouting",
+                _match(_payload(family, "saddr"), f"@masq{family}"),
+                _match(_payload(family, "daddr"), _prefix(MULTICAST[family]), "!="),
+                _match(pair, f"@subnets{family}", "!="),
+                MASQUERADE,
+            )
+        )
+    return rules
+
+
+def _guard_rules() -> list[Cmd]:
+    return [
+        _rule(
+            "localnet-guard",
+            _match({"meta": {"key": "iif"}}, "lo", "!="),
+            _match(_payload(4, "daddr"), _prefix(LOOPBACK4)),
+            {"drop": None},
+        )
+    ]
+
+
+def skeleton() -> list[Cmd]:
+    """The table, its sets and maps, and the base chains with their rules. Idempotent:
+    `add` is a no-op for what exists, and each base chain is flushed and refilled in
+    the same transaction, so there is never a window without its rules."""
+    cmds: list[Cmd] = [{"add": {"table": {"family": "inet", "name": TABLE}}}]
+    for name, (key_type, data_type, flags) in SETS.items():
+        obj: dict[str, Any] = {**T, "name": name, "type": key_type}
+        if flags:
+            obj["flags"] = flags
+        if data_type is None:
+            cmds.append({"add": {"set": obj}})
+        else:
+            cmds.append({"add": {"map": {**obj, "map": data_type}}})
+    for name, (kind, hook, prio) in BASE_CHAINS.items():
+        chain = {**T, "name": name, "type": kind, "hook": hook, "prio": prio}
+        cmds.append({"add": {"chain": {**chain, "policy": "accept"}}})
+        cmds.append({"flush": {"chain": {**T, "name": name}}})
+    cmds += _dnat_rules("prerouting") + _dnat_rules("output")
+    return cmds + _postrouting_rules() + _guard_rules()
+
+
+RULE_COUNTS = {"prerouting": 5, "output": 6, "postrouting": 7, "localnet-guard": 1}
+
+# -- elements of a record (pure) ---------------------------------------------------------------
+
+
+def elements(record: Record | None, parts: set[str]) -> list[Elem]:
+    """(set, key, value) of every tagged element a record's parts need."""
+    if record is None:
+        return []
+    out: list[Elem] = []
+    if MASQ in parts:
+        for ip in record.masq_ips():
+            out.append((f"masq{ip.version}", str(ip.ip), None))
+    if PORTS in parts and record.ports is not None:
+        hairpin: list[Elem] = []
+        for b in record.bindings():
+            proto = PROTO_NUMBERS[b.protocol]
+            if b.host_ip:
+                key, kind = _concat(b.host_ip, proto, b.host_port), "ip"
+            else:
+                key, kind = _concat(proto, b.host_port), "any"
+            out.append((f"pm{b.family}_{kind}_addr", key, str(b.container_ip)))
+            out.append((f"pm{b.family}_{kind}_port", key, b.container_port))
+            if record.snat:
+                name = f"hp{b.family}_all" if record.masq_all else f"hp{b.family}"
+                elem = (name, _concat(str(b.container_ip), proto, b.container_port), None)
+                if elem not in hairpin:
+                    hairpin.append(elem)
+        out += hairpin
+    return out
+
+
+def subnets(record: Record | None, parts: set[str]) -> list[Network]:
+    """The subnets whose "same subnet" pair must be present for the record's rules."""
+    if record is None:
+        return []
+    nets: list[Network] = []
+    if MASQ in parts:
+        nets += [ip.network for ip in record.masq_ips()]
+    if PORTS in parts and record.snat and not record.masq_all:
+        nets += [b.subnet for b in record.bindings()]
+    return list(dict.fromkeys(nets))
+
+
+def _set_elem(key: object, value: object, tag: str) -> object:
+    elem = {"elem": {"val": key, "comment": tag}}
+    return elem if value is None else [elem, value]
+
+
+def _grouped(elems: list[Elem]) -> dict[str, list[Elem]]:
+    groups: dict[str, list[Elem]] = {}
+    for e in elems:
+        groups.setdefault(e[0], []).append(e)
+    return groups
+
+
+def _element_cmd(verb: str, name: str, items: list[Elem], tag: str) -> Cmd:
+    elems = [_set_elem(key, value, tag) for _, key, value in items]
+    return {verb: {"element": {**T, "name": name, "elem": elems}}}
+
+
+def add_elements(elems: list[Elem], tag: str) -> list[Cmd]:
+    """Insert; port-map elements with `create`, which fails if the key exists."""
+    cmds = []
+    for name, items in _grouped(elems).items():
+        verb = "create" if name.startswith("pm") else "add"
+        cmds.append(_element_cmd(verb, name, items, tag))
+    return cmds
+
+
+def remove_elements(elems: list[Elem], tag: str) -> list[Cmd]:
+    """Delete, also when already gone: nft 1.0.6 has no `destroy`, so each element is
+    first added (a no-op when present with the same data) and then deleted, within
+    the same transaction."""
+    cmds = []
+    for name, items in _grouped(elems).items():
+        cmds.append(_element_cmd("add", name, items, tag))
+        keys = [key for _, key, _ in items]
+        cmds.append({"delete": {"element": {**T, "name": name, "elem": keys}}})
+    return cmds
+
+
+def add_subnets(nets: list[Network]) -> list[Cmd]:
+    cmds = []
+    for family in (4, 6):
+        pairs = [_concat(_prefix(n), _prefix(n)) for n in nets if n.version == family]
+        if pairs:
+            cmds.append({"add": {"element": {**T, "name": f"subnets{family}", "elem": pairs}}})
+    return cmds
+
+
+def transition(
+    old: Record | None,
+    new: Record | None,
+    parts: set[str],
+    nets: list[Network] | None = None,
+) -> list[Cmd]:
+    """The batch for one operation on a table that is in place: old's elements of
+    `parts` out, new's in, plus the subnet pairs new needs (`nets` overrides them).
+    Elements only, so the cost does not depend on how many others exist."""
+    cmds: list[Cmd] = []
+    gone = elements(old, parts)
+    if gone:
+        assert old is not None
+        cmds += remove_elements(gone, owner_tag(old.key))
+    cmds += add_subnets(subnets(new, parts) if nets is None else nets)
+    wanted = elements(new, parts)
+    if wanted:
+        assert new is not None
+        cmds += add_elements(wanted, owner_tag(new.key))
+    return cmds
+
+
+def repair(
+    old: Record | None, new: Record | None, parts: set[str], nets: list[Network] | None = None
+) -> list[Cmd]:
+    """The same change preceded by the whole skeleton: for the first use and after
+    someone flushed or damaged the table. Every batch that can create the table is
+    one of these, so an existing table always has its base chains."""
+    return skeleton() + transition(old, new, parts, nets)
+
+
+def rebuild(records: list[Record]) -> list[Cmd]:
+    """Replace the whole table by what the records describe (replay)."""
+    table = {"family": "inet", "name": TABLE}
+    cmds: list[Cmd] = [{"add": {"table": table}}, {"delete": {"table": table}}]
+    cmds += skeleton()
+    nets: list[Network] = []
+    for r in records:
+        nets += subnets(r, {MASQ, PORTS})
+    cmds += add_subnets(uncovered(list(dict.fromkeys(nets)), []))
+    for record in records:
+        tag = owner_tag(record.key)
+        for name, items in _grouped(elements(record, {MASQ, PORTS})).items():
+            cmds.append(_element_cmd("add", name, items, tag))
+    return cmds
+
+
+def uncovered(nets: list[Network], present: list[Network]) -> list[Network]:
+    """The subnets not already inside a present (or earlier wider) one. The kernel
+    refuses a pair nested in an existing pair (EEXIST), and it would add nothing."""
+    out: list[Network] = []
+    for net in sorted(nets, key=lambda n: (n.version, n.prefixlen)):
+        have = [p for p in present + out if p.version == net.version]
+        if not any(net.subnet_of(p) for p in have):  # type: ignore[arg-type]
+            out.append(net)
+    return out
+
+
+# -- reading the table back --------------------------------------------------------------------
+
+
+def _atom(x: object) -> object:
+    if isinstance(x, str):
+        if x in PROTO_NUMBERS:
+            return PROTO_NUMBERS[x]
+        try:
+            return str(ipaddress.ip_address(x))
+        except ValueError:
+            return x
+    if isinstance(x, dict) and "prefix" in x:
+        p = x["prefix"]
+        return str(ipaddress.ip_network(f"{p['addr']}/{p['len']}"))
+    return x
+
+
+def norm(x: object) -> object:
+    """A hashable, canonical form of an element key or value from JSON."""
+    if isinstance(x, dict) and "concat" in x:
+        return tuple(_atom(i) for i in x["concat"])
+    return _atom(x)
+
+
+class Table:
+    """Our table as listed: {set: {key: (value, comment)}}, and rules per chain."""
+
+    def __init__(self, listing: list[dict[str, Any]]) -> None:
+        self.sets: dict[str, dict[object, tuple[object, str]]] = {}
+        self.rules: dict[str, int] = {}
+        for item in listing:
+            obj = item.get("set") or item.get("map")
+            if obj is not None:
+                entries = self.sets.setdefault(obj["name"], {})
+                for elem in obj.get("elem") or []:
+                    key, value = (elem[0], elem[1]) if isinstance(elem, list) else (elem, None)
+                    comment = ""
+                    if isinstance(key, dict) and "elem" in key:
+                        comment = key["elem"].get("comment", "")
+                        key = key["elem"]["val"]
+                    entries[norm(key)] = (norm(value), comment)
+            elif "chain" in item:
+                self.rules.setdefault(item["chain"]["name"], 0)
+            elif "rule" in item:
+                chain = item["rule"]["chain"]
+                self.rules[chain] = self.rules.get(chain, 0) + 1
+
+    def owners(self, names: tuple[str, ...]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name in names:
+            for key, (value, comment) in self.sets.get(name, {}).items():
+                if comment:
+                    out.setdefault(comment, []).append(describe(name, key, value))
+        return out
+
+    def subnets(self, family: int) -> list[Network]:
+        nets = []
+        for key in self.sets.get(f"subnets{family}", {}):
+            first = key[0] if isinstance(key, tuple) else key
+            nets.append(ipaddress.ip_network(str(first)))
+        return nets
+
+
+def describe(name: str, key: object, value: object) -> str:
+    if name.startswith("masq"):
+        return f"masquerade of {key}"
+    if name.startswith("hp"):
+        return f"hairpin SNAT to {_show(key)}"
+    proto_port = _show(key)
+    if name.endswith("_addr"):
+        return f"published port {proto_port} -> {value}"
+    return f"published port {proto_port} -> port {value}"
+
+
+_PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
+
+
+def _show(key: object) -> str:
+    if isinstance(key, tuple):
+        return " . ".join(
+            _PROTO_NAMES.get(k, str(k)) if isinstance(k, int) and i == len(key) - 2 else str(k)
+            for i, k in enumerate(key)
+        )
+    return str(key)
+
+
+# -- transport ------------------------------------------------------------------------------------
+
+_lib: Any = None  # the ctypes library, False when it cannot be loaded
+
+
+def _load_lib() -> Any:
+    global _lib
+    if _lib is None:
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
+        except OSError:
+            _lib = False
+            return _lib
+        vp, cp = ctypes.c_void_p, ctypes.c_char_p
+        lib.nft_ctx_new.restype = vp
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [vp]
+        lib.nft_ctx_output_set_flags.argtypes = [vp, ctypes.c_uint]
+        lib.nft_ctx_set_dry_run.argtypes = [vp, ctypes.c_bool]
+        for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
+            getattr(lib, fn).argtypes = [vp]
+        for fn in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
+            getattr(lib, fn).argtypes = [vp]
+            getattr(lib, fn).restype = cp
+        lib.nft_run_cmd_from_buffer.argtypes = [vp, cp]
+        _lib = lib
+    return _lib
+
+
+NFT_CTX_OUTPUT_JSON = 1 << 4
+
+
+class NftError(Exception):
+    """libnftables or nft reported an error (the message is nft's, one line each)."""
+
+
+class Nft:
+    """Runs one JSON batch. transport: "lib" (libnftables via ctypes), "exec"
+    (`nft -j -f -`), or None: the library when it loads, else the binary."""
+
+    def __init__(self, transport: str | None = None) -> None:
+        if transport not in (None, "lib", "exec"):
+            raise errors.InvalidConfig(f"unknown nft transport {transport!r}", "use lib or exec")
+        self.transport = transport
+        self._ctx: dict[tuple[int, int], Any] = {}
+
+    def mode(self) -> str | None:
+        if self.transport != "exec" and _load_lib():
+            return "lib"
+        if self.transport != "lib":
+            from pycni.firewall import spawn
+
+            if spawn.which("nft"):
+                return "exec"
+        return None
+
+    def run(self, cmds: list[Cmd], dry_run: bool = False) -> list[dict[str, Any]]:
+        """Apply (or list) in one transaction; returns the `nftables` array of the output."""
+        mode = self.mode()
+        if mode is None:
+            raise errors.PluginNotAvailable(NOT_AVAILABLE)
+        text = fastjson.dumps({"nftables": cmds})
+        out = self._run_lib(text, dry_run) if mode == "lib" else self._run_exec(text, dry_run)
+        if not out.strip():
+            return []
+        return list(fastjson.loads(out).get("nftables", []))
+
+    def _context(self, dry_run: bool) -> Any:
+        # A context's netlink socket belongs to the namespace it was opened in, so keep
+        # one per namespace (a test, or netctl, may switch namespaces between calls).
+        st = os.stat("/proc/thread-self/ns/net")
+        key = (st.st_dev, st.st_ino)
+        ctx = self._ctx.get(key)
+        lib = _lib
+        if ctx is None:
+            ctx = lib.nft_ctx_new(0)
+            if not ctx:
+                raise errors.InternalError("libnftables: cannot create a context")
+            lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            self._ctx[key] = ctx
+        lib.nft_ctx_set_dry_run(ctx, dry_run)
+        return ctx
+
+    def _run_lib(self, text: str, dry_run: bool) -> str:
+        ctx = self._context(dry_run)
+        rc = _lib.nft_run_cmd_from_buffer(ctx, text.encode())
+        out = (_lib.nft_ctx_get_output_buffer(ctx) or b"").decode("utf-8", "replace")
+        err = (_lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
+        if rc != 0:
+            raise NftError(_clean(err) or f"libnftables returned {rc}")
+        return out
+
+    def _run_exec(self, text: str, dry_run: bool) -> str:
+        from pycni.firewall import spawn
+
+        nft = spawn.which("nft")
+        if nft is None:
+            raise errors.PluginNotAvailable(NOT_AVAILABLE)
+        argv = [nft, "-j"] + (["-c"] if dry_run else []) + ["-f", "-"]
+        done = spawn.run(argv, text.encode())
+        if done.rc != 0:
+            raise NftError(_clean(done.stderr.decode("utf-8", "replace")) or done.describe())
+        return done.stdout.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        for ctx in self._ctx.values():
+            _lib.nft_ctx_free(ctx)
+        self._ctx.clear()
+
+
+def _clean(err: str) -> str:
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    lines = [line.removeprefix("internal:0:0-0: ") for line in lines]
+    return "; ".join(dict.fromkeys(lines))
+
+
+# -- the backend ------------------------------------------------------------------------------------
+
+
+class NftablesFirewall(Backend):
+    """Firewall backend on `table inet pycni` (see the module docstring)."""
+
+    name = "nftables"
+
+    def __init__(self, transport: str | None = None, store: Any = None) -> None:
+        super().__init__(store)
+        self.nft = Nft(transport)
+
+    def available(self) -> bool:
+        if self.nft.mode() is None:
+            return False
+        try:
+            self.nft.run([{"add": {"table": {"family": "inet", "name": TABLE}}}], dry_run=True)
+        except (NftError, errors.CniError):
+            return False
+        return True
+
+    def _run(self, cmds: list[Cmd], what: str) -> list[dict[str, Any]]:
+        try:
+            return self.nft.run(cmds)
+        except NftError as exc:
+            self._raise(exc, what)
+
+    def _raise(self, exc: NftError, what: str) -> NoReturn:
+        msg = str(exc)
+        if "File exists" in msg and what == "add":
+            raise KernelConflict(msg) from None
+        if "Operation not permitted" in msg:
+            raise errors.InvalidEnvironment(
+                "nftables: operation not permitted", "the plugin needs CAP_NET_ADMIN (root)"
+            ) from None
+        if "Protocol not supported" in msg or "Operation not supported" in msg:
+            raise errors.PluginNotAvailable(
+                "nftables: the kernel lacks a needed feature (nf_tables, nat, fib)",
+                f"{msg}; set ipMasqBackend to iptables",
+            ) from None
+        raise errors.CniError(f"nftables {what} failed in table inet {TABLE}", msg) from None
+
+    def _list(self) -> Table | None:
+        try:
+            listing = self.nft.run([{"list": {"table": {"family": "inet", "name": TABLE}}}])
+        except NftError as exc:
+            if "No such file or directory" in str(exc):
+                return None
+            raise errors.CniError(f"cannot list table inet {TABLE}", str(exc)) from None
+        return Table(listing)
+
+    # -- primitives --------------------------------------------------------------------------
+
+    def _apply(self, old: Record | None, new: Record | None, parts: set[str]) -> None:
+        what = "add" if elements(new, parts) else "delete"
+        cmds = transition(old, new, parts)
+        if not cmds:
+            return
+        try:
+            self.nft.run(cmds)
+            return
+        except NftError as exc:
+            msg = str(exc)
+            nested = "File exists" in msg and subnets(new, parts)
+            if "No such file or directory" not in msg and not nested:
+                self._raise(exc, what)
+        # First use, a flushed or damaged table, or a subnet nested in a wider one
+        # that is already present: again, with the skeleton and only new subnets.
+        nets = uncovered(subnets(new, parts), self._subnets())
+        self._run(repair(old, new, parts, nets), what)
+
+    def _subnets(self) -> list[Network]:
+        cmds = [{"list": {"set": {**T, "name": f"subnets{f}"}}} for f in (4, 6)]
+        try:
+            table = Table(self.nft.run(cmds))
+        except NftError:
+            return []
+        return table.subnets(4) + table.subnets(6)
+
+    def _orphans(self) -> dict[str, list[str]]:
+        table = self._list()
+        return table.owners(MASQ_SETS + PORT_SETS) if table is not None else {}
+
+    def _remove_tags(self, tags: set[str], parts: set[str]) -> None:
+        table = self._list()
+        if table is None:
+            return
+        names = (MASQ_SETS if MASQ in parts else ()) + (PORT_SETS if PORTS in parts else ())
+        cmds: list[Cmd] = []
+        for name in names:
+            entries = table.sets.get(name, {})
+            keys = [k for k, (_, comment) in entries.items() if comment in tags]
+            for k in keys:
+                del entries[k]
+            if keys:
+                elems = [_unnorm(k) for k in keys]
+                cmds.append({"delete": {"element": {**T, "name": name, "elem": elems}}})
+        # Subnet pairs that no remaining container needs go too.
+        for family in (4, 6):
+            addrs = [ipaddress.ip_address(str(k)) for k in table.sets.get(f"masq{family}", {})]
+            addrs += [
+                ipaddress.ip_address(str(k[0]))
+                for k in table.sets.get(f"hp{family}", {})
+                if isinstance(k, tuple)
+            ]
+            unused = [n for n in table.subnets(family) if not any(a in n for a in addrs)]
+            if unused:
+                pairs = [_concat(_prefix(n), _prefix(n)) for n in unused]
+                cmds.append(
+                    {"delete": {"element": {**T, "name": f"subnets{family}", "elem": pairs}}}
+                )
+        if cmds:
+            self._run(cmds, "delete")
+
+    def _rebuild(self, records: list[Record]) -> None:
+        self._run(rebuild(records), "replay")
+
+    def _check(self, record: Record, parts: set[str]) -> list[str]:
+        table = self._list()
+        if table is None:
+            return [f"table inet {TABLE} does not exist"]
+        missing = []
+        for chain, count in RULE_COUNTS.items():
+            if table.rules.get(chain) is None:
+                missing.append(f"chain {chain} is missing")
+            elif table.rules[chain] != count:
+                missing.append(f"chain {chain} has {table.rules[chain]} rules, expected {count}")
+        tag = owner_tag(record.key)
+        for name, key, value in elements(record, parts):
+            k, v = norm(key), norm(value)
+            have = table.sets.get(name, {}).get(k)
+            if have is None:
+                missing.append(f"{describe(name, k, v)}: no element in {name}")
+            elif have != (v, tag):
+                missing.append(f"{describe(name, k, v)}: {name} holds {have[0]} for {have[1]!r}")
+        present = table.subnets(4) + table.subnets(6)
+        for net in uncovered(subnets(record, parts), present):
+            missing.append(f"subnet pair {net} missing from subnets{net.version}")
+        return missing
+
+    def _kernel_holder(self, b: Binding) -> str | None:
+        table = self._list()
+        if table is None:
+            return None
+        key: tuple[object, ...] = (PROTO_NUMBERS[b.protocol], b.host_port)
+        if b.host_ip:
+            key = (str(ipaddress.ip_address(b.host_ip)), *key)
+        name = f"pm{b.family}_{'ip' if b.host_ip else 'any'}_addr"
+        have = table.sets.get(name, {}).get(key)
+        return have[1] if have is not None else None
+
+
+def _unnorm(key: object) -> object:
+    return {"concat": list(key)} if isinstance(key, tuple) else key

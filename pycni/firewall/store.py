@@ -1,0 +1,280 @@
+"""Saved firewall state: one record per attachment, a port index, one lock.
+
+Layout under state_dir()/firewall/ (network names cannot start with a dot, and every
+path part is percent-encoded, so nothing a runtime passes can escape or collide):
+
+    .lock                                flock'd around every check+apply+save
+    .ports/<family>-<proto>-<port>/<hostIP|any>
+                                         symlink whose target is the owner tag
+                                         (created atomically, read with readlink)
+    <network>/<containerID>-<ifname>.json   the attachment's record (plan.Record)
+
+Why a lock and an index rather than kernel-side `create element` alone: a wildcard
+binding conflicts with every specific address of the same port, which no single nft
+element lookup can answer; the index answers it by listing one tiny directory. The
+lock makes check-then-insert atomic across plugin processes. The nft backend still
+inserts with `create` (fails on an existing key), as a second line of defence for
+state that was lost or edited underneath us.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+from pycni import errors, fastjson
+from pycni.firewall.base import state_dir
+from pycni.firewall.plan import Binding, Record, encode, owner_tag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pycni.firewall.plan import Key
+
+LOCK_TIMEOUT = 60.0
+
+
+class Lock:
+    """flock on .lock; TryAgainLater when another process holds it too long."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.fd = -1
+
+    def __enter__(self) -> Lock:
+        import time
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = -1
+                    raise errors.TryAgainLater(
+                        f"firewall state is locked by another process ({self.path})",
+                        f"waited {self.timeout:.0f}s; retry the operation",
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = -1
+
+
+class Store:
+    def __init__(self, root: str | None = None) -> None:
+        self.root = os.path.join(root or state_dir(), "firewall")
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _makedirs(self, path: str) -> None:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise errors.IOFailure(
+                f"cannot create firewall state directory {path}", exc.strerror or str(exc)
+            ) from None
+
+    def lock(self, timeout: float = LOCK_TIMEOUT) -> Lock:
+        self._makedirs(self.root)
+        return Lock(os.path.join(self.root, ".lock"), timeout)
+
+    def record_path(self, key: Key) -> str:
+        network, container_id, ifname = key
+        # "-" is encoded in the ifname so <cid>-<ifname> stays unambiguous.
+        name = f"{encode(container_id)}-{encode(ifname).replace('-', '%2D')}.json"
+        return os.path.join(self.root, encode(network), name)
+
+    # -- records ---------------------------------------------------------------------
+
+    def load(self, key: Key) -> Record | None:
+        return self._read(self.record_path(key))
+
+    def _read(self, path: str) -> Record | None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise errors.IOFailure(
+                f"cannot read firewall state {path}", exc.strerror or ""
+            ) from None
+        try:
+            return Record.from_dict(fastjson.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise errors.IOFailure(
+                f"firewall state {path} is corrupt",
+                f"{exc}; remove the file and run `netctl system reload`",
+            ) from None
+
+    def save(self, record: Record) -> None:
+        """Crash-safe: write a temp file, fsync, rename over, fsync the directory."""
+        if record.empty:
+            self.remove(record.key)
+            return
+        path = self.record_path(record.key)
+        directory = os.path.dirname(path)
+        self._makedirs(directory)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, fastjson.dumps(record.to_dict()).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            _fsync_dir(directory)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise errors.IOFailure(
+                f"cannot write firewall state {path}", exc.strerror or str(exc)
+            ) from None
+
+    def remove(self, key: Key) -> None:
+        path = self.record_path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise errors.IOFailure(
+                f"cannot remove firewall state {path}", exc.strerror or ""
+            ) from None
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass  # other attachments of the network remain
+
+    def records(self, network: str | None = None) -> Iterator[Record]:
+        try:
+            networks = (
+                [encode(network)]
+                if network is not None
+                else sorted(n for n in os.listdir(self.root) if not n.startswith("."))
+            )
+        except FileNotFoundError:
+            return
+        for net in networks:
+            directory = os.path.join(self.root, net)
+            try:
+                names = sorted(os.listdir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                if name.endswith(".json"):
+                    record = self._read(os.path.join(directory, name))
+                    if record is not None:
+                        yield record
+
+    # -- the port index ----------------------------------------------------------------
+
+    def _slot_dir(self, b: Binding) -> str:
+        return os.path.join(self.root, ".ports", f"{b.family}-{b.protocol}-{b.host_port}")
+
+    def holders(self, b: Binding) -> dict[str, str]:
+        """{hostIP ("" = any): owner tag} of everything published on b's slot."""
+        directory = self._slot_dir(b)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for name in names:
+            try:
+                out["" if name == "any" else name] = os.readlink(os.path.join(directory, name))
+            except OSError:
+                continue
+        return out
+
+    def conflict(self, b: Binding, key: Key) -> str | None:
+        """The owner tag of an existing binding of another attachment that overlaps b."""
+        mine = owner_tag(key)
+        for host_ip, tag in self.holders(b).items():
+            if tag != mine and b.overlaps(host_ip):
+                return tag
+        return None
+
+    def claim(self, items: list[Binding], key: Key) -> None:
+        tag = owner_tag(key)
+        for b in items:
+            directory = self._slot_dir(b)
+            self._makedirs(directory)
+            path = os.path.join(directory, b.host_ip or "any")
+            try:
+                os.symlink(tag, path)
+            except FileExistsError:
+                if os.readlink(path) != tag:
+                    tmp = f"{path}.tmp{os.getpid()}"
+                    os.symlink(tag, tmp)
+                    os.rename(tmp, path)
+            except OSError as exc:
+                raise errors.IOFailure(
+                    f"cannot record published port in {directory}", exc.strerror or ""
+                ) from None
+
+    def release(self, items: list[Binding], key: Key) -> None:
+        tag = owner_tag(key)
+        for b in items:
+            directory = self._slot_dir(b)
+            path = os.path.join(directory, b.host_ip or "any")
+            try:
+                if os.readlink(path) == tag:
+                    os.unlink(path)
+            except OSError:
+                continue
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+
+    def release_all(self, key: Key) -> None:
+        """Drop every index entry of `key` (used when its record is gone or corrupt)."""
+        tag = owner_tag(key)
+        base = os.path.join(self.root, ".ports")
+        try:
+            slots = os.listdir(base)
+        except FileNotFoundError:
+            return
+        for slot in slots:
+            directory = os.path.join(base, slot)
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    if os.readlink(path) == tag:
+                        os.unlink(path)
+                except OSError:
+                    continue
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # some filesystems cannot fsync a directory
+            raise
+    finally:
+        os.close(fd)
