@@ -25,18 +25,9 @@ if TYPE_CHECKING:
     from pycni.firewall.base import Firewall
 
 WHERE = "bridge"
-# CNI_ARGS this plugin (and the IPAM it calls) understands.
-KNOWN_ARGS = frozenset(
-    {
-        "MAC",
-        "IP",
-        "GATEWAY",
-        "K8S_POD_NAMESPACE",
-        "K8S_POD_NAME",
-        "K8S_POD_INFRA_CONTAINER_ID",
-        "K8S_POD_UID",
-    }
-)
+# CNI_ARGS this plugin and the IPAM it calls understand; anything else (K8S_* from
+# kubelet, ...) needs IgnoreUnknown=1, as with the reference plugins.
+KNOWN_ARGS = frozenset({"MAC", "IP", "GATEWAY"})
 DEFAULT_ROUTES = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 
 
@@ -492,6 +483,8 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
 def cmd_gc(cmd: skel.CmdArgs) -> None:
     c = BridgeConf(cmd.conf, {})
     valid = skel.valid_attachments(cmd.conf)
+    if valid is None:
+        return
     for key in attstore.entries("bridge", c.name):
         if key not in valid:
             _del_recorded_veth(c, *key)

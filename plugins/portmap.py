@@ -175,7 +175,9 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
 
 def cmd_gc(cmd: skel.CmdArgs) -> None:
     c = PortmapConf(cmd.conf)
-    firewall(c).gc(c.name, skel.valid_attachments(cmd.conf))
+    valid = skel.valid_attachments(cmd.conf)
+    if valid is not None:
+        firewall(c).gc(c.name, valid)
 
 
 VERBS = skel.Verbs(

@@ -291,14 +291,14 @@ def dispatch(verbs: Verbs, cmd: CmdArgs) -> str:
     return ""
 
 
-def valid_attachments(d: dict[str, Any]) -> set[tuple[str, str]]:
+def valid_attachments(d: dict[str, Any]) -> set[tuple[str, str]] | None:
     """GC's (containerID, ifname) list: `cni.dev/valid-attachments`, or the key the
     1.1.0 spec tag used, `cni.dev/attachments`."""
     items = d.get("cni.dev/valid-attachments")
     if items is None:
         items = d.get("cni.dev/attachments")
     if items is None:
-        return set()
+        return None  # no list sent: nothing is known to be stale, so nothing is removed
     if not isinstance(items, list):
         raise errors.InvalidConfig("'cni.dev/valid-attachments' must be a list")
     out = set()
