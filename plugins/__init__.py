@@ -11,4 +11,5 @@ PLUGINS = {
     "static": "pycni.ipam.static",
     "bridge": "pycni.plugins.bridge",
     "portmap": "pycni.plugins.portmap",
+    "isolation": "pycni.plugins.isolation",
 }

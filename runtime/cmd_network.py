@@ -1,0 +1,312 @@
+"""`netctl network create|ls|inspect|rm|prune` (and `netctl create` for the first).
+
+Output follows `docker network ...`: `create` prints the new id, `ls` a table of
+NETWORK ID / NAME / DRIVER / SCOPE (or one JSON object per line), `inspect` a JSON array
+shaped like Docker's plus "ConfigFile", `rm` the names it removed, `prune` a
+"Deleted Networks:" list. Every error exits 125 with a Docker-style message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pycni.runtime.cli import UsageError, print_json
+from pycni.runtime.networks import Network, NetworkStore
+
+from pycni import errors
+
+FILTER_KEYS = ("name", "id", "driver", "label", "type", "scope")
+
+
+def _pairs(values: list[str] | None, what: str, require_value: bool = False) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not key or (require_value and not sep):
+            raise UsageError(f"invalid {what} '{item}': expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _warn(messages: list[str]) -> None:
+    for m in messages:
+        sys.stderr.write(f"netctl: warning: {m}\n")
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    aux = {}
+    for item in args.aux_address or []:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise UsageError(f"invalid aux-address '{item}': expected name=IP")
+        aux[key] = value
+    labels = _pairs(args.label, "label")
+    if "" in labels:
+        raise UsageError("invalid label: empty name")
+    net = NetworkStore().create(
+        args.name,
+        driver=args.driver,
+        subnets=args.subnet or [],
+        gateways=args.gateway or [],
+        ip_ranges=args.ip_range or [],
+        aux_addresses=aux,
+        internal=args.internal,
+        ipv6=args.ipv6,
+        mtu=args.mtu,
+        labels=labels,
+        options=_pairs(args.opt, "driver option"),
+    )
+    print(net.id)
+    return 0
+
+
+def _add_create_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NETWORK")
+    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network")
+    p.add_argument(
+        "--subnet", action="append", help="subnet in CIDR format (repeatable: one per family)"
+    )
+    p.add_argument("--gateway", action="append", help="IPv4 or IPv6 gateway of a subnet")
+    p.add_argument("--ip-range", action="append", help="allocate container IPs from this sub-range")
+    p.add_argument(
+        "--aux-address",
+        action="append",
+        metavar="NAME=IP",
+        help="address that is never given to a container",
+    )
+    p.add_argument("--internal", action="store_true", help="restrict external access")
+    p.add_argument("--ipv6", action="store_true", help="enable IPv6 (a ULA /64 unless --subnet)")
+    p.add_argument("--mtu", type=int, help="MTU of the bridge and the containers' interfaces")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="metadata")
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="driver option: com.docker.network.bridge.{name,enable_icc,"
+        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu",
+    )
+    p.set_defaults(func=cmd_create)
+
+
+# -- ls -------------------------------------------------------------------------------------
+
+
+def _filters(values: list[str] | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"bad format of filter '{item}' (expected name=value)")
+        if key not in FILTER_KEYS:
+            raise UsageError(f"invalid filter '{key}'")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _matches(net: Network, filters: dict[str, list[str]]) -> bool:
+    """Values of one key are alternatives; different keys must all match (as docker)."""
+    tests = {
+        "name": lambda v: v in net.name,
+        "id": lambda v: net.id.startswith(v),
+        "driver": lambda v: net.driver == v,
+        "label": lambda v: (
+            v.partition("=")[0] in net.labels
+            and ("=" not in v or net.labels[v.partition("=")[0]] == v.partition("=")[2])
+        ),
+        "type": lambda v: (v == "builtin") == net.builtin,
+        "scope": lambda v: v == "local",
+    }
+    return all(any(tests[key](v) for v in values) for key, values in filters.items())
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w + 3) for c, w in zip(r[:-1], widths[:-1], strict=True)]
+        print(("".join(cells) + r[-1]).rstrip())
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    filters = _filters(args.filter)
+    store = NetworkStore()
+    nets = [n for n in store.list() if _matches(n, filters)]
+    _warn([f"skipped {p}" for p in store.problems])
+    if args.quiet:
+        for n in nets:
+            print(n.id if args.no_trunc else n.short_id)
+        return 0
+    if args.format == "json":
+        for n in nets:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
+            obj = {
+                "CreatedAt": n.created,
+                "Driver": n.driver,
+                "ID": n.id if args.no_trunc else n.short_id,
+                "IPv6": str(n.ipv6).lower(),
+                "Internal": str(n.internal).lower(),
+                "Labels": labels,
+                "Name": n.name,
+                "Scope": "local",
+            }
+            print(json.dumps(obj))
+        return 0
+    rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+    rows += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
+    _table(rows)
+    return 0
+
+
+# -- inspect --------------------------------------------------------------------------------
+
+
+def inspect_obj(net: Network, store: NetworkStore) -> dict[str, Any]:
+    """Docker's `network inspect` shape, plus the path of the conflist."""
+    from pycni.runtime.containers import ContainerStore
+
+    containers: dict[str, Any] = {}
+    for rec in ContainerStore(store.paths).all():
+        if rec.torn_down:
+            continue
+        if net.kind in ("host", "none"):
+            if rec.network_mode == net.name:
+                containers[rec.id] = {
+                    "Name": rec.name,
+                    "MacAddress": "",
+                    "IPv4Address": "",
+                    "IPv6Address": "",
+                }
+            continue
+        for att in rec.attachments:
+            if att.network != net.name:
+                continue
+            containers[rec.id] = {
+                "Name": rec.name,
+                "MacAddress": att.mac,
+                "IPv4Address": next((ip for ip in att.ips if ":" not in ip), ""),
+                "IPv6Address": next((ip for ip in att.ips if ":" in ip), ""),
+            }
+    return {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv4": net.kind not in ("host", "none"),
+        "EnableIPv6": net.ipv6,
+        "IPAM": {
+            "Driver": "default",
+            "Options": None if net.kind in ("host", "none") else {},
+            "Config": [c.to_inspect() for c in net.ipam],
+        },
+        "Internal": net.internal,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": containers,
+        "Options": net.options,
+        "Labels": net.labels,
+        "ConfigFile": net.config_file,
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = NetworkStore()
+    out, missing = [], []
+    for ref in args.networks:
+        try:
+            out.append(inspect_obj(store.resolve(ref), store))
+        except errors.CniError as exc:
+            if "not found" not in exc.msg:
+                raise
+            missing.append(ref)
+    if out or not missing:
+        print_json(out)
+    for ref in missing:
+        sys.stderr.write(f"netctl: no such network: {ref}\n")
+    return 125 if missing else 0
+
+
+# -- rm / prune -----------------------------------------------------------------------------
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    store = NetworkStore()
+    failed = False
+    for ref in args.networks:
+        try:
+            _net, warnings = store.remove(ref)
+        except errors.CniError as exc:
+            sys.stderr.write(f"netctl: {exc}\n")
+            failed = True
+            continue
+        _warn(warnings)
+        print(ref)
+    return 125 if failed else 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if not args.force:
+        sys.stdout.write(
+            "WARNING! This will remove all custom networks not used by at least one container.\n"
+            "Are you sure you want to continue? [y/N] "
+        )
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            return 0
+    removed, warnings = NetworkStore().prune()
+    _warn(warnings)
+    if removed:
+        print("Deleted Networks:")
+        for name in removed:
+            print(name)
+    return 0
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("network", help="manage networks (CNI conflists)")
+    nsub = p.add_subparsers(dest="network_cmd", required=True, metavar="COMMAND")
+
+    _add_create_args(nsub.add_parser("create", help="create a network"))
+
+    ls = nsub.add_parser("ls", aliases=["list"], help="list networks")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only network IDs")
+    ls.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        metavar="KEY=VALUE",
+        help="name=, id=, driver=, label=KEY[=VALUE], type=custom|builtin, scope=local",
+    )
+    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("--no-trunc", action="store_true", help="full network IDs")
+    ls.set_defaults(func=cmd_ls)
+
+    insp = nsub.add_parser("inspect", help="details of networks as JSON")
+    insp.add_argument("networks", nargs="+", metavar="NETWORK")
+    insp.add_argument("-f", "--format", choices=["json"], default="json")
+    insp.set_defaults(func=cmd_inspect)
+
+    rm = nsub.add_parser("rm", aliases=["remove"], help="remove networks without containers")
+    rm.add_argument("networks", nargs="+", metavar="NETWORK")
+    rm.set_defaults(func=cmd_rm)
+
+    prune = nsub.add_parser("prune", help="remove all networks without containers")
+    prune.add_argument("-f", "--force", action="store_true", help="do not prompt")
+    prune.set_defaults(func=cmd_prune)
+
+    # `netctl create NAME` is `netctl network create NAME` (unless a container command
+    # claimed the name first).
+    if "create" not in sub.choices:
+        _add_create_args(sub.add_parser("create", help="create a network (= network create)"))
