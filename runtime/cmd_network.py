@@ -13,8 +13,8 @@ import json
 import sys
 from typing import Any
 
-from pycni.runtime.cli import UsageError, print_json
-from pycni.runtime.networks import Network, NetworkStore
+from pycni.runtime.cli import print_json
+from pycni.runtime.networks import Network, NetworkError, NetworkStore
 
 from pycni import errors
 
@@ -26,7 +26,7 @@ def _pairs(values: list[str] | None, what: str, require_value: bool = False) -> 
     for item in values or []:
         key, sep, value = item.partition("=")
         if not key or (require_value and not sep):
-            raise UsageError(f"invalid {what} '{item}': expected KEY=VALUE")
+            raise NetworkError(f"invalid {what} '{item}': expected KEY=VALUE")
         out[key] = value
     return out
 
@@ -44,11 +44,11 @@ def cmd_create(args: argparse.Namespace) -> int:
     for item in args.aux_address or []:
         key, sep, value = item.partition("=")
         if not key or not sep:
-            raise UsageError(f"invalid aux-address '{item}': expected name=IP")
+            raise NetworkError(f"invalid aux-address '{item}': expected name=IP")
         aux[key] = value
     labels = _pairs(args.label, "label")
     if "" in labels:
-        raise UsageError("invalid label: empty name")
+        raise NetworkError("invalid label: empty name")
     net = NetworkStore().create(
         args.name,
         driver=args.driver,
@@ -103,9 +103,9 @@ def _filters(values: list[str] | None) -> dict[str, list[str]]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise UsageError(f"bad format of filter '{item}' (expected name=value)")
+            raise NetworkError(f"bad format of filter '{item}' (expected name=value)")
         if key not in FILTER_KEYS:
-            raise UsageError(f"invalid filter '{key}'")
+            raise NetworkError(f"invalid filter '{key}'")
         out.setdefault(key, []).append(value)
     return out
 

@@ -846,11 +846,11 @@ class NetworkStore:
         return obj if isinstance(obj, dict) else {}
 
     def list(self) -> list[Network]:
-        """The default bridge, host and none, then every other network by name."""
+        """Every network, the built-in bridge, host and none included, by name (as docker)."""
         default = self.ensure_default_network()
         others = [n for n in self._load() if n.name != DEFAULT_NETWORK]
         builtins = [default, Network.builtin_mode("host"), Network.builtin_mode("none")]
-        return builtins + sorted(others, key=lambda n: n.name)
+        return sorted(builtins + others, key=lambda n: n.name)
 
     def resolve(self, ref: str) -> Network:
         """A network by name, full id or unique id prefix (as docker does)."""
