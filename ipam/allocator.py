@@ -301,6 +301,27 @@ def allocate(
     )
 
 
+def assign_requested(
+    range_sets: list[RangeSet], requested: list[IPAddress] | None
+) -> list[IPAddress | None]:
+    """Which requested address goes to which range set (None: allocate one). A
+    requested address no range holds is an error, raised before anything is touched."""
+    wanted = list(dict.fromkeys(requested or ()))
+    per_set: list[IPAddress | None] = []
+    for range_set in range_sets:
+        want = next((ip for ip in wanted if range_set.range_for(ip)), None)
+        if want is not None:
+            wanted.remove(want)
+        per_set.append(want)
+    if wanted:
+        raise errors.InvalidConfig(
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in wanted),
+            "each requested IP must lie inside one range (rangeStart..rangeEnd) of a "
+            "range set, one per set: " + "; ".join(str(rs) for rs in range_sets),
+        )
+    return per_set
+
+
 def allocate_all(
     range_sets: list[RangeSet],
     store: LeaseStore,
@@ -311,20 +332,7 @@ def allocate_all(
     """One address per range set, all or nothing: on any failure the addresses already
     reserved by this call are released. Requested addresses go to the set whose ranges
     hold them; one left over is an error. Round-robin hints are written only on success."""
-    wanted = list(dict.fromkeys(requested or ()))
-    per_set: list[IPAddress | None] = []
-    for range_set in range_sets:
-        want = next((ip for ip in wanted if range_set.range_for(ip)), None)
-        if want is not None:
-            wanted.remove(want)
-        per_set.append(want)
-    if wanted:
-        # Checked before anything is reserved: no lease to roll back.
-        raise errors.InvalidConfig(
-            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in wanted),
-            "each requested IP must lie inside one range (rangeStart..rangeEnd) of a "
-            "range set, one per set: " + "; ".join(str(rs) for rs in range_sets),
-        )
+    per_set = assign_requested(range_sets, requested)
     done: list[tuple[IPAddress, Range]] = []
     try:
         for index, range_set in enumerate(range_sets):

@@ -21,7 +21,7 @@ import ipaddress
 import os
 
 from pycni.ipam import config
-from pycni.ipam.allocator import allocate_all
+from pycni.ipam.allocator import allocate_all, assign_requested
 from pycni.ipam.store import DiskStore, status
 
 from pycni import errors, skel
@@ -104,6 +104,7 @@ def load_conf(cmd: skel.CmdArgs) -> HostLocalConf:
 def cmd_add(cmd: skel.CmdArgs) -> Result:
     conf = load_conf(cmd)
     dns = config.read_resolv_conf(conf.resolv_conf) if conf.resolv_conf else DNS()
+    assign_requested(conf.range_sets, conf.requested)  # bad requests never touch the disk
     with DiskStore(conf.data_dir, conf.name).open() as store:
         store.scan()
         allocated = allocate_all(

@@ -20,6 +20,7 @@ from pycni.result import DNS, Interface, IPConfig, Result, Route, parse_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pycni.firewall.base import Firewall
@@ -338,36 +339,51 @@ def _rollback(
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:
+    """Release everything the attachment may hold; every step runs even when an
+    earlier one failed (teardown keeps going), and the first failure is reported
+    with its own code."""
     c = load(cmd)
-    problems: list[str] = []
-    if c.ipam_type:
+    problems: list[errors.CniError] = []
+
+    def step(fn: Callable[[], object]) -> None:
         try:
-            ipam_exec.run("DEL", cmd)
+            fn()
         except errors.CniError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
+        except netlink.NetlinkError as exc:
+            problems.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
+
+    if c.ipam_type:
+        step(lambda: ipam_exec.run("DEL", cmd))
     if cmd.netns:
-        try:
-            fd = netns.open_netns(cmd.netns)
-        except errors.CniError:
-            fd = -1  # the namespace is gone, and the veth with it
-        if fd >= 0:
-            try:
-                with Netlink(netns_fd=fd) as cont:
-                    netsetup.del_container_iface(cont, cmd.ifname)
-            except netlink.NetlinkError as exc:
-                problems.append(f"failed to delete {cmd.ifname}: {exc.strerror}")
-            finally:
-                os.close(fd)
-    _del_recorded_veth(c, cmd.container_id, cmd.ifname)
+        step(lambda: _del_container_side(cmd))
+    step(lambda: _del_recorded_veth(c, cmd.container_id, cmd.ifname))
     if c.macspoofchk:
         from pycni import spoofcheck
 
-        spoofcheck.delete(c.name, cmd.container_id, cmd.ifname)
+        step(lambda: spoofcheck.delete(c.name, cmd.container_id, cmd.ifname))
     if c.ip_masq:
         # Keyed by attachment: works without the netns or the container's addresses.
-        firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname)
+        step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname))
     if problems:
-        raise errors.CniError("; ".join(problems))
+        first = problems[0]
+        if len(problems) > 1:
+            raise errors.CniError(
+                "; ".join(p.msg for p in problems), first.details, code=first.code
+            )
+        raise first
+
+
+def _del_container_side(cmd: skel.CmdArgs) -> None:
+    try:
+        fd = netns.open_netns(cmd.netns)
+    except errors.CniError:
+        return  # the namespace is gone, and the veth with it
+    try:
+        with Netlink(netns_fd=fd) as cont:
+            netsetup.del_container_iface(cont, cmd.ifname)
+    finally:
+        os.close(fd)
 
 
 def _del_recorded_veth(c: BridgeConf, container_id: str, ifname: str) -> None:

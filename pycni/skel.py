@@ -262,6 +262,8 @@ def dispatch(verbs: Verbs, cmd: CmdArgs) -> str:
     if not cmd.conf:
         cmd.conf = decode_conf(cmd.stdin)
     validate_conf(cmd.conf)
+    if cmd.args:
+        parse_cni_args(cmd.args)  # malformed pairs are refused by every plugin, for every verb
     if cmd.command not in REQUIRED_ENV:
         raise errors.InvalidEnvironment(
             f"unknown CNI_COMMAND: {cmd.command}",
