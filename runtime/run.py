@@ -330,8 +330,10 @@ class Runtime:
         for value in (opts.ip, opts.ip6):
             if not value:
                 continue
+            if getattr(network, "default", False):
+                raise UsageError("user specified IP address is supported only when connecting to networks with user configured subnets")
             addr = ipaddress.ip_address(value)
-            subnets = [ipaddress.ip_network(s) for s in getattr(network, "subnets", [])]
+            subnets = [ipaddress.ip_network(str(s)) for s in getattr(network, "subnets", [])]
             if subnets and not any(addr in s for s in subnets):
                 raise UsageError(
                     f"Invalid address {value}: It does not belong to any of this network's subnets"
