@@ -253,11 +253,11 @@ class Runtime:
                 raise UsageError(f"No such container: {mode.split(':', 1)[1]}")
             if target.status != "running" or not target.netns:
                 raise UsageError(f"cannot join network of a non running container: {target.name}")
-            rec.network_mode, rec.netns, rec.owns_netns = (
-                f"container:{target.id}",
-                target.netns,
-                False,
-            )
+            # Join through the workload's own /proc entry: valid in any mount namespace,
+            # unlike the bind mount, and it cannot outlive the process it names.
+            live = alive(target.pid, process_start_time(target.pid))
+            join = f"/proc/{target.pid}/ns/net" if live else target.netns
+            rec.network_mode, rec.netns, rec.owns_netns = f"container:{target.id}", join, False
             rec.hostname = target.hostname
             return
         network = None if mode == "none" else self.networks.resolve(mode)
@@ -331,7 +331,9 @@ class Runtime:
             if not value:
                 continue
             if getattr(network, "default", False):
-                raise UsageError("user specified IP address is supported only when connecting to networks with user configured subnets")
+                raise UsageError(
+                    "user specified IP address is supported only when connecting to networks with user configured subnets"
+                )
             addr = ipaddress.ip_address(value)
             subnets = [ipaddress.ip_network(str(s)) for s in getattr(network, "subnets", [])]
             if subnets and not any(addr in s for s in subnets):
