@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Set up, then show pycni at work: install the plugins, attach a fresh network
-# namespace to a `none`-mode network (loopback plugin), run a workload in it, detach.
+# Set up, then the main job: a web server in a container on the default bridge
+# network with -p 8080:80, fetched from the host through the published port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-NETCTL=.venv/bin/netctl
+NETCTL="$PWD/.venv/bin/netctl"
+PY="$PWD/.venv/bin/python3"
+
+# A sandbox for netctl's own files; the default network is configured the Docker way,
+# with a daemon.json (here: its own bridge and subnet, so it cannot clash with docker0).
 export NETCTL_ROOT=${NETCTL_ROOT:-$(mktemp -d /tmp/netctl-demo.XXXXXX)}
-ns=netctl-demo-$$
-confdir=$NETCTL_ROOT/etc/netctl/net.d
-cleanup() { ip netns del "$ns" 2>/dev/null || true; }
+export NETCTL_DAEMON_CONFIG=$NETCTL_ROOT/daemon.json
+cat >"$NETCTL_DAEMON_CONFIG" <<'JSON'
+{"bridge": "netctl-demo0", "bip": "10.199.0.1/24", "ip-masq": true, "icc": true}
+JSON
+site=$NETCTL_ROOT/site
+mkdir -p "$site"
+echo "<h1>hello from a pycni container</h1>" >"$site/index.html"
+
+# Our nft tables that exist before the demo stay; the ones the demo creates go with it.
+tables_before=$(nft list tables 2>/dev/null || true)
+cleanup() {
+    "$NETCTL" rm -f demo-web >/dev/null 2>&1 || true
+    ip link del netctl-demo0 2>/dev/null || true
+    for t in "inet pycni" "inet pycni_isolation" "bridge pycni_spoof"; do
+        if ! grep -qx "table $t" <<<"$tables_before" && nft list table $t >/dev/null 2>&1; then
+            nft delete table $t
+        fi
+    done
+}
 trap cleanup EXIT
 
-echo "== plugins"
-$NETCTL plugins install
-$NETCTL plugins list
-mkdir -p "$confdir"
-echo '{"cniVersion": "1.1.0", "name": "none", "plugins": [{"type": "loopback"}]}' >"$confdir/00-none.conflist"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-echo "== a workload in its own network namespace, mode none"
-ip netns add "$ns"
-$NETCTL cni add none --netns "/var/run/netns/$ns" --id demo1
-ip netns exec "$ns" sh -c 'echo "inside: $(ip -br addr)"; ping -c1 -W1 127.0.0.1 >/dev/null && echo "inside: 127.0.0.1 answers"'
-$NETCTL cni check none --netns "/var/run/netns/$ns" --id demo1 && echo "CHECK: ok"
-$NETCTL cni del none --netns "/var/run/netns/$ns" --id demo1 && echo "DEL: ok"
+step "$NETCTL" run -d --name demo-web -p 8080:80 -- "$PY" -m http.server 80 --directory "$site"
+for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
+step curl -fsS http://127.0.0.1:8080/
+host_ip=$(ip -4 -o route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' || true)
+if [ -n "$host_ip" ]; then step curl -fsS "http://$host_ip:8080/"; fi
+step "$NETCTL" ps
+step "$NETCTL" port demo-web
+printf '\n\033[1m$ %s\033[0m\n' "netctl inspect demo-web  (network settings)"
+"$NETCTL" inspect demo-web | sed -n '/"Networks"/,/^            }/p'
+step "$NETCTL" run --rm --network container:demo-web -- ip -br addr
+step "$NETCTL" rm -f demo-web
+echo
+echo "demo done: the container, its veth, lease and published port are gone"
