@@ -47,8 +47,6 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise NetworkError(f"invalid aux-address '{item}': expected name=IP")
         aux[key] = value
     labels = _pairs(args.label, "label")
-    if "" in labels:
-        raise NetworkError("invalid label: empty name")
     net = NetworkStore().create(
         args.name,
         driver=args.driver,

@@ -923,6 +923,7 @@ class NetworkStore:
         opts = parse_options(options or {}, mtu)
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
+        self.ensure_default_network()  # before the lock: it takes the lock itself
         net_id = secrets.token_hex(32)
         with self._locked():
             existing = self._load()
