@@ -2,7 +2,7 @@
 
 Layout, per family (iptables / ip6tables), table nat unless noted:
 
-    PREROUTING   -m addrtype --dst-type LOCAL -j PYCNI-DNAT           (appended)
+    PREROUTING   [! -d 127.0.0.0/8] -m addrtype --dst-type LOCAL -j PYCNI-DNAT (appended)
     OUTPUT       -m addrtype --dst-type LOCAL -j PYCNI-DNAT           (v6: ! -d ::1/128)
     POSTROUTING  -j PYCNI-POSTROUTING                                  (appended)
     PYCNI-DNAT          -m comment --comment <tag> -j PYCNI-DN-<h>     one per attachment
@@ -62,7 +62,10 @@ def builtin_jumps(family: int) -> list[tuple[str, str]]:
     local = "-m addrtype --dst-type LOCAL"
     out_local = local if family == 4 else f"! -d ::1/128 {local}"
     jumps = [
-        ("nat", f"-A PREROUTING {local} -j {DNAT_CHAIN}"),
+        (
+            "nat",
+            f"-A PREROUTING {'! -d 127.0.0.0/8 ' if family == 4 else ''}{local} -j {DNAT_CHAIN}",
+        ),
         ("nat", f"-A OUTPUT {out_local} -j {DNAT_CHAIN}"),
         ("nat", f"-A POSTROUTING -j {POST_CHAIN}"),
     ]

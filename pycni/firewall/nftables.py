@@ -19,6 +19,7 @@ Layout (nothing outside this table is ever read or changed):
     output       nat, hook output, priority -100 (host-originated traffic to the
                  host's own addresses and 127.0.0.1; ::1 cannot leave lo, so never)
         fib daddr type != local  return          only packets for this host (CVE-2025-67499)
+        ip daddr 127.0.0.0/8  return             (prerouting: loopback is for the host only)
         dnat ip to ip daddr . meta l4proto . th dport map @pm4_ip_addr : ...@pm4_ip_port
         meta nfproto ipv4  dnat ip to meta l4proto . th dport map @pm4_any_addr : ...
         (the same for ip6)
@@ -143,6 +144,12 @@ BASE_CHAINS = {
 def _dnat_rules(chain: str) -> list[Cmd]:
     fib_local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local", "!=")
     rules = [_rule(chain, fib_local, {"return": None})]
+    if chain == "prerouting":
+        # 127.0.0.1-published ports are for the host itself (OUTPUT); arriving from
+        # a neighbour they are never DNATed, even with the guard gone (moby#45610).
+        rules.append(
+            _rule(chain, _match(_payload(4, "daddr"), _prefix(LOOPBACK4)), {"return": None})
+        )
     if chain == "output":
         # ::1 never leaves lo (IPv6 has no route_localnet): leave it to local listeners.
         rules.append(_rule(chain, _match(_payload(6, "daddr"), "::1"), {"return": None}))
@@ -227,7 +234,7 @@ def skeleton() -> list[Cmd]:
     return cmds + _postrouting_rules() + _guard_rules()
 
 
-RULE_COUNTS = {"prerouting": 5, "output": 6, "postrouting": 7, "localnet-guard": 1}
+RULE_COUNTS = {"prerouting": 6, "output": 6, "postrouting": 7, "localnet-guard": 1}
 
 # -- elements of a record (pure) ---------------------------------------------------------------
 
