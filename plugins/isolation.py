@@ -259,8 +259,9 @@ def bridge_index(name: str) -> int:
     with Netlink() as nl:
         link = nl.link(name)
     if link is None:
-        raise errors.CniError(
-            f"isolation: bridge {name} not found", "the bridge plugin must run before isolation"
+        raise errors.InvalidConfig(
+            f"isolation: bridge {name} (prevResult.interfaces[0]) not found",
+            "chain isolation after the bridge plugin",
         )
     if link.kind != "bridge":
         raise errors.InvalidConfig(
