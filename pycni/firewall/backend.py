@@ -94,6 +94,9 @@ class Backend:
     def _kernel_holder(self, b: Binding) -> str | None:
         return None
 
+    def _prune(self) -> None:
+        """Drop shared objects nobody needs any more (GC's last step)."""
+
     # -- masquerade ---------------------------------------------------------------------
 
     def add_masquerade(self, att: Attachment) -> None:
@@ -178,6 +181,7 @@ class Backend:
                     key = parse_owner_tag(tag)
                     who = _describe(key) if key else tag
                     removed.extend(f"{self.name}: removed {w} of {who}" for w in what)
+            self._prune()
         return removed
 
     def attachments(self) -> set[tuple[str, str, str]]:

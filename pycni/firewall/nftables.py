@@ -661,12 +661,15 @@ class NftablesFirewall(Backend):
         self._run(repair(old, new, parts, nets), what)
 
     def _subnets(self) -> list[Network]:
-        cmds = [{"list": {"set": {**T, "name": f"subnets{f}"}}} for f in (4, 6)]
-        try:
-            table = Table(self.nft.run(cmds))
-        except NftError:
-            return []
-        return table.subnets(4) + table.subnets(6)
+        # One `list` per batch: libnftables 1.0.6 scopes its cache to the first one.
+        nets: list[Network] = []
+        for family in (4, 6):
+            try:
+                listing = self.nft.run([{"list": {"set": {**T, "name": f"subnets{family}"}}}])
+            except NftError:
+                continue
+            nets += Table(listing).subnets(family)
+        return nets
 
     def _orphans(self) -> dict[str, list[str]]:
         table = self._list()
@@ -686,20 +689,13 @@ class NftablesFirewall(Backend):
             if keys:
                 elems = [_unnorm(k) for k in keys]
                 cmds.append({"delete": {"element": {**T, "name": name, "elem": elems}}})
-        # Subnet pairs that no remaining container needs go too.
-        for family in (4, 6):
-            addrs = [ipaddress.ip_address(str(k)) for k in table.sets.get(f"masq{family}", {})]
-            addrs += [
-                ipaddress.ip_address(str(k[0]))
-                for k in table.sets.get(f"hp{family}", {})
-                if isinstance(k, tuple)
-            ]
-            unused = [n for n in table.subnets(family) if not any(a in n for a in addrs)]
-            if unused:
-                pairs = [_concat(_prefix(n), _prefix(n)) for n in unused]
-                cmds.append(
-                    {"delete": {"element": {**T, "name": f"subnets{family}", "elem": pairs}}}
-                )
+        cmds += _unused_subnets(table)
+        if cmds:
+            self._run(cmds, "delete")
+
+    def _prune(self) -> None:
+        table = self._list()
+        cmds = _unused_subnets(table) if table is not None else []
         if cmds:
             self._run(cmds, "delete")
 
@@ -739,6 +735,23 @@ class NftablesFirewall(Backend):
         name = f"pm{b.family}_{'ip' if b.host_ip else 'any'}_addr"
         have = table.sets.get(name, {}).get(key)
         return have[1] if have is not None else None
+
+
+def _unused_subnets(table: Table) -> list[Cmd]:
+    """Delete the subnet pairs that no remaining masquerade or hairpin element needs."""
+    cmds: list[Cmd] = []
+    for family in (4, 6):
+        addrs = [ipaddress.ip_address(str(k)) for k in table.sets.get(f"masq{family}", {})]
+        addrs += [
+            ipaddress.ip_address(str(k[0]))
+            for k in table.sets.get(f"hp{family}", {})
+            if isinstance(k, tuple)
+        ]
+        unused = [n for n in table.subnets(family) if not any(a in n for a in addrs)]
+        if unused:
+            pairs = [_concat(_prefix(n), _prefix(n)) for n in unused]
+            cmds.append({"delete": {"element": {**T, "name": f"subnets{family}", "elem": pairs}}})
+    return cmds
 
 
 def _unnorm(key: object) -> object:
