@@ -208,3 +208,30 @@ def gc(network: str, valid: set[tuple[str, str]]) -> None:
         cid, _, ifname = name[: -len(".json")].partition(":")
         if (cid, ifname) not in valid:
             delete(network, cid, ifname)
+
+
+def replay() -> int:
+    """Re-apply every saved guard (after a flush); returns how many."""
+    from pycni.firewall.base import state_dir
+
+    root = os.path.join(state_dir(), "spoofcheck")
+    batch = skeleton()
+    count = 0
+    for network in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        for name in sorted(os.listdir(os.path.join(root, network))):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(root, network, name), encoding="utf-8") as fh:
+                    record = fastjson.loads(fh.read())
+            except (OSError, ValueError):
+                continue
+            for set_name, elems in elements(
+                record["hostVeth"], record["mac"], record.get("ips") or []
+            ).items():
+                if elems:
+                    batch.append({"add": _t("element", set_name, elem=elems)})
+            count += 1
+    if count:
+        _run(batch)
+    return count

@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ.get("NETCTL_ROOT") and not os.environ.get("PYCNI_STATE_DIR"):
+        # A sandboxed netctl keeps the plugins' own state (firewall records, ...) in the
+        # sandbox too, for the plugins it runs and for what it does in-process.
+        from pycni.runtime.paths import Paths
+
+        os.environ["PYCNI_STATE_DIR"] = os.path.join(Paths().lib, "pycni")
     if args.debug:
         os.environ["PYCNI_DEBUG"] = "1"
     try:
@@ -122,4 +128,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m pycni.runtime.cli`: run the imported module's main, so the exception
+    # classes raised by the command modules are the ones main() catches.
+    from pycni.runtime.cli import main as _main
+
+    _main()

@@ -129,7 +129,16 @@ def process_start_time(pid: int) -> str:
 
 
 def alive(pid: int, start: str) -> bool:
-    return pid > 0 and bool(start) and process_start_time(pid) == start
+    """The process `pid` is the one that started at `start` and has not exited
+    (a zombie waiting for a parent that never reaps it counts as exited)."""
+    if pid <= 0 or not start:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] not in ("Z", "X") and fields[19] == start
 
 
 class ContainerStore:

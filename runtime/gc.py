@@ -77,12 +77,32 @@ def reload(rt: Runtime) -> list[str]:
             continue
         count = backend.replay()
         out.append(f"{name}: re-applied {count} attachment(s)")
-    try:
-        from pycni.plugins import isolation
+    out.append(f"isolation: re-applied {_replay_isolation(rt)} network(s)")
+    from pycni import spoofcheck
 
-        replay = getattr(isolation, "replay", None)
-        if replay is not None:
-            out.append(f"isolation: re-applied {replay()} network(s)")
-    except ImportError:
-        pass
+    out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
     return out
+
+
+def _replay_isolation(rt: Runtime) -> int:
+    """The isolation plugin's rules live per network bridge and are rebuilt from the
+    networks' conflists (the plugin keeps no state of its own)."""
+    from pycni.plugins import isolation
+
+    from pycni.netlink import Netlink
+
+    count = 0
+    with Netlink() as nl:
+        for net in rt.networks.list():
+            conflist = getattr(net, "conflist", None)
+            plugin = next(
+                (p for p in (conflist.plugins if conflist else []) if p.get("type") == "isolation"),
+                None,
+            )
+            link = nl.link(net.bridge) if plugin is not None and net.bridge else None
+            if link is None:
+                continue
+            internal = bool(plugin.get("internal", False)) if plugin is not None else False
+            isolation.apply(isolation.plan_add(link.index, internal))
+            count += 1
+    return count

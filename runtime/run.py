@@ -191,9 +191,6 @@ class Runtime:
 
             install.ensure(self.paths.plugin_dir)
             env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-            if os.environ.get("NETCTL_ROOT"):
-                # A sandboxed netctl keeps the plugins' own state inside the sandbox too.
-                env.setdefault("PYCNI_STATE_DIR", os.path.join(self.paths.lib, "pycni"))
             self._cni = libcni.CNIConfig(self.paths.cni_path(), self.paths.cache_dir, env)
         return self._cni
 

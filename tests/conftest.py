@@ -77,6 +77,18 @@ def host_state() -> dict[str, str]:
     if shutil.which("iptables-save"):
         state["iptables"] = _strip_counters(sh("iptables-save", check=False))
         state["ip6tables"] = _strip_counters(sh("ip6tables-save", check=False))
+    # Plugin and netctl state must only ever be written inside the tests' sandboxes.
+    for d in (
+        "/var/lib/pycni",
+        "/var/lib/cni",
+        "/var/lib/netctl",
+        "/run/netctl",
+        "/etc/netctl",
+        "/run/pycni",
+    ):
+        state[d] = (
+            "\n".join(sorted(str(p) for p in Path(d).rglob("*"))) if os.path.exists(d) else "absent"
+        )
     # Only link identity matters for links: counters and operstate of real NICs move.
     state["links"] = json.dumps(
         sorted(
