@@ -1,0 +1,636 @@
+"""The resident agent: plugin verbs with warm imports, one forked worker per call.
+
+A plugin process spends most of its life starting Python and importing (pyroute2,
+pydantic, ipaddress, the firewall backend). The agent does that once: it imports every
+plugin module, then listens on a unix socket. The plugin executable becomes a thin
+client (pycni.agent_client: wire format and the fallback rule are described there).
+
+Per connection:
+  parent   accept; SO_PEERCRED: only uid 0 and the agent's own uid may use it (others
+           get a CNI error); fork; close its copy of the connection; reap later.
+  worker   read one request (bounded sizes, a deadline); check the pycni version and
+           the plugin; join the *client's* network and mount namespaces through
+           /proc/<peer pid>/ns/{net,mnt} (so the bridge is made where the client is, and
+           CNI_NETNS paths, /sys and /proc resolve as the client sees them); chdir("/"),
+           the client's umask, os.environ = the client's environment exactly; say "R";
+           on "G" run skel.run(verbs, environ, stdin) with the same library code a
+           plugin process runs; send the answer; _exit.
+Everything that can fail before the verb runs happens before "R", so a failure there
+is an "F" (the client runs the verb itself) and never a half-applied verb.
+
+The parent never runs a verb and never enters a namespace: it holds no netlink socket,
+no nft context and no state that a worker could inherit from another call. Workers
+are independent processes, so killing the agent does not interrupt a call in flight
+(run it under systemd with KillMode=process, see docs/netctl-agent.service).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from pycni import agent_client as wire
+from pycni import errors, fastjson, skel
+from pycni import version as cniver
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Request limits. A CNI config is a few KiB; an environment tens of KiB.
+MAX_VERSION = 64
+MAX_MODULE = 256
+MAX_ENV = 1 << 20
+MAX_ENV_ITEMS = 4096
+MAX_STDIN = skel.MAX_STDIN
+# A worker waits this long for the request and for "G"; then it gives up.
+CLIENT_TIMEOUT = 30.0
+DEFAULT_MAX_WORKERS = 64
+# Workers forked ahead of time, waiting in accept(); a burst larger than this waits
+# for forks (about a millisecond each).
+DEFAULT_SPARE = 4
+LISTEN_BACKLOG = 256
+
+# Imported lazily by the plugins (inside functions, to keep plugin processes lean); the
+# agent imports them up front so a worker never pays for them.
+WARM_MODULES = (
+    "ctypes",
+    "fcntl",
+    "select",
+    "pycni.conf",
+    "pycni.errors",
+    "pycni.fault",
+    "pycni.invoke",
+    "pycni.ipam_exec",
+    "pycni.netlink",
+    "pycni.netns",
+    "pycni.netsetup",
+    "pycni.result",
+    "pycni.spoofcheck",
+    "pycni.sysctl",
+    "pycni.attstore",
+    "pycni.firewall",
+    "pycni.firewall.base",
+    "pycni.firewall.plan",
+    "pycni.firewall.store",
+    "pycni.firewall.backend",
+    "pycni.firewall.spawn",
+    "pycni.firewall.nftables",
+    "pycni.firewall.iptables",
+    "pycni.ipam.allocator",
+    "pycni.ipam.store",
+    "pycni.ipam.config",
+)
+# Shared libraries the plugins load through ctypes; dlopen'ed once here, a worker's
+# own dlopen of the same name is then a reference-count increment.
+WARM_LIBRARIES = ("libnftables.so.1",)
+
+
+# Where the agent's log goes: its stderr, which a worker keeps a copy of when it
+# points its own fd 2 at the client's stderr.
+_log_fd = 2
+# Log every call (`netctl agent --verbose`).
+VERBOSE = False
+
+
+def log(msg: str) -> None:
+    try:
+        os.write(_log_fd, f"pycni-agent[{os.getpid()}]: {msg}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def warm() -> dict[str, skel.Verbs]:
+    """Import every plugin and what they import lazily; returns module name -> verbs."""
+    from pycni.plugins import PLUGINS
+
+    verbs: dict[str, skel.Verbs] = {}
+    for module in PLUGINS.values():
+        try:
+            verbs[module] = __import__(module, fromlist=["VERBS"]).VERBS
+        except Exception as exc:  # a broken plugin must not take the others down
+            log(f"cannot load {module}: {type(exc).__name__}: {exc}")
+    for module in WARM_MODULES:
+        try:
+            __import__(module)
+        except ImportError:
+            pass  # optional (a backend that is not part of this version)
+        except Exception as exc:
+            log(f"cannot preload {module}: {type(exc).__name__}: {exc}")
+    try:
+        import ctypes
+
+        from pycni import netns
+
+        netns.libc()
+        for name in WARM_LIBRARIES:
+            try:
+                ctypes.CDLL(name)
+            except OSError:
+                pass
+    except Exception as exc:
+        log(f"cannot preload libraries: {exc}")
+    return verbs
+
+
+# -- the request -------------------------------------------------------------------------
+
+
+class Request:
+    __slots__ = ("env", "module", "stdin", "umask", "version")
+
+    def __init__(
+        self, umask: int, version: str, module: str, env: dict[bytes, bytes], stdin: bytes
+    ) -> None:
+        self.umask = umask
+        self.version = version
+        self.module = module
+        self.env = env
+        self.stdin = stdin
+
+
+class BadRequest(Exception):
+    """A request that does not follow the wire format; the message says how."""
+
+
+def parse_header(head: bytes) -> tuple[int, list[int]]:
+    """umask and the five field lengths; BadRequest when they are not acceptable."""
+    if len(head) < wire.HEADER_LEN:
+        raise BadRequest(f"truncated request header ({len(head)} of {wire.HEADER_LEN} bytes)")
+    if head[:4] != wire.MAGIC:
+        raise BadRequest("not a pycni agent request (bad magic)")
+    umask, *lengths = struct.unpack(">5I", head[4 : wire.HEADER_LEN])
+    limits = (MAX_VERSION, MAX_MODULE, MAX_ENV, MAX_STDIN)
+    names = ("version", "module", "environment", "stdin")
+    for name, size, limit in zip(names, lengths, limits, strict=False):
+        if size > limit:
+            raise BadRequest(f"request too large: {name} is {size} bytes, the limit is {limit}")
+    if umask > 0o777:
+        raise BadRequest(f"invalid umask {umask:#o}")
+    return umask, lengths
+
+
+def parse_body(umask: int, lengths: list[int], body: bytes) -> Request:
+    fields = []
+    offset = 0
+    for size in lengths:
+        fields.append(body[offset : offset + size])
+        offset += size
+    version_b, module_b, env_b, stdin = fields
+    try:
+        version = version_b.decode("ascii")
+        module = module_b.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest("version and module must be ASCII") from None
+    env: dict[bytes, bytes] = {}
+    if env_b:
+        items = env_b.split(b"\0")
+        if len(items) > MAX_ENV_ITEMS:
+            raise BadRequest(f"too many environment variables ({len(items)})")
+        for item in items:
+            key, sep, value = item.partition(b"=")
+            if not sep or not key:
+                raise BadRequest(f"environment item without KEY=: {item[:40]!r}")
+            env[key] = value
+    return Request(umask, version, module, env, stdin)
+
+
+def error_answer(exc: errors.CniError, stdin: bytes = b"") -> bytes:
+    """An "A" message carrying a CNI error, in the caller's cniVersion when known."""
+    version = cniver.CURRENT
+    try:
+        conf = fastjson.loads(stdin) if stdin else None
+    except ValueError:
+        conf = None
+    if isinstance(conf, dict):
+        v = conf.get("cniVersion") or cniver.IMPLICIT
+        if isinstance(v, str) and v in cniver.SUPPORTED:
+            version = v
+    return wire.encode_answer(1, (fastjson.dumps(exc.to_dict(version)) + "\n").encode())
+
+
+def _recv_request(conn: socket.socket) -> tuple[Request, int]:
+    """One request and the stderr fd sent with it (-1 when none)."""
+    stderr_fd = -1
+    buf = bytearray()
+    fd_size = struct.calcsize("i")
+    while len(buf) < wire.HEADER_LEN:
+        data, anc, _flags, _addr = conn.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fd_size))
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                count = len(payload) // fd_size
+                for fd in struct.unpack(f"{count}i", payload[: count * fd_size]):
+                    if stderr_fd < 0:
+                        stderr_fd = fd
+                    else:
+                        os.close(fd)
+        if not data:
+            break
+        buf += data
+        if buf[:4] != wire.MAGIC[: len(buf[:4])]:
+            break  # garbage: say so at once instead of waiting for more
+    try:
+        umask, lengths = parse_header(bytes(buf[: wire.HEADER_LEN]))
+        total = wire.HEADER_LEN + sum(lengths)
+        while len(buf) < total:
+            data = conn.recv(min(total - len(buf), 1 << 20))
+            if not data:
+                raise BadRequest(f"truncated request ({len(buf)} of {total} bytes)")
+            buf += data
+        if len(buf) > total:
+            raise BadRequest("extra data after the request")
+        return parse_body(umask, lengths, bytes(buf[wire.HEADER_LEN :])), stderr_fd
+    except BaseException:
+        if stderr_fd >= 0:
+            os.close(stderr_fd)
+        raise
+
+
+# -- the worker --------------------------------------------------------------------------
+
+
+def _ns_inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def _join_client(pid: int) -> None:
+    """Enter the client's network and mount namespaces (skipped where we already are)."""
+    from pycni import netns
+
+    for kind, flag in (("net", netns.CLONE_NEWNET), ("mnt", netns.CLONE_NEWNS)):
+        target = f"/proc/{pid}/ns/{kind}"
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if os.fstat(fd).st_ino != _ns_inode(f"/proc/self/ns/{kind}"):
+                netns.setns(fd, flag)
+        finally:
+            os.close(fd)
+
+
+def _become_client(req: Request, stderr_fd: int) -> None:
+    global _log_fd
+    if VERBOSE:
+        _log_fd = fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.chdir("/")
+    os.umask(req.umask)
+    os.environb.clear()
+    os.environb.update(req.env)
+    # pycni.fault reads PYCNI_FAULT when it is imported, which was in the parent.
+    fault = sys.modules.get("pycni.fault")
+    if fault is not None and hasattr(fault, "_SPEC"):
+        setattr(fault, "_SPEC", os.environ.get("PYCNI_FAULT", ""))  # noqa: B010
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)  # stdout is the answer, never the worker's fd 1
+    os.dup2(stderr_fd if stderr_fd >= 0 else devnull, 2)
+    os.close(devnull)
+    if stderr_fd >= 0:
+        os.close(stderr_fd)
+
+
+def run_verb(verbs: skel.Verbs, stdin: bytes) -> tuple[bytes, int]:
+    """What the plugin process would print and its exit code (as skel.main)."""
+    try:
+        out, code = skel.run(verbs, os.environ, stdin)
+    except SystemExit as exc:  # skel never raises; a verb calling sys.exit might
+        return b"", exc.code if isinstance(exc.code, int) else 1
+    return ((out + "\n").encode() if out else b""), code
+
+
+def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, skel.Verbs]) -> None:
+    """The worker: one request on `conn` from the process `pid`."""
+    conn.settimeout(CLIENT_TIMEOUT)
+    try:
+        req, stderr_fd = _recv_request(conn)
+    except BadRequest as exc:
+        log(f"malformed request from pid {pid}: {exc}")
+        conn.sendall(
+            error_answer(
+                errors.DecodingFailure(
+                    "malformed pycni agent request", f"{exc}; see pycni/agent_client.py"
+                )
+            )
+        )
+        return
+    verbs = verbs_by_module.get(req.module)
+    if req.version != _own_version() or verbs is None or req.env.get(b"CNI_COMMAND") is None:
+        # Another pycni version (the agent predates an upgrade) or a plugin it does not
+        # have: the client runs its own code.
+        conn.sendall(wire.FALLBACK)
+        return
+    try:
+        _join_client(pid)
+    except OSError as exc:
+        log(f"cannot join the namespaces of pid {pid}: {exc}")
+        conn.sendall(wire.FALLBACK)
+        return
+    _become_client(req, stderr_fd)
+    conn.sendall(wire.READY)
+    if conn.recv(1) != wire.GO:
+        return  # the client went away (or gave up waiting): nothing ran
+    conn.settimeout(None)
+    started = time.perf_counter()
+    out, code = run_verb(verbs, req.stdin)
+    conn.sendall(wire.encode_answer(code, out))
+    if VERBOSE:
+        command = req.env.get(b"CNI_COMMAND", b"").decode(errors="replace")
+        took = (time.perf_counter() - started) * 1000
+        log(f"{req.module} {command} for pid {pid}: exit {code} ({took:.1f} ms)")
+
+
+_VERSION = ""
+
+
+def _own_version() -> str:
+    global _VERSION
+    if not _VERSION:
+        import pycni
+
+        _VERSION = pycni.__version__
+    return _VERSION
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    from pycni import netns
+
+    netns.libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, as the kernel saw it at connect()."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def refuse(conn: socket.socket, uid: int, owner: int) -> None:
+    try:
+        conn.sendall(
+            error_answer(
+                errors.InvalidEnvironment(
+                    f"pycni agent: uid {uid} may not use this agent",
+                    f"only root and uid {owner} may; set PYCNI_AGENT=0 to run plugins without it",
+                )
+            )
+        )
+    except OSError:
+        pass
+
+
+class _Pool:
+    """What a forked worker inherits from the parent and must let go of."""
+
+    __slots__ = ("busy_w", "listener", "owner", "parent", "private_fds", "verbs")
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        busy_w: int,
+        private_fds: tuple[int, ...],
+        verbs: dict[str, skel.Verbs],
+        owner: int,
+    ) -> None:
+        self.listener = listener
+        self.busy_w = busy_w
+        self.private_fds = private_fds
+        self.verbs = verbs
+        self.owner = owner
+        self.parent = os.getpid()
+
+
+def _worker_main(pool: _Pool) -> None:
+    """A forked worker: wait for one connection, serve it, exit. Never returns."""
+    code = 0
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in pool.private_fds:
+            os.close(fd)
+        # An idle worker dies with the parent (killed with -9, say), so the socket stops
+        # answering and plugins fall back; a worker that holds a call outlives it.
+        _set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != pool.parent:
+            return
+        gc.disable()  # a short life: collecting costs more than the garbage
+        try:
+            conn, _ = pool.listener.accept()
+        except OSError:
+            return  # the parent shut the listener down: the agent is stopping
+        _set_parent_death_signal(0)
+        # The parent learns that this worker is taken and starts another one.
+        os.write(pool.busy_w, os.getpid().to_bytes(4, "little"))
+        pool.listener.close()  # a dead parent must leave no listener open in its workers
+        os.close(pool.busy_w)
+        pid, uid = peer_credentials(conn)
+        if uid not in (0, pool.owner) or pid <= 0:
+            log(f"refused pid {pid} uid {uid}")
+            refuse(conn, uid, pool.owner)
+            return
+        serve_connection(conn, pid, pool.verbs)
+    except BaseException as exc:  # never let a worker fall back into the parent's loop
+        code = 1
+        if not isinstance(exc, OSError):
+            log(f"worker failed: {type(exc).__name__}: {exc}")
+    finally:
+        os._exit(code)
+
+
+# -- the parent --------------------------------------------------------------------------
+
+
+class Agent:
+    """Listens on `path`; `serve()` until SIGTERM/SIGINT/SIGHUP; `close()` removes the socket.
+
+    Pre-forked, one call per process: `spare` workers wait in accept() on the shared
+    listening socket, so a call never waits for a fork; a worker that takes a
+    connection tells the parent (a pipe), which forks its replacement while the call
+    runs. Every worker serves exactly one call and exits, so no state (netlink
+    sockets, nft contexts, namespaces, environment) passes from one call to the next.
+    """
+
+    def __init__(
+        self, path: str, max_workers: int = DEFAULT_MAX_WORKERS, spare: int = DEFAULT_SPARE
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.max_workers = max_workers
+        self.spare = max(1, min(spare, max_workers))
+        self.verbs: dict[str, skel.Verbs] = {}
+        self.listener: socket.socket | None = None
+        self.idle: set[int] = set()
+        self.busy: set[int] = set()
+        self.uid = os.geteuid()
+        self._inode = 0
+
+    def bind(self) -> None:
+        """Create the socket directory (0700) and the socket (0600); refuse when another
+        agent answers on it; replace a stale socket nobody listens on."""
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise OSError(errno.EEXIST, "exists and is not a socket; remove it", self.path)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.path)
+            except ConnectionRefusedError:
+                os.unlink(self.path)  # stale: its agent is gone
+            else:
+                raise OSError(errno.EADDRINUSE, "another agent is listening on it", self.path)
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)  # born 0600: no moment where others could connect
+        try:
+            listener.bind(self.path)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        listener.listen(LISTEN_BACKLOG)
+        self.listener = listener
+        self._inode = os.stat(self.path).st_ino
+
+    def load(self) -> None:
+        self.verbs = warm()
+        # Everything imported so far lives as long as the agent: keep it out of the
+        # collector, so no worker's collection touches (and copies) those pages.
+        gc.collect()
+        gc.freeze()
+
+    def _spawn(self, pool: _Pool) -> None:
+        pid = os.fork()
+        if pid == 0:
+            _worker_main(pool)
+        self.idle.add(pid)
+
+    def _reap(self) -> None:
+        while self.idle or self.busy:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.idle.clear()
+                self.busy.clear()
+                return
+            if pid == 0:
+                return
+            self.idle.discard(pid)
+            self.busy.discard(pid)
+            if os.WIFSIGNALED(status):
+                log(f"worker {pid} killed by signal {os.WTERMSIG(status)}")
+
+    def _mark_busy(self, data: bytes) -> None:
+        for i in range(0, len(data) - 3, 4):
+            pid = int.from_bytes(data[i : i + 4], "little")
+            if pid in self.idle:
+                self.idle.discard(pid)
+                self.busy.add(pid)
+
+    def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM, SIGINT or SIGHUP; then remove the socket. Calls in
+        flight are not waited for: their workers finish and answer on their own."""
+        assert self.listener is not None
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        busy_r, busy_w = os.pipe2(os.O_CLOEXEC)
+        pool = _Pool(self.listener, busy_w, (wake_r, wake_w, busy_r), self.verbs, self.uid)
+        stopping: list[int] = []
+        handlers = {
+            sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+        old_wakeup = signal.set_wakeup_fd(wake_w)  # a signal wakes poll() at once
+        poller = select.poll()
+        poller.register(wake_r, select.POLLIN)
+        poller.register(busy_r, select.POLLIN)
+        try:
+            while len(self.idle) < self.spare:
+                self._spawn(pool)
+            log(f"listening on {self.path} ({len(self.verbs)} plugins, pid {os.getpid()})")
+            if on_ready is not None:
+                on_ready()
+            while not stopping:
+                for fd, _mask in poller.poll(1000):
+                    try:
+                        data = os.read(fd, 4096)
+                    except BlockingIOError:
+                        continue
+                    if fd == busy_r:
+                        self._mark_busy(data)
+                self._reap()
+                while (
+                    not stopping
+                    and len(self.idle) < self.spare
+                    and len(self.idle) + len(self.busy) < self.max_workers
+                ):
+                    try:
+                        self._spawn(pool)
+                    except OSError as exc:  # e.g. fork failing under memory pressure
+                        log(f"fork failed: {exc}")
+                        time.sleep(0.05)
+                        break
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.close()
+            for fd in (wake_r, wake_w, busy_r, busy_w):
+                os.close(fd)
+        log(f"stopped ({len(self.busy)} calls in flight finish on their own)")
+
+    def close(self) -> None:
+        """Stop accepting: idle workers leave accept() and exit; remove our socket."""
+        if self.listener is None:
+            return
+        try:
+            # Shutting the shared socket down wakes every worker blocked in accept()
+            # (EINVAL), without touching connections a worker has already taken.
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self.listener = None
+        try:
+            # Only our own socket: a newer agent may have replaced it meanwhile.
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        deadline = time.monotonic() + 2.0
+        while self.idle and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.005)
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify(3) for Type=notify units; nothing when not run by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError as exc:
+            log(f"sd_notify failed: {exc}")
+
+
+def default_socket() -> str:
+    return wire.socket_path(os.environ)
