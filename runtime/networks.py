@@ -818,23 +818,30 @@ class NetworkStore:
 
     def ensure_default_network(self) -> Network:
         """Write (or refresh, when daemon.json changed) bridge.conflist; keeps the id."""
-        cfg = self.daemon_config()
         path = self.path_of(DEFAULT_NETWORK)
-        current = self._read_json(path)
-        meta = current.get("netctl") if isinstance(current.get("netctl"), dict) else {}
-        net_id = meta.get("id") if isinstance(meta, dict) else None
-        if not (isinstance(net_id, str) and len(net_id) == 64):
-            net_id = secrets.token_hex(32)
-        created = meta.get("created") if isinstance(meta, dict) else None
-        if not isinstance(created, str) or not created:
-            created = now_rfc3339()
-        desired = default_conflist(cfg, net_id, created, self.ipam_dir)
+        current, desired = self._default_states(path)
         if current != desired:
             with self._locked():
-                if self._read_json(path) != desired:
+                # Again under the lock: a concurrent first use may have written it
+                # (with its own new id, which must then win).
+                current, desired = self._default_states(path)
+                if current != desired:
                     _write_atomic(path, desired)
         with open(path, "rb") as fh:
             return Network.from_conflist(libcni.conflist_from_bytes(fh.read(), path))
+
+    def _default_states(self, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(bridge.conflist as it is, as daemon.json wants it with the same id/created)."""
+        current = self._read_json(path)
+        meta = current.get("netctl")
+        meta = meta if isinstance(meta, dict) else {}
+        net_id = meta.get("id")
+        if not (isinstance(net_id, str) and len(net_id) == 64):
+            net_id = secrets.token_hex(32)
+        created = meta.get("created")
+        if not isinstance(created, str) or not created:
+            created = now_rfc3339()
+        return current, default_conflist(self.daemon_config(), net_id, created, self.ipam_dir)
 
     @staticmethod
     def _read_json(path: str) -> dict[str, Any]:

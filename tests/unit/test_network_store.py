@@ -50,7 +50,7 @@ def _daemon(store: NetworkStore, obj: dict) -> None:
 def test_create_writes_a_conflist_any_runtime_loads(store: NetworkStore) -> None:
     net = store.create("mybr0", subnets=["172.26.0.0/16"], gateways=["172.26.0.1"])
     assert net.config_file == store.path_of("mybr0")
-    assert sorted(os.listdir(store.dir)) == [".netctl.lock", "mybr0.conflist"]  # no temp files
+    assert sorted(os.listdir(store.dir)) == [".netctl.lock", "bridge.conflist", "mybr0.conflist"]
     loaded = libcni.load_network(store.dir, "mybr0")
     assert loaded.cni_version == "1.1.0"
     assert [p["type"] for p in loaded.plugins] == ["bridge", "portmap", "isolation"]
@@ -226,3 +226,25 @@ def test_prune_keeps_used_and_foreign_networks(store: NetworkStore) -> None:
     removed, _ = store.prune()
     assert removed == ["idle1", "idle2"]
     assert [n.name for n in store.list()] == ["bridge", "foreign", "host", "none", "used"]
+
+
+def test_concurrent_creates_get_distinct_subnets_and_one_default_id(store: NetworkStore) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # children keep the replaced kernel edges
+    ids = ctx.Queue()
+
+    def work(i: int) -> None:
+        s = NetworkStore(store.paths)
+        ids.put(s.create(f"n{i}") and s.resolve("bridge").id)
+
+    procs = [ctx.Process(target=work, args=(i,)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    seen = {ids.get(timeout=5) for _ in procs}
+    assert seen == {store.resolve("bridge").id}
+    subnets = [n.subnets[0] for n in store.list() if n.name in {f"n{i}" for i in range(8)}]
+    assert len(subnets) == 8 and len(set(subnets)) == 8
