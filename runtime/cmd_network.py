@@ -169,27 +169,25 @@ def inspect_obj(net: Network, store: NetworkStore) -> dict[str, Any]:
     from pycni.runtime.containers import ContainerStore
 
     containers: dict[str, Any] = {}
-    for rec in ContainerStore(store.paths).all():
-        if rec.torn_down:
-            continue
-        if net.kind in ("host", "none"):
-            if rec.network_mode == net.name:
+    records = ContainerStore(store.paths)
+    if net.kind in ("host", "none"):
+        for rec in records.all():
+            if rec.network_mode == net.name and not rec.torn_down:
                 containers[rec.id] = {
                     "Name": rec.name,
                     "MacAddress": "",
                     "IPv4Address": "",
                     "IPv6Address": "",
                 }
-            continue
+    for rec in records.attached_to(net.name) if net.kind not in ("host", "none") else []:
         for att in rec.attachments:
-            if att.network != net.name:
-                continue
-            containers[rec.id] = {
-                "Name": rec.name,
-                "MacAddress": att.mac,
-                "IPv4Address": next((ip for ip in att.ips if ":" not in ip), ""),
-                "IPv6Address": next((ip for ip in att.ips if ":" in ip), ""),
-            }
+            if att.network == net.name:
+                containers[rec.id] = {
+                    "Name": rec.name,
+                    "MacAddress": att.mac,
+                    "IPv4Address": next((ip for ip in att.ips if ":" not in ip), ""),
+                    "IPv6Address": next((ip for ip in att.ips if ":" in ip), ""),
+                }
     return {
         "Name": net.name,
         "Id": net.id,
