@@ -107,7 +107,9 @@ def test_hairpin_and_neighbour(run_plugin, world, container_ns, tmp_path) -> Non
     host, _outside = world
     a, b = container_ns(), container_ns()
     _pa, aip = attach(run_plugin, host, a, tmp_path, "a", [{"hostPort": 8080, "containerPort": 80}])
-    _pb, _bip = attach(run_plugin, host, b, tmp_path, "b", [{"hostPort": 8081, "containerPort": 80}])
+    _pb, _bip = attach(
+        run_plugin, host, b, tmp_path, "b", [{"hostPort": 8081, "containerPort": 80}]
+    )
     with server(a, aip, 80, "a"):
         assert (connect(a, "198.18.0.1", 8080) or "").startswith("a ")  # its own published port
         assert (connect(b, "198.18.0.1", 8080) or "").startswith("a ")  # a neighbour's
