@@ -388,7 +388,10 @@ class IptablesFirewall(Backend):
                 if mine:
                     raise errors.PluginNotAvailable(NOT_AVAILABLE)
                 continue
-            self._restore(family, rebuild(self._save(family), mine, family))
+            saved = self._save(family)
+            if not mine and not saved.ours():
+                continue  # nothing saved and nothing of ours there: touch nothing
+            self._restore(family, rebuild(saved, mine, family))
 
     def _check(self, record: Record, parts: set[str]) -> list[str]:
         kinds = {k for p in parts for k in PART_KINDS[p]}

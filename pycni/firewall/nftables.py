@@ -700,6 +700,12 @@ class NftablesFirewall(Backend):
             self._run(cmds, "delete")
 
     def _rebuild(self, records: list[Record]) -> None:
+        if not records:
+            # Nothing saved: leave no table behind (and create none on a node that
+            # never used this backend).
+            table = {"family": "inet", "name": TABLE}
+            self._run([{"add": {"table": table}}, {"delete": {"table": table}}], "replay")
+            return
         self._run(rebuild(records), "replay")
 
     def _check(self, record: Record, parts: set[str]) -> list[str]:
