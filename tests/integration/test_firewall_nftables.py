@@ -15,6 +15,7 @@ from pycni.firewall import nftables
 from pycni.firewall.base import Attachment, PortConflict, PortMapping
 from pycni.firewall.iptables import IptablesFirewall
 from pycni.firewall.nftables import NftablesFirewall
+from pycni.firewall.plan import Record
 from tests.integration.test_firewall_support import (
     HOST_OUT4,
     NETWORK,
@@ -151,8 +152,6 @@ def test_fast_path_is_elements_only(
     for i in range(2000):
         ip = f"10.{90 + i // 250}.{i % 250}.2/24"
         att = Attachment("bulk", f"b{i}", "eth0", [nftables.ipaddress.ip_interface(ip)])
-        from pycni.firewall.plan import Record
-
         r = Record(att.key, "nftables")
         r.masquerade, r.ports, r.mappings = att, att, [PortMapping(10000 + i, 80)]
         many.append(r)
@@ -223,3 +222,13 @@ def test_check_reports_what_someone_removed(topo: Topology, fw_state: Path) -> N
     assert in_ns(topo.host, fw.replay) == 1
     assert in_ns(topo.host, fw.check_port_mappings, att, [PortMapping(8080, 80)]) == []
     assert in_ns(topo.host, fw.check_masquerade, att) == []
+
+
+def test_replay_with_nothing_saved_leaves_no_table(topo: Topology, fw_state: Path) -> None:
+    fw = NftablesFirewall()
+    assert in_ns(topo.host, fw.replay) == 0
+    assert "pycni" not in nft_text(topo.host)
+    in_ns(topo.host, fw.add_masquerade, topo.c1.attachment())
+    in_ns(topo.host, fw.del_masquerade, NETWORK, "c1", "eth0")
+    assert in_ns(topo.host, fw.replay) == 0
+    assert "pycni" not in nft_text(topo.host)
