@@ -11,8 +11,7 @@ Wire format (one connection per invocation; integers are big-endian):
                                 len(env):u32 len(stdin):u32, then the five fields:
                                 pycni version, plugin module, the environment as
                                 NUL-separated KEY=VALUE items (exactly os.environb),
-                                the raw stdin. The client's stderr travels alongside
-                                as SCM_RIGHTS ancillary data (optional).
+                                the raw stdin.
     agent -> client   "R"       ready: the worker has joined the client's namespaces
                                 and will run the verb when told to
                       "F"       fall back: the agent will not run this request (other
@@ -20,7 +19,12 @@ Wire format (one connection per invocation; integers are big-endian):
                       "A" code:i32 len:u32 stdout
                                 the answer: exactly what the plugin prints, and its
                                 exit code (also for errors found before "R")
-    client -> agent   "G"       go: run it. Sent once, after "R".
+    client -> agent   "G"       go: run it. Sent once, after "R", with the client's
+                                stderr as SCM_RIGHTS ancillary data (the worker's fd 2,
+                                so debug output lands where it would without the
+                                agent). Only now: an fd in flight to an agent that
+                                never reads it would keep the runtime's stderr pipe
+                                open, and a runtime waiting for EOF would hang.
 
 The fallback rule. A verb such as ADD is not idempotent, so it must never run twice
 for one invocation. The worker runs the verb only after it has read "G", and the
@@ -155,16 +159,14 @@ def _read_answer(sock: _socket.socket) -> tuple[bytes, int] | None:
     return out, code
 
 
-def _send_request(sock: _socket.socket, request: bytes) -> None:
+def _send_go(sock: _socket.socket) -> None:
     fds = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, (2).to_bytes(4, sys.byteorder))]
     try:
-        sent = sock.sendmsg([request], fds)
+        sock.sendmsg([GO], fds)
     except OSError as exc:
         if exc.errno != 9:  # EBADF: our stderr is closed; go without it
             raise
-        sent = sock.sendmsg([request])
-    if sent < len(request):
-        sock.sendall(memoryview(request)[sent:])
+        sock.sendall(GO)
 
 
 def forward(module: str, version: str, stdin: bytes) -> tuple[bytes, int] | None:
@@ -179,13 +181,13 @@ def forward(module: str, version: str, stdin: bytes) -> tuple[bytes, int] | None
         sock.connect(path)
         umask = os.umask(0o022)
         os.umask(umask)
-        _send_request(sock, encode_request(module, version, umask, environ_block(), stdin))
+        sock.sendall(encode_request(module, version, umask, environ_block(), stdin))
         kind = sock.recv(1)
         if kind == ANSWER:  # refused or malformed: the agent's answer is final
             return _read_answer(sock)
         if kind != READY:
             return None
-        sock.sendall(GO)
+        _send_go(sock)
         go_sent = True
         sock.settimeout(None)  # the verb takes as long as it takes; the runtime has a timeout
         if sock.recv(1) == ANSWER:

@@ -164,10 +164,10 @@ class BadRequest(Exception):
 
 def parse_header(head: bytes) -> tuple[int, list[int]]:
     """umask and the five field lengths; BadRequest when they are not acceptable."""
+    if head[:4] != wire.MAGIC[: len(head[:4])]:
+        raise BadRequest("not a pycni agent request (bad magic)")
     if len(head) < wire.HEADER_LEN:
         raise BadRequest(f"truncated request header ({len(head)} of {wire.HEADER_LEN} bytes)")
-    if head[:4] != wire.MAGIC:
-        raise BadRequest("not a pycni agent request (bad magic)")
     umask, *lengths = struct.unpack(">5I", head[4 : wire.HEADER_LEN])
     limits = (MAX_VERSION, MAX_MODULE, MAX_ENV, MAX_STDIN)
     names = ("version", "module", "environment", "stdin")
@@ -218,41 +218,57 @@ def error_answer(exc: errors.CniError, stdin: bytes = b"") -> bytes:
     return wire.encode_answer(1, (fastjson.dumps(exc.to_dict(version)) + "\n").encode())
 
 
-def _recv_request(conn: socket.socket) -> tuple[Request, int]:
-    """One request and the stderr fd sent with it (-1 when none)."""
-    stderr_fd = -1
+_FD_SIZE = struct.calcsize("i")
+
+
+def _recvmsg_fds(conn: socket.socket, size: int) -> tuple[bytes, list[int]]:
+    """recvmsg() that also returns the file descriptors sent with the data."""
+    data, anc, _flags, _addr = conn.recvmsg(size, socket.CMSG_SPACE(4 * _FD_SIZE))
+    fds: list[int] = []
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            count = len(payload) // _FD_SIZE
+            fds.extend(struct.unpack(f"{count}i", payload[: count * _FD_SIZE]))
+    return data, fds
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _recv_request(conn: socket.socket) -> Request:
+    """One request; BadRequest when it does not follow the wire format."""
     buf = bytearray()
-    fd_size = struct.calcsize("i")
     while len(buf) < wire.HEADER_LEN:
-        data, anc, _flags, _addr = conn.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fd_size))
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                count = len(payload) // fd_size
-                for fd in struct.unpack(f"{count}i", payload[: count * fd_size]):
-                    if stderr_fd < 0:
-                        stderr_fd = fd
-                    else:
-                        os.close(fd)
+        data, fds = _recvmsg_fds(conn, 1 << 16)
+        _close_all(fds)  # none belong with a request
         if not data:
             break
         buf += data
         if buf[:4] != wire.MAGIC[: len(buf[:4])]:
             break  # garbage: say so at once instead of waiting for more
-    try:
-        umask, lengths = parse_header(bytes(buf[: wire.HEADER_LEN]))
-        total = wire.HEADER_LEN + sum(lengths)
-        while len(buf) < total:
-            data = conn.recv(min(total - len(buf), 1 << 20))
-            if not data:
-                raise BadRequest(f"truncated request ({len(buf)} of {total} bytes)")
-            buf += data
-        if len(buf) > total:
-            raise BadRequest("extra data after the request")
-        return parse_body(umask, lengths, bytes(buf[wire.HEADER_LEN :])), stderr_fd
-    except BaseException:
-        if stderr_fd >= 0:
-            os.close(stderr_fd)
-        raise
+    umask, lengths = parse_header(bytes(buf[: wire.HEADER_LEN]))
+    total = wire.HEADER_LEN + sum(lengths)
+    while len(buf) < total:
+        data = conn.recv(min(total - len(buf), 1 << 20))
+        if not data:
+            raise BadRequest(f"truncated request ({len(buf)} of {total} bytes)")
+        buf += data
+    if len(buf) > total:
+        raise BadRequest("extra data after the request")
+    return parse_body(umask, lengths, bytes(buf[wire.HEADER_LEN :]))
+
+
+def _recv_go(conn: socket.socket) -> int | None:
+    """Wait for "G": None when something else (or nothing) came; else the client's
+    stderr fd sent with it (-1 when none)."""
+    data, fds = _recvmsg_fds(conn, 1)
+    if data != wire.GO:
+        _close_all(fds)
+        return None
+    _close_all(fds[1:])
+    return fds[0] if fds else -1
 
 
 # -- the worker --------------------------------------------------------------------------
@@ -276,10 +292,9 @@ def _join_client(pid: int) -> None:
             os.close(fd)
 
 
-def _become_client(req: Request, stderr_fd: int) -> None:
-    global _log_fd
-    if VERBOSE:
-        _log_fd = fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 3)
+def _become_client(req: Request) -> None:
+    """The client's working directory, umask and environment; stdin and stdout on
+    /dev/null (stdin came in the request, stdout goes back in the answer)."""
     os.chdir("/")
     os.umask(req.umask)
     os.environb.clear()
@@ -290,11 +305,18 @@ def _become_client(req: Request, stderr_fd: int) -> None:
         setattr(fault, "_SPEC", os.environ.get("PYCNI_FAULT", ""))  # noqa: B010
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    os.dup2(devnull, 1)  # stdout is the answer, never the worker's fd 1
-    os.dup2(stderr_fd if stderr_fd >= 0 else devnull, 2)
+    os.dup2(devnull, 1)
     os.close(devnull)
-    if stderr_fd >= 0:
-        os.close(stderr_fd)
+
+
+def _take_stderr(stderr_fd: int) -> None:
+    """fd 2 becomes the client's stderr (or /dev/null); the agent's log keeps a copy."""
+    global _log_fd
+    _log_fd = fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 3)
+    if stderr_fd < 0:
+        stderr_fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(stderr_fd, 2)
+    os.close(stderr_fd)
 
 
 def run_verb(verbs: skel.Verbs, stdin: bytes) -> tuple[bytes, int]:
@@ -310,7 +332,7 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
     """The worker: one request on `conn` from the process `pid`."""
     conn.settimeout(CLIENT_TIMEOUT)
     try:
-        req, stderr_fd = _recv_request(conn)
+        req = _recv_request(conn)
     except BadRequest as exc:
         log(f"malformed request from pid {pid}: {exc}")
         conn.sendall(
@@ -333,18 +355,20 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         log(f"cannot join the namespaces of pid {pid}: {exc}")
         conn.sendall(wire.FALLBACK)
         return
-    _become_client(req, stderr_fd)
+    _become_client(req)
     conn.sendall(wire.READY)
-    if conn.recv(1) != wire.GO:
+    stderr_fd = _recv_go(conn)
+    if stderr_fd is None:
         return  # the client went away (or gave up waiting): nothing ran
+    _take_stderr(stderr_fd)
     conn.settimeout(None)
     started = time.perf_counter()
     out, code = run_verb(verbs, req.stdin)
-    conn.sendall(wire.encode_answer(code, out))
-    if VERBOSE:
+    if VERBOSE:  # before the answer, so that a client that has its answer finds the line
         command = req.env.get(b"CNI_COMMAND", b"").decode(errors="replace")
         took = (time.perf_counter() - started) * 1000
         log(f"{req.module} {command} for pid {pid}: exit {code} ({took:.1f} ms)")
+    conn.sendall(wire.encode_answer(code, out))
 
 
 _VERSION = ""
