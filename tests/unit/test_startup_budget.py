@@ -89,3 +89,14 @@ def test_version_path_imports_almost_nothing() -> None:
     baseline, _ = _import_profile("os")
     imported, _ = _import_profile("pycni.entry")
     assert imported - baseline <= {"pycni", "pycni.entry", "__future__"}, imported - baseline
+
+
+def test_agent_client_path_imports_almost_nothing() -> None:
+    """What a plugin forwarding to the agent imports: pycni.entry, the client and the
+    `_socket` extension (not `socket`, which pulls in enum, selectors, ...)."""
+    baseline, _ = _import_profile("os")
+    imported, _ = _import_profile("pycni.agent_client")
+    assert not imported & FORBIDDEN, imported & FORBIDDEN
+    assert imported - baseline <= {"pycni", "pycni.agent_client", "__future__", "_socket"}, (
+        imported - baseline
+    )
