@@ -412,3 +412,70 @@ def test_result_is_valid_json_for_every_version(br: Bridge, container_ns, tmp_pa
         ).json
         assert out["ip4"]["ip"].startswith("10.69.0.") and out["ip4"]["gateway"] == "10.69.0.1"
         json.dumps(out)
+
+
+def test_enabledad_waits_for_dad_and_address_is_usable(br: Bridge, container_ns, tmp_path) -> None:
+    c = container_ns()
+    conf = bridge_conf(tmp_path, enabledad=True)
+    conf["ipam"]["ranges"] = [[{"subnet": "fd6a::/64"}]]
+    res = br.add(conf, c, cid="d1")
+    assert res.rc == 0, res.stdout
+    assert c.sysctl("net/ipv6/conf/eth0/accept_dad") == "1"
+    shown = c.run("ip", "-6", "addr", "show", "dev", "eth0")
+    assert "fd6a::2/64" in shown and "tentative" not in shown  # DAD finished before ADD returned
+
+
+def test_disable_container_interface_is_l2_only(br: Bridge, container_ns, tmp_path) -> None:
+    c = container_ns()
+    conf = bridge_conf(tmp_path, disableContainerInterface=True)
+    del conf["ipam"]
+    conf["isDefaultGateway"] = False
+    out = br.add(conf, c, cid="l2").json
+    assert "ips" not in out
+    link = c.link("eth0")
+    assert link is not None and "UP" not in link["flags"]
+    assert c.addrs("eth0") == [] or all(a.startswith("fe80") for a in c.addrs("eth0"))
+    assert br.host.link(out["interfaces"][1]["name"])["master"] == "pytbr0"
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_ip_masq_both_backends(backend: str, br: Bridge, container_ns, tmp_path) -> None:
+    from tests.traffic import wire_outside
+
+    outside, c = container_ns(), container_ns()
+    wire_outside(br.host, outside)
+    conf = bridge_conf(tmp_path, ipMasq=True, ipMasqBackend=backend)
+    out = br.add(conf, c, cid="m1").json
+    with server(outside, "198.18.0.2", 7100, "o"):
+        assert connect(c, "198.18.0.2", 7100) == "o 198.18.0.1"  # masqueraded to the node
+    with server(br.host, "10.66.0.1", 7101, "gw"):
+        assert connect(c, "10.66.0.1", 7101) == "gw 10.66.0.2"  # not inside its own subnet
+    assert br.check(conf, out, c, "m1").rc == 0
+    assert br.delete(conf, None, "m1").rc == 0  # DEL without netns still removes the masquerade
+    with server(outside, "198.18.0.2", 7102, "o"):
+        # the route back to 10.66.0.0/24 does not exist outside: without NAT, no answer
+        assert connect(c, "198.18.0.2", 7102, timeout=1) is None
+
+
+def test_reference_firewall_plugin_after_our_bridge(
+    br: Bridge, run_reference, container_ns, tmp_path
+) -> None:
+    c = container_ns()
+    conf = bridge_conf(tmp_path)
+    prev = br.add(conf, c, cid="f1").json
+    fw = {
+        "cniVersion": "1.0.0",
+        "name": "tnet",
+        "type": "firewall",
+        "backend": "iptables",
+        "prevResult": prev,
+    }
+    res = run_reference("firewall", "ADD", fw, netns=c.path, container_id="f1", in_ns=br.host)
+    assert res.rc == 0, res.stdout + res.stderr
+    assert "CNI-FORWARD" in br.host.run("iptables-save", "-t", "filter")
+    with server(br.host, "10.66.0.1", 7200, "gw"):
+        assert connect(c, "10.66.0.1", 7200) == "gw 10.66.0.2"
+    assert (
+        run_reference("firewall", "DEL", fw, netns=c.path, container_id="f1", in_ns=br.host).rc == 0
+    )
+    assert br.delete(conf, c, "f1").rc == 0
