@@ -10,51 +10,58 @@ shows up as "exited" at the next `ps`.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pycni.runtime.paths import Paths
-from pydantic import BaseModel, Field
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-class Attachment(BaseModel):
+@dataclass
+class Attachment:
     """One network interface of the container, as CNI returned it."""
 
     network: str
     ifname: str = "eth0"
-    ips: list[str] = Field(default_factory=list)  # CIDR form, e.g. 172.17.0.2/16
-    gateways: list[str] = Field(default_factory=list)
+    ips: list[str] = field(default_factory=list)  # CIDR form, e.g. 172.17.0.2/16
+    gateways: list[str] = field(default_factory=list)
     mac: str = ""
     host_veth: str = ""
 
 
-class PublishedPort(BaseModel):
-    host_ip: str = ""  # "0.0.0.0" / "::" / a specific address
+@dataclass
+class PublishedPort:
     host_port: int
     container_port: int
     protocol: str = "tcp"
+    host_ip: str = ""  # "0.0.0.0" / "::" / a specific address
 
 
-class ContainerRecord(BaseModel):
+@dataclass
+class ContainerRecord:
+    """netctl's own state file (not a wire format: plain dataclasses, no pydantic on
+    the `netctl run` path, which starts one Python process per container)."""
+
     id: str
     name: str
     command: list[str]
-    created: float = Field(default_factory=time.time)
+    created: float = field(default_factory=time.time)
     network_mode: str = "bridge"  # none | host | bridge | <network name> | container:<name>
     netns: str = ""  # path of the netns bind mount ("" for host mode)
     owns_netns: bool = True  # False for container:<name> and host modes
     hostname: str = ""
-    attachments: list[Attachment] = Field(default_factory=list)
-    ports: list[PublishedPort] = Field(default_factory=list)
-    cap_args: dict[str, Any] = Field(default_factory=dict)  # what CNI got, reused for DEL
-    dns: list[str] = Field(default_factory=list)
-    dns_search: list[str] = Field(default_factory=list)
-    dns_options: list[str] = Field(default_factory=list)
-    extra_hosts: list[str] = Field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    ports: list[PublishedPort] = field(default_factory=list)
+    cap_args: dict[str, Any] = field(default_factory=dict)  # what CNI got, reused for DEL
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)
     detach: bool = False
     auto_remove: bool = False
     pid: int = 0  # the workload
@@ -70,6 +77,20 @@ class ContainerRecord(BaseModel):
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ContainerRecord:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a container record must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["attachments"] = [Attachment(**a) for a in data.get("attachments") or []]
+        data["ports"] = [PublishedPort(**p) for p in data.get("ports") or []]
+        return cls(**data)
 
 
 def new_id() -> str:
@@ -154,7 +175,7 @@ class ContainerStore:
         path = self._path(rec.id)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(rec.model_dump_json(indent=2))
+            fh.write(rec.to_json())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -176,8 +197,8 @@ class ContainerStore:
                 continue
             try:
                 with open(os.path.join(self.dir, name), encoding="utf-8") as fh:
-                    rec = ContainerRecord.model_validate_json(fh.read())
-            except (OSError, ValueError):
+                    rec = ContainerRecord.from_json(fh.read())
+            except (OSError, ValueError, TypeError):
                 continue
             out.append(self.refresh(rec))
         out.sort(key=lambda r: r.created, reverse=True)
