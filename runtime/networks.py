@@ -1044,3 +1044,8 @@ class NetworkStore:
             removed.append(net.name)
             warnings.extend(more)
         return removed, warnings
+
+
+def ensure_default_network(paths: Paths | None = None) -> Network:
+    """The default `bridge` network, (re)written from daemon.json when needed."""
+    return NetworkStore(paths).ensure_default_network()
