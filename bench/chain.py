@@ -538,7 +538,13 @@ def fake_prev(index: int) -> dict[str, Any]:
 
 
 def portmap_scale(
-    sandbox: Sandbox, ref: Way, ours: list[Way], total: int, reps: int, connects: int
+    sandbox: Sandbox,
+    ref: Way,
+    ours: list[Way],
+    total: int,
+    per_call: int,
+    reps: int,
+    connects: int,
 ) -> dict[str, Any]:
     """One mapping added with `total` present vs none; DNAT connect latency likewise."""
     ways = [ref, *ours]
@@ -577,15 +583,14 @@ def portmap_scale(
     for way in ways:
         add_one(way, "add_empty")
     latency("lat_empty")
-    per_call = 10  # mappings per (paper) container
-    calls = total // per_call
+    calls = total // per_call  # (paper) containers of per_call mappings each
     for way in (ref, ours[-1]):  # ours filled through the agent: the same node, faster
         t0 = time.perf_counter()
         for k in range(calls):
             maps = [(10000 + k * per_call + j, 80) for j in range(per_call)]
             conf = portmap_conf(fake_prev(k), maps)
             way.call("portmap", "ADD", conf, f"fill{k}", "/nonexistent")
-            if k % 50 == 0:
+            if k % 10 == 0:
                 progress(f"scale: {way.name} {k * per_call}/{total} mappings")
         results[way.name]["fill_s"] = time.perf_counter() - t0
     progress("")
@@ -655,6 +660,9 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=8, help="threads of the parallel run")
     ap.add_argument(
         "--mappings", type=int, default=10000, help="mappings present at scale (<= 50000)"
+    )
+    ap.add_argument(
+        "--per-container", type=int, default=20, help="mappings per container when filling"
     )
     ap.add_argument("--reps", type=int, default=15, help="samples of one added mapping")
     ap.add_argument("--connects", type=int, default=3000, help="connects per latency sample")
@@ -758,8 +766,19 @@ def run(sandbox: Sandbox, opts: argparse.Namespace, sizes: list[int]) -> None:
             ways,
         )
     if "portmap" not in opts.skip:
-        res = portmap_scale(sandbox, ways[0], ways[1:], opts.mappings, opts.reps, opts.connects)
-        print(f"\n## portmap at scale: {opts.mappings} mappings present vs none\n")
+        res = portmap_scale(
+            sandbox,
+            ways[0],
+            ways[1:],
+            opts.mappings,
+            opts.per_container,
+            opts.reps,
+            opts.connects,
+        )
+        print(
+            f"\n## portmap at scale: {opts.mappings} mappings present "
+            f"({opts.per_container} per container) vs none\n"
+        )
         rows = [
             [
                 "way",
