@@ -479,3 +479,46 @@ def test_reference_firewall_plugin_after_our_bridge(
         run_reference("firewall", "DEL", fw, netns=c.path, container_id="f1", in_ns=br.host).rc == 0
     )
     assert br.delete(conf, c, "f1").rc == 0
+
+
+def test_check_after_netns_or_bridge_deleted(br: Bridge, container_ns, tmp_path) -> None:
+    a, b = container_ns(), container_ns()
+    conf = bridge_conf(tmp_path)
+    out_a = br.add(conf, a, cid="a").json
+    out_b = br.add(conf, b, cid="b").json
+    br.host.run("ip", "link", "del", "pytbr0")  # someone deletes the bridge
+    msg = br.check(conf, out_a, a, "a").error["msg"]
+    assert "bridge pytbr0 not found" in msg
+    os.system(f"ip netns del {b.name}")  # the namespace disappears under a live attachment
+    err = br.check(conf, out_b, b, "b").error
+    assert err["code"] == 3 and b.path in err["msg"]  # container unknown: nothing left to check
+    # DEL still succeeds for both and releases everything
+    assert br.delete(conf, a, "a").rc == 0 and br.delete(conf, b, "b").rc == 0
+    assert br.leases() == [] and br.host_veths() == []
+
+
+@pytest.mark.parametrize("ipam_path", ["exec-ours", "reference"])
+def test_ipam_by_exec_gives_the_same_result(
+    ipam_path: str, br: Bridge, container_ns, tmp_path, plugin_dir
+) -> None:
+    """In-process IPAM (our host-local found in CNI_PATH) and exec'd IPAM (forced, or the
+    reference host-local first in CNI_PATH) give identical results and leases."""
+    from tests.conftest import REFERENCE_DIR
+
+    c1, c2 = container_ns(), container_ns()
+    conf = bridge_conf(tmp_path)
+    inproc = br.add(conf, c1, cid="p1").json
+    kw: dict[str, Any] = (
+        {"env_extra": {"PYCNI_IPAM_EXEC": "1"}}
+        if ipam_path == "exec-ours"
+        else {"cni_path": f"{REFERENCE_DIR}:{plugin_dir}"}
+    )
+    other = br.add(conf, c2, cid="p2", **kw).json
+    strip = lambda r: {k: v for k, v in r.items() if k != "interfaces"}  # noqa: E731
+    assert strip(inproc)["routes"] == strip(other)["routes"]
+    assert (
+        inproc["ips"][0]["address"] == "10.66.0.2/24"
+        and other["ips"][0]["address"] == "10.66.0.3/24"
+    )
+    assert (tmp_path / "ipam/tnet/10.66.0.3").read_bytes() == b"p2\r\neth0"
+    assert br.delete(conf, c2, "p2", **kw).rc == 0 and br.leases() == ["10.66.0.2"]
