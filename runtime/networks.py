@@ -36,19 +36,23 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycni.runtime import libcni
-from pycni.runtime.daemon_config import DaemonConfig
-from pycni.runtime.daemon_config import load as load_daemon_config
 from pycni.runtime.paths import Paths
 
 from pycni import errors
+
+if TYPE_CHECKING:
+    # pydantic costs ~200 ms to import: `netctl run` on an up-to-date network never does.
+    from pycni.runtime.daemon_config import DaemonConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CNI_VERSION = "1.1.0"
+# Bump when default_conflist() changes, so existing bridge.conflist files are rewritten.
+DEFAULT_LAYOUT = "1"
 DEFAULT_NETWORK = "bridge"
 BUILTINS = ("bridge", "host", "none")
 # Longest network name: it becomes a file name, an IPAM directory and part of libcni's
@@ -468,8 +472,12 @@ def network_conflist(
     }
 
 
-def default_conflist(cfg: DaemonConfig, net_id: str, created: str, ipam_dir: str) -> dict[str, Any]:
-    """The default `bridge` network, from daemon.json."""
+def default_conflist(
+    cfg: DaemonConfig, net_id: str, created: str, ipam_dir: str, digest: str = ""
+) -> dict[str, Any]:
+    """The default `bridge` network, from daemon.json. `digest` identifies the daemon.json
+    it came from; the runtime's per-container defaults ride along in the metadata, so
+    neither needs daemon.json parsed again while it is unchanged."""
     v4 = IPAMConfig(
         cfg.subnet,
         cfg.gateway,
@@ -530,6 +538,13 @@ def default_conflist(cfg: DaemonConfig, net_id: str, created: str, ipam_dir: str
         "ipRange": {str(c.subnet): str(c.ip_range) for c in configs if c.ip_range is not None},
         "auxAddresses": {},
         "hostBindingIPv4": cfg.ip,
+        "daemonConfig": {
+            "digest": digest,
+            "ip": cfg.ip,
+            "dns": list(cfg.dns),
+            "dnsSearch": list(cfg.dns_search),
+            "dnsOpts": list(cfg.dns_opts),
+        },
     }
     return {
         "cniVersion": CNI_VERSION,
@@ -566,6 +581,7 @@ class Network:
     config_file: str = ""
     default: bool = False  # the default `bridge` network
     managed: bool = False  # written by netctl (has the "netctl" metadata)
+    meta: dict[str, Any] = field(default_factory=dict)  # the conflist's "netctl" object
 
     @property
     def short_id(self) -> str:
@@ -612,6 +628,7 @@ class Network:
             config_file=net.path,
             default=bool(meta.get("default", False)) and net.name == DEFAULT_NETWORK,
             managed=bool(_meta_str(meta, "id")),
+            meta=meta,
         )
         out.ipam = _ipam_from_meta(meta) if meta.get("subnets") else _ipam_from_plugins(net.plugins)
         if not meta.get("ipv6") and any(c.subnet.version == 6 for c in out.ipam):
@@ -728,6 +745,16 @@ def release_bridge(name: str) -> list[str]:
 # -- the store ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RuntimeDefaults:
+    """What the runtime needs from daemon.json for each container."""
+
+    ip: str  # default host address for published ports
+    dns: list[str]
+    dns_search: list[str]
+    dns_opts: list[str]
+
+
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -761,8 +788,41 @@ class NetworkStore:
 
     def daemon_config(self) -> DaemonConfig:
         if self._daemon is None:
-            self._daemon = load_daemon_config(self.paths.daemon_config)
+            from pycni.runtime.daemon_config import load
+
+            self._daemon = load(self.paths.daemon_config)
         return self._daemon
+
+    def daemon_digest(self) -> str:
+        """Identifies daemon.json's bytes (or its absence), the layout of the default
+        conflist and the IPAM dir: what bridge.conflist was derived from."""
+        h = hashlib.sha256(f"netctl default network {DEFAULT_LAYOUT}\0{self.ipam_dir}\0".encode())
+        try:
+            with open(self.paths.daemon_config, "rb") as fh:
+                h.update(b"file\0" + fh.read())
+        except FileNotFoundError:
+            h.update(b"absent")
+        except OSError as exc:
+            # Unreadable: let the full load report it (with the path).
+            h.update(f"error {exc.errno}".encode())
+        return h.hexdigest()
+
+    def runtime_defaults(self) -> RuntimeDefaults:
+        """daemon.json's per-container defaults (ip, dns, dns-search, dns-opts), read from
+        bridge.conflist while daemon.json is unchanged: no pydantic on `netctl run`."""
+        cached = self.ensure_default_network().meta.get("daemonConfig")
+        if isinstance(cached, dict):
+            try:
+                return RuntimeDefaults(
+                    str(cached["ip"]),
+                    [str(x) for x in cached["dns"]],
+                    [str(x) for x in cached["dnsSearch"]],
+                    [str(x) for x in cached["dnsOpts"]],
+                )
+            except (KeyError, TypeError):
+                pass
+        cfg = self.daemon_config()
+        return RuntimeDefaults(cfg.ip, list(cfg.dns), list(cfg.dns_search), list(cfg.dns_opts))
 
     @property
     def ipam_dir(self) -> str:
@@ -819,21 +879,32 @@ class NetworkStore:
     def ensure_default_network(self) -> Network:
         """Write (or refresh, when daemon.json changed) bridge.conflist; keeps the id."""
         path = self.path_of(DEFAULT_NETWORK)
-        current, desired = self._default_states(path)
-        if current != desired:
-            with self._locked():
-                # Again under the lock: a concurrent first use may have written it
-                # (with its own new id, which must then win).
-                current, desired = self._default_states(path)
-                if current != desired:
-                    _write_atomic(path, desired)
-        with open(path, "rb") as fh:
-            return Network.from_conflist(libcni.conflist_from_bytes(fh.read(), path))
+        digest = self.daemon_digest()
+        current = self._read_default(path)
+        source = current.meta.get("daemonConfig") if current is not None else None
+        if current is not None and isinstance(source, dict) and source.get("digest") == digest:
+            return current  # the fast path: daemon.json is not even parsed
+        with self._locked():
+            # Under the lock, from what is there now: a concurrent first use may have
+            # written it (with its own new id, which must then win).
+            existing = self._read_json(path)
+            desired = self._desired_default(existing, digest)
+            if existing != desired:
+                _write_atomic(path, desired)
+        net = self._read_default(path)
+        assert net is not None
+        return net
 
-    def _default_states(self, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(bridge.conflist as it is, as daemon.json wants it with the same id/created)."""
-        current = self._read_json(path)
-        meta = current.get("netctl")
+    def _read_default(self, path: str) -> Network | None:
+        try:
+            with open(path, "rb") as fh:
+                return Network.from_conflist(libcni.conflist_from_bytes(fh.read(), path))
+        except (OSError, errors.CniError):
+            return None
+
+    def _desired_default(self, existing: dict[str, Any], digest: str) -> dict[str, Any]:
+        """bridge.conflist as daemon.json wants it, keeping the existing id and time."""
+        meta = existing.get("netctl")
         meta = meta if isinstance(meta, dict) else {}
         net_id = meta.get("id")
         if not (isinstance(net_id, str) and len(net_id) == 64):
@@ -841,7 +912,7 @@ class NetworkStore:
         created = meta.get("created")
         if not isinstance(created, str) or not created:
             created = now_rfc3339()
-        return current, default_conflist(self.daemon_config(), net_id, created, self.ipam_dir)
+        return default_conflist(self.daemon_config(), net_id, created, self.ipam_dir, digest)
 
     @staticmethod
     def _read_json(path: str) -> dict[str, Any]:

@@ -248,3 +248,44 @@ def test_concurrent_creates_get_distinct_subnets_and_one_default_id(store: Netwo
     assert seen == {store.resolve("bridge").id}
     subnets = [n.subnets[0] for n in store.list() if n.name in {f"n{i}" for i in range(8)}]
     assert len(subnets) == 8 and len(set(subnets)) == 8
+
+
+def test_runtime_defaults_come_from_daemon_json(store: NetworkStore) -> None:
+    assert store.runtime_defaults() == networks.RuntimeDefaults("0.0.0.0", [], [], [])
+    _daemon(
+        store,
+        {
+            "ip": "127.0.0.1",
+            "dns": ["10.0.0.53"],
+            "dns-search": ["a.test"],
+            "dns-opts": ["ndots:1"],
+        },
+    )
+    fresh = NetworkStore(store.paths)
+    assert fresh.runtime_defaults() == networks.RuntimeDefaults(
+        "127.0.0.1", ["10.0.0.53"], ["a.test"], ["ndots:1"]
+    )
+    assert fresh.resolve("bridge").host_binding_ipv4 == "127.0.0.1"
+
+
+def test_unchanged_daemon_json_is_not_parsed(store: NetworkStore) -> None:
+    """`netctl run` resolves networks in a fresh process each time: while daemon.json is
+    unchanged, that process never imports pydantic (~200 ms)."""
+    import subprocess
+    import sys
+
+    _daemon(store, {"dns": ["10.0.0.53"]})
+    store.ensure_default_network()
+    code = (
+        "import sys\n"
+        "from pycni.runtime.networks import NetworkStore\n"
+        "from pycni.runtime.paths import Paths\n"
+        f"s = NetworkStore(Paths({{'NETCTL_ROOT': {str(store.paths.root)!r}}}))\n"
+        "assert s.resolve('bridge').bridge == 'netctl0'\n"
+        "assert s.runtime_defaults().dns == ['10.0.0.53']\n"
+        "print('pydantic' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NETCTL_DAEMON_CONFIG"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
