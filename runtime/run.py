@@ -191,7 +191,9 @@ class Runtime:
 
             install.ensure(self.paths.plugin_dir)
             env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-            self._cni = libcni.CNIConfig(self.paths.cni_path(), self.paths.cache_dir, env)
+            self._cni = libcni.CNIConfig(
+                self.paths.cni_path(), self.paths.cache_dir, env, inprocess=True
+            )
         return self._cni
 
     @property
@@ -373,7 +375,7 @@ class Runtime:
 
     def _daemon_ip(self) -> str:
         try:
-            cfg = self.networks.daemon_config()
+            cfg = self.networks.runtime_defaults()
         except Exception:
             return ""
         return str(getattr(cfg, "ip", "") or "")
@@ -440,7 +442,7 @@ class Runtime:
         dns, search, options = opts.dns, opts.dns_search, opts.dns_option
         if not (dns or search or options):
             try:
-                cfg = self.networks.daemon_config()
+                cfg = self.networks.runtime_defaults()
                 dns, search, options = (
                     list(cfg.dns or []),
                     list(cfg.dns_search or []),
