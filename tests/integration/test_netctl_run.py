@@ -415,3 +415,27 @@ def test_outside_traffic_is_masqueraded(netctl: Netctl) -> None:
         assert internal.returncode != 0
     finally:
         _delete_netns(outside)
+
+
+def test_dual_stack_network_ip6_and_mac(netctl: Netctl) -> None:
+    netctl("network", "create", "ds", "--ipv6", "--subnet", "10.86.0.0/24", "--subnet", "fd86::/64")
+    out = run_out(
+        netctl,
+        "--network",
+        "ds",
+        "--ip",
+        "10.86.0.50",
+        "--ip6",
+        "fd86::50",
+        "--mac-address",
+        "02:42:0a:56:00:32",
+        "--",
+        "sh",
+        "-c",
+        "ip -br addr show eth0; ip -br link show eth0; ip -6 route",
+    )
+    assert "10.86.0.50/24" in out and "fd86::50/64" in out
+    assert "02:42:0a:56:00:32" in out
+    assert "default via fd86::1" in out
+    bad = netctl("run", "--rm", "--network", "ds", "--ip6", "fd99::5", "--", "true", check=False)
+    assert bad.returncode == 125 and "Invalid address fd99::5" in bad.stderr
