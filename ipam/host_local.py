@@ -137,36 +137,9 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
         )
 
 
-def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]] | None:
-    """GC's list of attachments to keep; None when the runtime sent none at all."""
-    key = "cni.dev/valid-attachments"
-    if key not in conf:
-        key = "cni.dev/attachments"  # the spec-v1.1.0 tag's spelling
-        if key not in conf:
-            return None
-    items = conf[key]
-    if items is None:
-        return set()  # a Go nil slice: no attachment is valid
-    if not isinstance(items, list):
-        raise errors.InvalidConfig(f"{key} must be a list of attachments")
-    valid = set()
-    for n, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise errors.InvalidConfig(
-                f"{key}[{n}] must be an object", '{"containerID": "...", "ifname": "..."}'
-            )
-        cid, ifname = item.get("containerID"), item.get("ifname")
-        if not isinstance(cid, str) or not isinstance(ifname, str) or not cid or not ifname:
-            raise errors.InvalidConfig(
-                f"{key}[{n}] needs string containerID and ifname", f"got {item!r}"
-            )
-        valid.add((cid, ifname))
-    return valid
-
-
 def cmd_gc(cmd: skel.CmdArgs) -> None:
     name, data_dir, _ipam = _name_and_data_dir(cmd.conf)
-    valid = valid_attachments(cmd.conf)
+    valid = skel.valid_attachments(cmd.conf)
     if valid is None:
         # No list means the caller did not say what is valid; releasing everything on a
         # guess would strand every running container on this network.

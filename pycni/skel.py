@@ -293,28 +293,31 @@ def dispatch(verbs: Verbs, cmd: CmdArgs) -> str:
     return ""
 
 
-def valid_attachments(d: dict[str, Any]) -> set[tuple[str, str]] | None:
-    """GC's (containerID, ifname) list: `cni.dev/valid-attachments`, or the key the
-    1.1.0 spec tag used, `cni.dev/attachments`."""
-    items = d.get("cni.dev/valid-attachments")
+def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]] | None:
+    """GC's list of attachments to keep; None when the runtime sent none at all."""
+    key = "cni.dev/valid-attachments"
+    if key not in conf:
+        key = "cni.dev/attachments"  # the spec-v1.1.0 tag's spelling
+        if key not in conf:
+            return None
+    items = conf[key]
     if items is None:
-        items = d.get("cni.dev/attachments")
-    if items is None:
-        return None  # no list sent: nothing is known to be stale, so nothing is removed
+        return set()  # a Go nil slice: no attachment is valid
     if not isinstance(items, list):
-        raise errors.InvalidConfig("'cni.dev/valid-attachments' must be a list")
-    out = set()
-    for item in items:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("containerID"), str)
-            or not isinstance(item.get("ifname"), str)
-        ):
+        raise errors.InvalidConfig(f"{key} must be a list of attachments")
+    valid = set()
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
             raise errors.InvalidConfig(
-                "every valid attachment needs string 'containerID' and 'ifname'", repr(item)[:80]
+                f"{key}[{n}] must be an object", '{"containerID": "...", "ifname": "..."}'
             )
-        out.add((item["containerID"], item["ifname"]))
-    return out
+        cid, ifname = item.get("containerID"), item.get("ifname")
+        if not isinstance(cid, str) or not isinstance(ifname, str) or not cid or not ifname:
+            raise errors.InvalidConfig(
+                f"{key}[{n}] needs string containerID and ifname", f"got {item!r}"
+            )
+        valid.add((cid, ifname))
+    return valid
 
 
 def _read_stdin() -> bytes:

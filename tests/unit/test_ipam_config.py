@@ -345,7 +345,7 @@ def test_dns_object_validation() -> None:
 
 
 def test_valid_attachments() -> None:
-    va = host_local.valid_attachments
+    va = skel.valid_attachments
     pair = {"containerID": "a", "ifname": "eth0"}
     assert va({}) is None
     assert va({"cni.dev/valid-attachments": None}) == set()
