@@ -60,19 +60,18 @@ WAYS = ("reference", "standalone", "agent")
 
 
 class Proc:
-    __slots__ = ("err", "maxrss_kb", "ms", "out", "rc")
+    __slots__ = ("err", "ms", "out", "rc")
 
-    def __init__(self, rc: int, out: bytes, err: bytes, ms: float, maxrss_kb: int) -> None:
+    def __init__(self, rc: int, out: bytes, err: bytes, ms: float) -> None:
         self.rc = rc
         self.out = out
         self.err = err
         self.ms = ms
-        self.maxrss_kb = maxrss_kb
 
 
 def spawn(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> Proc:
-    """Start argv with env, feed stdin, collect output; wall time and peak RSS of the
-    process (wait4). The child starts in the calling thread's network namespace."""
+    """Start argv with env, feed stdin, collect output and the wall time. The child
+    starts in the calling thread's network namespace."""
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -108,10 +107,10 @@ def spawn(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> Proc:
             if not view:
                 writers.clear()
                 os.close(in_w)
-    _, status, usage = os.wait4(pid, 0)
+    _, status = os.waitpid(pid, 0)
     ms = (time.perf_counter() - t0) * 1000
     rc = os.waitstatus_to_exitcode(status)
-    return Proc(rc, b"".join(chunks[out_r]), b"".join(chunks[err_r]), ms, usage.ru_maxrss)
+    return Proc(rc, b"".join(chunks[out_r]), b"".join(chunks[err_r]), ms)
 
 
 # -- namespaces ------------------------------------------------------------------------
@@ -192,6 +191,9 @@ class Way:
         self.env = env
         self.node = ""  # node namespace path, set per section
         self.maxrss: dict[str, int] = {}
+        # Peak RSS through /usr/bin/time (wait4's ru_maxrss of a posix_spawn'ed child
+        # includes this benchmark's own memory, shared until exec).
+        self.measure_rss = False
 
     def fresh(self, sandbox: Sandbox, tag: str) -> None:
         """A new node namespace and empty IPAM/state dirs for one section."""
@@ -229,13 +231,20 @@ class Way:
             "PATH": PATH,
             **self.env,
         }
+        argv = [os.path.join(self.bindir, plugin)]
+        if self.measure_rss:
+            argv = ["/usr/bin/time", "-f", "MAXRSS %M", *argv]
         with entered(self.node):
-            proc = spawn([os.path.join(self.bindir, plugin)], env, json.dumps(conf).encode())
+            proc = spawn(argv, env, json.dumps(conf).encode())
+        if self.measure_rss:
+            head, _, last = proc.err.rstrip().rpartition(b"\n")
+            proc.err = head
+            kb = int(last.split()[1]) if last.startswith(b"MAXRSS") else 0
+            self.maxrss[plugin] = max(self.maxrss.get(plugin, 0), kb)
         if proc.rc != 0:
             raise RuntimeError(
                 f"{self.name} {plugin} {command} {cid}: rc={proc.rc} {proc.out!r} {proc.err!r}"
             )
-        self.maxrss[plugin] = max(self.maxrss.get(plugin, 0), proc.maxrss_kb)
         return proc
 
 
@@ -438,6 +447,20 @@ def parallel(
     return out
 
 
+def rss(ways: list[Way], sandbox: Sandbox, n: int = 5) -> None:
+    """Peak RSS of the plugin processes over n chain ADD/DELs per way."""
+    for way in ways:
+        way.fresh(sandbox, "rss")
+        way.measure_rss = True
+        containers = [Container(i, sandbox.netns(f"r-{way.name}-{i}", lo=False)) for i in range(n)]
+        for c in containers:
+            chain_add(way, c, portmap=True)
+        for c in containers:
+            chain_del(way, c, portmap=True)
+            sandbox.drop(c.ns)
+        way.measure_rss = False
+
+
 def growth(values: list[float]) -> float:
     tenth = max(1, len(values) // 10)
     return median(values[-tenth:]) / median(values[:tenth])
@@ -546,45 +569,34 @@ def portmap_scale(
     reps: int,
     connects: int,
 ) -> dict[str, Any]:
-    """One mapping added with `total` present vs none; DNAT connect latency likewise."""
+    """One mapping added with `total` mappings present vs none, and DNAT connect latency
+    likewise. Two nodes per data plane, one empty and one filled, so that every
+    measurement alternates between them (machine noise hits both alike)."""
     ways = [ref, *ours]
-    tag = "scale"
-    ref.fresh(sandbox, tag)
-    # Both of ours share one node: the same kernel state, measured both ways.
-    ours[0].fresh(sandbox, tag)
-    for w in ours[1:]:
-        w.node, w.data_dir = ours[0].node, ours[0].data_dir
-        w.env = dict(w.env, PYCNI_STATE_DIR=ours[0].env["PYCNI_STATE_DIR"])
-    planes = [ref, ours[0]]  # the data planes: ours is one node, whichever way it was made
-    probes: dict[str, tuple[str, str]] = {}
+    planes = [ref, ours[0]]  # ours: one data plane, whichever way its rules were made
+    nodes: dict[tuple[str, str], tuple[str, str, dict[str, str]]] = {}
+    probes: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def use(way: Way, which: str) -> None:
+        plane = ref if way is ref else ours[0]
+        way.node, way.data_dir, env = nodes[(plane.name, which)]
+        if way is not ref:
+            way.env = dict(way.env, PYCNI_STATE_DIR=env["PYCNI_STATE_DIR"])
+
     for way in planes:
-        c = Container(0, sandbox.netns(f"s-{way.name}"))
-        chain_add(way, c, portmap=False)
-        way.call("portmap", "ADD", portmap_conf(c.result, [(8080, 80)]), c.cid, c.ns)
-        start_server(sandbox, c.ns, 80)
-        probes[way.name] = outside(sandbox, way, tag)
-    results: dict[str, Any] = {w.name: {} for w in ways}
-
-    def add_one(way: Way, label: str) -> None:
-        times = []
-        for r in range(reps):
-            prev = fake_prev(total // 10 + r)
-            conf = portmap_conf(prev, [(9000 + r, 80)])
-            times.append(way.call("portmap", "ADD", conf, f"probe{r}", "/nonexistent").ms)
-            way.call("portmap", "DEL", conf, f"probe{r}", "/nonexistent")
-        results[way.name][label] = median(times)
-
-    def latency(label: str) -> None:
-        for way in planes:
-            ns, address = probes[way.name]
-            connect_latency(ns, address, 8080, 200)  # warm-up
-            results[way.name][label] = median(connect_latency(ns, address, 8080, connects))
-
-    for way in ways:
-        add_one(way, "add_empty")
-    latency("lat_empty")
+        for which in ("empty", "full"):
+            tag = f"scale-{which}"
+            way.fresh(sandbox, tag)
+            nodes[(way.name, which)] = (way.node, way.data_dir, dict(way.env))
+            c = Container(0, sandbox.netns(f"s-{way.name}-{which}"))
+            chain_add(way, c, portmap=False)
+            way.call("portmap", "ADD", portmap_conf(c.result, [(8080, 80)]), c.cid, c.ns)
+            start_server(sandbox, c.ns, 80)
+            probes[(way.name, which)] = outside(sandbox, way, tag)
     calls = total // per_call  # (paper) containers of per_call mappings each
+    results: dict[str, Any] = {w.name: {} for w in ways}
     for way in (ref, ours[-1]):  # ours filled through the agent: the same node, faster
+        use(way, "full")
         t0 = time.perf_counter()
         for k in range(calls):
             maps = [(10000 + k * per_call + j, 80) for j in range(per_call)]
@@ -593,12 +605,32 @@ def portmap_scale(
             if k % 10 == 0:
                 progress(f"scale: {way.name} {k * per_call}/{total} mappings")
         results[way.name]["fill_s"] = time.perf_counter() - t0
-    progress("")
-    for way in ways:
-        add_one(way, "add_full")
-    latency("lat_full")
     for w in ours[:-1]:
         results[w.name]["fill_s"] = results[ours[-1].name]["fill_s"]
+    progress("add one mapping, alternating between the empty and the full node")
+    adds: dict[tuple[str, str], list[float]] = {}
+    for r in range(reps):
+        for way in rotate(ways, r):
+            for which in ("empty", "full") if r % 2 else ("full", "empty"):
+                use(way, which)
+                conf = portmap_conf(fake_prev(calls + r), [(9000 + r, 80)])
+                took = way.call("portmap", "ADD", conf, f"probe{r}", "/nonexistent").ms
+                adds.setdefault((way.name, which), []).append(took)
+                way.call("portmap", "DEL", conf, f"probe{r}", "/nonexistent")
+    for (name, which), times in adds.items():
+        results[name][f"add_{which}"] = median(times)
+    progress("connect latency, alternating between the empty and the full node")
+    batch = 250
+    lats: dict[tuple[str, str], list[float]] = {}
+    for ns, address in probes.values():
+        connect_latency(ns, address, 8080, 200)  # warm-up: caches, neighbours, conntrack
+    for r in range(max(1, connects // batch)):
+        for key in probes if r % 2 else reversed(list(probes)):
+            ns, address = probes[key]
+            lats.setdefault(key, []).extend(connect_latency(ns, address, 8080, batch))
+    for (name, which), values in lats.items():
+        results[name][f"lat_{which}"] = median(values)
+    progress("")
     return results
 
 
@@ -665,7 +697,9 @@ def main() -> None:
         "--per-container", type=int, default=20, help="mappings per container when filling"
     )
     ap.add_argument("--reps", type=int, default=15, help="samples of one added mapping")
-    ap.add_argument("--connects", type=int, default=3000, help="connects per latency sample")
+    ap.add_argument(
+        "--connects", type=int, default=10000, help="connects per latency sample (node)"
+    )
     ap.add_argument("--bridge-n", type=int, default=300, help="containers, bridge-only run")
     ap.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes")
     ap.add_argument(
@@ -742,7 +776,8 @@ def run(sandbox: Sandbox, opts: argparse.Namespace, sizes: list[int]) -> None:
                     ]
                 )
             print(table(rows))
-    print("\n## peak RSS of one plugin process (ru_maxrss), and the agent\n")
+    rss(ways, sandbox)
+    print("\n## peak RSS of one plugin process (/usr/bin/time %M), and the agent\n")
     rows = [["way", "bridge", "portmap"]]
     for way in ways:
         rows.append(
@@ -808,7 +843,8 @@ def run(sandbox: Sandbox, opts: argparse.Namespace, sizes: list[int]) -> None:
             )
         print(table(rows))
         print("(connect: median TCP connect() from an outside namespace to node:8080, DNAT to")
-        print(f" a container; {opts.connects} connections per sample; ours: one data plane)")
+        print(f" a container; {opts.connects} connections per node, in batches alternating")
+        print(" between the empty and the full node; ours: one data plane for both ways)")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
