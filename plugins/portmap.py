@@ -20,16 +20,18 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pycni.firewall.base import Attachment, Firewall, PortMapping
+    from pycni.firewall.conditions import Condition
 
 WHERE = "portmap"
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 class PortmapConf:
-    __slots__ = ("backend", "mappings", "masq_all", "name", "snat")
+    __slots__ = ("backend", "conditions", "mappings", "masq_all", "name", "snat")
 
     def __init__(self, d: dict[str, Any]) -> None:
         from pycni.firewall.base import PortMapping
+        from pycni.firewall.conditions import parse as parse_conditions
 
         #: network name
         self.name: str = d["name"]
@@ -39,13 +41,13 @@ class PortmapConf:
         self.masq_all = conf.get_bool(d, "masqAll", False, WHERE)
         #: "nftables" | "iptables" | "" (nftables when usable)
         self.backend = conf.get_str(d, "backend", "", WHERE)
-        for key in ("conditionsV4", "conditionsV6"):
-            if conf.get_list(d, key, WHERE):
-                raise errors.UnsupportedField(
-                    f"{WHERE}: {key!r} is not supported",
-                    "extra match conditions would be rule text we cannot apply safely; put such policy in "
-                    "your own chain at the documented admin hook (docs/firewall.md) instead",
-                )
+        #: conditionsV4/V6, parsed into data (never pasted into rules)
+        self.conditions: dict[int, list[Condition]] = {}
+        for family in (4, 6):
+            key = f"conditionsV{family}"
+            items = conf.get_list(d, key, WHERE)
+            if items:
+                self.conditions[family] = parse_conditions(items, family, f"{WHERE}: {key}")
         if "externalSetMarkChain" in d:
             raise errors.UnsupportedField(
                 f"{WHERE}: 'externalSetMarkChain' is not supported", "pycni marks nothing"
@@ -148,7 +150,9 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
 
     fw = firewall(c)
     try:
-        fw.add_port_mappings(att, c.mappings, snat=c.snat, masq_all=c.masq_all)
+        fw.add_port_mappings(
+            att, c.mappings, snat=c.snat, masq_all=c.masq_all, conditions=c.conditions
+        )
     except PortConflict as exc:
         raise errors.InvalidConfig(
             str(exc), "choose another host port, or remove the container that holds it"
@@ -168,7 +172,7 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
     prev = _prev(cmd)
     if not c.mappings:
         return
-    missing = firewall(c).check_port_mappings(attachment(c, cmd, prev), c.mappings)
+    missing = firewall(c).check_port_mappings(attachment(c, cmd, prev), c.mappings, c.conditions)
     if missing:
         raise errors.CniError(f"{WHERE} CHECK failed: " + "; ".join(missing))
 

@@ -33,6 +33,7 @@ from pycni.firewall.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pycni.firewall.conditions import Condition
     from pycni.firewall.plan import Key
 
 MASQ = "masq"
@@ -122,6 +123,7 @@ class Backend:
         mappings: list[PortMapping],
         snat: bool = True,
         masq_all: bool = False,
+        conditions: dict[int, list[Condition]] | None = None,
     ) -> None:
         mappings = normalize_mappings(mappings)
         if mappings and not att.ips:
@@ -135,6 +137,7 @@ class Backend:
             new.ports = att if mappings else None
             new.mappings = mappings
             new.snat, new.masq_all = snat, masq_all
+            new.conditions = {f: list(c) for f, c in (conditions or {}).items() if c}
             items = new.bindings()
             check_protocols_supported(items)
             for b in items:
@@ -147,10 +150,16 @@ class Backend:
     def del_port_mappings(self, network: str, container_id: str, ifname: str) -> None:
         self._del((network, container_id, ifname), PORTS)
 
-    def check_port_mappings(self, att: Attachment, mappings: list[PortMapping]) -> list[str]:
+    def check_port_mappings(
+        self,
+        att: Attachment,
+        mappings: list[PortMapping],
+        conditions: dict[int, list[Condition]] | None = None,
+    ) -> list[str]:
         record = Record(att.key, self.name)
         record.ports = att
         record.mappings = normalize_mappings(mappings)
+        record.conditions = {f: list(c) for f, c in (conditions or {}).items() if c}
         saved = self.store.load(att.key)
         if saved is not None and saved.ports is not None:
             record.snat, record.masq_all = saved.snat, saved.masq_all

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+    from pycni.firewall.conditions import Condition
 else:
     Protocol = object
 
@@ -163,13 +165,21 @@ class Firewall(Protocol):
         mappings: list[PortMapping],
         snat: bool = True,
         masq_all: bool = False,
+        conditions: dict[int, list[Condition]] | None = None,
     ) -> None:
-        """Publish atomically. Raises PortConflict naming the first (hostIP, hostPort,
-        protocol) another attachment already holds; nothing is added then."""
+        """Publish atomically; with `conditions` (by address family) the ports of that
+        family are rewritten only for packets that satisfy all of them. Raises
+        PortConflict naming the first (hostIP, hostPort, protocol) another attachment
+        already holds; nothing is added then."""
         ...
 
     def del_port_mappings(self, network: str, container_id: str, ifname: str) -> None: ...
-    def check_port_mappings(self, att: Attachment, mappings: list[PortMapping]) -> list[str]: ...
+    def check_port_mappings(
+        self,
+        att: Attachment,
+        mappings: list[PortMapping],
+        conditions: dict[int, list[Condition]] | None = None,
+    ) -> list[str]: ...
 
     def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
         """Remove every entry of `network` whose (containerID, ifname) is not in `valid`;

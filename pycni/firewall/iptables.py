@@ -8,7 +8,8 @@ Layout, per family (iptables / ip6tables), table nat unless noted:
     PYCNI-DNAT          -m comment --comment <tag> -j PYCNI-DN-<h>     one per attachment
     PYCNI-POSTROUTING   -m comment --comment <tag> -j PYCNI-HP-<h>     hairpin SNAT
                         -m comment --comment <tag> -j PYCNI-MQ-<h>     masquerade
-    PYCNI-DN-<h>   [-d hostIP] -p P -m P --dport H -j DNAT --to-destination IP:port
+    PYCNI-DN-<h>   [[!] -s CIDR] [-d hostIP] [[!] -i NAME] -p P -m P --dport H
+                   -j DNAT --to-destination IP:port     (-s/-i: portmap conditionsV4/V6)
     PYCNI-HP-<h>   -s <subnet>|127.0.0.0/8 -d IP -p P --dport port --ctstate DNAT -j MASQUERADE
     PYCNI-MQ-<h>   -s IP -d <subnet> -j RETURN; -s IP -d 224.0.0.0/4 -j RETURN; -s IP -j MASQUERADE
     raw PREROUTING -j PYCNI-LOCALNET;  PYCNI-LOCALNET  -d 127.0.0.0/8 ! -i lo -j DROP  (v4)
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from pycni import errors
 from pycni.firewall.backend import MASQ, PORTS, Backend
+from pycni.firewall.conditions import IIFNAME, SADDR, iptables_args
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, Record, digest, owner_tag
 
 TYPE_CHECKING = False
@@ -89,6 +91,8 @@ def chains(record: Record | None, family: int) -> dict[str, list[str]]:
         if b.family != family:
             continue
         dest = f"-d {_host(b.host_ip, family)} " if b.host_ip else ""
+        conds = record.conditions_of(family)
+        dest = iptables_args(conds, SADDR) + dest + iptables_args(conds, IIFNAME)
         to = f"{b.container_ip}:{b.container_port}"
         if family == 6:
             to = f"[{b.container_ip}]:{b.container_port}"

@@ -20,6 +20,7 @@ Layout (nothing outside this table is ever read or changed):
                  host's own addresses and 127.0.0.1; ::1 cannot leave lo, so never)
         fib daddr type != local  return          only packets for this host (CVE-2025-67499)
         ip daddr 127.0.0.0/8  return             (prerouting: loopback is for the host only)
+        jump conditional
         dnat ip to ip daddr . meta l4proto . th dport map @pm4_ip_addr : ...@pm4_ip_port
         meta nfproto ipv4  dnat ip to meta l4proto . th dport map @pm4_any_addr : ...
         (the same for ip6)
@@ -31,6 +32,15 @@ Layout (nothing outside this table is ever read or changed):
         (the same for ip6, ff00::/8, without the loopback rule)
     localnet-guard  filter, hook prerouting, priority raw (-300):
         iif != "lo"  ip daddr 127.0.0.0/8  drop      (CVE-2020-8558; see below)
+
+  regular chain:
+    conditional  one rule per published port of an attachment with portmap
+                 conditionsV4/V6 (pycni.firewall.conditions), comment = owner tag:
+        [ip saddr != 10.0.0.0/8] [iifname "eth*"] [ip daddr hostIP] meta l4proto tcp
+            th dport 8080 dnat ip to 10.88.0.5:80
+    Those ports are kept out of the pm* maps; they cost one rule each, which only
+    attachments that ask for conditions pay. Removing one means listing this chain
+    (for the rule handles); nothing else is listed on the ADD/DEL path.
 
   No verdict maps and no per-container chains: a `jump` stored in a map makes the
   kernel re-validate every element of every verdict map on each commit, which grows
@@ -71,6 +81,7 @@ import os
 
 from pycni import errors, fastjson
 from pycni.firewall.backend import MASQ, PORTS, Backend, KernelConflict
+from pycni.firewall.conditions import IIFNAME, Condition
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, PROTO_NUMBERS, Binding, Record, owner_tag
 
 TYPE_CHECKING = False
@@ -139,6 +150,7 @@ BASE_CHAINS = {
     "postrouting": ("nat", "postrouting", 100),
     "localnet-guard": ("filter", "prerouting", -300),
 }
+COND_CHAIN = "conditional"
 
 
 def _dnat_rules(chain: str) -> list[Cmd]:
@@ -153,6 +165,7 @@ def _dnat_rules(chain: str) -> list[Cmd]:
     if chain == "output":
         # ::1 never leaves lo (IPv6 has no route_localnet): leave it to local listeners.
         rules.append(_rule(chain, _match(_payload(6, "daddr"), "::1"), {"return": None}))
+    rules.append(_rule(chain, {"jump": {"target": COND_CHAIN}}))
     for family in (4, 6):
         exact = _concat(_payload(family, "daddr"), L4PROTO, DPORT)
         anyaddr = _concat(L4PROTO, DPORT)
@@ -226,6 +239,8 @@ def skeleton() -> list[Cmd]:
             cmds.append({"add": {"set": obj}})
         else:
             cmds.append({"add": {"map": {**obj, "map": data_type}}})
+    # Regular: never flushed here, it holds the rules of attachments.
+    cmds.append({"add": {"chain": {**T, "name": COND_CHAIN}}})
     for name, (kind, hook, prio) in BASE_CHAINS.items():
         chain = {**T, "name": name, "type": kind, "hook": hook, "prio": prio}
         cmds.append({"add": {"chain": {**chain, "policy": "accept"}}})
@@ -234,7 +249,7 @@ def skeleton() -> list[Cmd]:
     return cmds + _postrouting_rules() + _guard_rules()
 
 
-RULE_COUNTS = {"prerouting": 6, "output": 6, "postrouting": 7, "localnet-guard": 1}
+RULE_COUNTS = {"prerouting": 7, "output": 7, "postrouting": 7, "localnet-guard": 1}
 
 # -- elements of a record (pure) ---------------------------------------------------------------
 
@@ -251,12 +266,14 @@ def elements(record: Record | None, parts: set[str]) -> list[Elem]:
         hairpin: list[Elem] = []
         for b in record.bindings():
             proto = PROTO_NUMBERS[b.protocol]
-            if b.host_ip:
-                key, kind = _concat(b.host_ip, proto, b.host_port), "ip"
-            else:
-                key, kind = _concat(proto, b.host_port), "any"
-            out.append((f"pm{b.family}_{kind}_addr", key, str(b.container_ip)))
-            out.append((f"pm{b.family}_{kind}_port", key, b.container_port))
+            # With conditions, a rule in the conditional chain instead (cond_rules).
+            if not record.conditions_of(b.family):
+                if b.host_ip:
+                    key, kind = _concat(b.host_ip, proto, b.host_port), "ip"
+                else:
+                    key, kind = _concat(proto, b.host_port), "any"
+                out.append((f"pm{b.family}_{kind}_addr", key, str(b.container_ip)))
+                out.append((f"pm{b.family}_{kind}_port", key, b.container_port))
             if record.snat:
                 name = f"hp{b.family}_all" if record.masq_all else f"hp{b.family}"
                 elem = (name, _concat(str(b.container_ip), proto, b.container_port), None)
@@ -276,6 +293,43 @@ def subnets(record: Record | None, parts: set[str]) -> list[Network]:
     if PORTS in parts and record.snat and not record.masq_all:
         nets += [b.subnet for b in record.bindings()]
     return list(dict.fromkeys(nets))
+
+
+def _condition(c: Condition, family: int) -> Cmd:
+    op = "!=" if c.negate else "=="
+    if c.kind == IIFNAME:
+        # nft reads a trailing * in a string as "any name starting with"; the stem
+        # is from a closed alphabet (no *, quotes or backslashes).
+        return _match({"meta": {"key": "iifname"}}, c.value, op)
+    return _match(_payload(family, "saddr"), _prefix(ipaddress.ip_network(c.value)), op)
+
+
+def cond_rules(record: Record | None, parts: set[str]) -> list[Cmd]:
+    """The conditional chain's rules for a record: one per binding of a family that
+    has conditions, carrying the owner tag as comment."""
+    if record is None or PORTS not in parts or not record.conditions:
+        return []
+    tag = owner_tag(record.key)
+    out: list[Cmd] = []
+    for b in record.bindings():
+        conds = record.conditions_of(b.family)
+        if not conds:
+            continue
+        expr: list[object] = [_match({"meta": {"key": "nfproto"}}, f"ipv{b.family}")]
+        expr += [_condition(c, b.family) for c in conds]
+        if b.host_ip:
+            expr.append(_match(_payload(b.family, "daddr"), b.host_ip))
+        expr.append(_match(L4PROTO, PROTO_NUMBERS[b.protocol]))
+        expr.append(_match(DPORT, b.host_port))
+        dnat = {"family": IPFAM[b.family], "addr": str(b.container_ip), "port": b.container_port}
+        expr.append({"dnat": dnat})
+        rule = {**T, "chain": COND_CHAIN, "expr": expr, "comment": tag}
+        out.append({"add": {"rule": rule}})
+    return out
+
+
+def delete_rules(handles: list[int]) -> list[Cmd]:
+    return [{"delete": {"rule": {**T, "chain": COND_CHAIN, "handle": h}}} for h in handles]
 
 
 def _set_elem(key: object, value: object, tag: str) -> object:
@@ -330,11 +384,13 @@ def transition(
     new: Record | None,
     parts: set[str],
     nets: list[Network] | None = None,
+    handles: list[int] | None = None,
 ) -> list[Cmd]:
     """The batch for one operation on a table that is in place: old's elements of
     `parts` out, new's in, plus the subnet pairs new needs (`nets` overrides them).
-    Elements only, so the cost does not depend on how many others exist."""
-    cmds: list[Cmd] = []
+    Elements only, so the cost does not depend on how many others exist; plus, for
+    conditions, old's conditional rules out (by `handles`) and new's in."""
+    cmds: list[Cmd] = delete_rules(handles or [])
     gone = elements(old, parts)
     if gone:
         assert old is not None
@@ -344,16 +400,20 @@ def transition(
     if wanted:
         assert new is not None
         cmds += add_elements(wanted, owner_tag(new.key))
-    return cmds
+    return cmds + cond_rules(new, parts)
 
 
 def repair(
-    old: Record | None, new: Record | None, parts: set[str], nets: list[Network] | None = None
+    old: Record | None,
+    new: Record | None,
+    parts: set[str],
+    nets: list[Network] | None = None,
+    handles: list[int] | None = None,
 ) -> list[Cmd]:
     """The same change preceded by the whole skeleton: for the first use and after
     someone flushed or damaged the table. Every batch that can create the table is
     one of these, so an existing table always has its base chains."""
-    return skeleton() + transition(old, new, parts, nets)
+    return skeleton() + transition(old, new, parts, nets, handles)
 
 
 def rebuild(records: list[Record]) -> list[Cmd]:
@@ -369,6 +429,7 @@ def rebuild(records: list[Record]) -> list[Cmd]:
         tag = owner_tag(record.key)
         for name, items in _grouped(elements(record, {MASQ, PORTS})).items():
             cmds.append(_element_cmd("add", name, items, tag))
+        cmds += cond_rules(record, {PORTS})
     return cmds
 
 
@@ -413,6 +474,8 @@ class Table:
     def __init__(self, listing: list[dict[str, Any]]) -> None:
         self.sets: dict[str, dict[object, tuple[object, str]]] = {}
         self.rules: dict[str, int] = {}
+        #: the conditional chain: [(handle, comment, (dport, dnat addr, dnat port))]
+        self.cond: list[tuple[int, str, tuple[object, object, object]]] = []
         for item in listing:
             obj = item.get("set") or item.get("map")
             if obj is not None:
@@ -427,11 +490,21 @@ class Table:
             elif "chain" in item:
                 self.rules.setdefault(item["chain"]["name"], 0)
             elif "rule" in item:
-                chain = item["rule"]["chain"]
+                rule = item["rule"]
+                chain = rule["chain"]
                 self.rules[chain] = self.rules.get(chain, 0) + 1
+                if chain == COND_CHAIN:
+                    self.cond.append((rule["handle"], rule.get("comment", ""), _summary(rule)))
+
+    def handles(self, tag: str) -> list[int]:
+        return [h for h, comment, _ in self.cond if comment == tag]
 
     def owners(self, names: tuple[str, ...]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
+        for _, comment, (dport, addr, port) in self.cond:
+            if comment:
+                what = f"conditional published port {dport} -> {addr}:{port}"
+                out.setdefault(comment, []).append(what)
         for name in names:
             for key, (value, comment) in self.sets.get(name, {}).items():
                 if comment:
@@ -444,6 +517,22 @@ class Table:
             first = key[0] if isinstance(key, tuple) else key
             nets.append(ipaddress.ip_network(str(first)))
         return nets
+
+
+def _summary(rule: dict[str, Any]) -> tuple[object, object, object]:
+    """(host port, DNAT address, DNAT port) of a conditional rule as listed."""
+    dport: object = None
+    addr: object = None
+    port: object = None
+    for e in rule.get("expr", []):
+        m = e.get("match")
+        left = m.get("left") if m is not None else None
+        if isinstance(left, dict) and left.get("payload", {}).get("field") == "dport":
+            dport = m.get("right")
+        d = e.get("dnat")
+        if d is not None:
+            addr, port = _atom(d.get("addr")), d.get("port")
+    return (dport, addr, port)
 
 
 def describe(name: str, key: object, value: object) -> str:
@@ -645,8 +734,9 @@ class NftablesFirewall(Backend):
     # -- primitives --------------------------------------------------------------------------
 
     def _apply(self, old: Record | None, new: Record | None, parts: set[str]) -> None:
-        what = "add" if elements(new, parts) else "delete"
-        cmds = transition(old, new, parts)
+        what = "add" if elements(new, parts) or cond_rules(new, parts) else "delete"
+        handles = self._cond_handles(old, parts)
+        cmds = transition(old, new, parts, handles=handles)
         if not cmds:
             return
         try:
@@ -660,7 +750,19 @@ class NftablesFirewall(Backend):
         # First use, a flushed or damaged table, or a subnet nested in a wider one
         # that is already present: again, with the skeleton and only new subnets.
         nets = uncovered(subnets(new, parts), self._subnets())
-        self._run(repair(old, new, parts, nets), what)
+        self._run(repair(old, new, parts, nets, handles), what)
+
+    def _cond_handles(self, old: Record | None, parts: set[str]) -> list[int]:
+        """Handles of old's rules in the conditional chain (a read of that chain only,
+        and only when old has conditions)."""
+        if not cond_rules(old, parts):
+            return []
+        assert old is not None
+        try:
+            listing = self.nft.run([{"list": {"chain": {**T, "name": COND_CHAIN}}}])
+        except NftError:
+            return []  # no table or chain: nothing of old's left to delete
+        return Table(listing).handles(owner_tag(old.key))
 
     def _subnets(self) -> list[Network]:
         # One `list` per batch: libnftables 1.0.6 scopes its cache to the first one.
@@ -691,6 +793,8 @@ class NftablesFirewall(Backend):
             if keys:
                 elems = [_unnorm(k) for k in keys]
                 cmds.append({"delete": {"element": {**T, "name": name, "elem": elems}}})
+        if PORTS in parts:
+            cmds += delete_rules([h for h, comment, _ in table.cond if comment in tags])
         cmds += _unused_subnets(table)
         if cmds:
             self._run(cmds, "delete")
@@ -728,6 +832,12 @@ class NftablesFirewall(Backend):
                 missing.append(f"{describe(name, k, v)}: no element in {name}")
             elif have != (v, tag):
                 missing.append(f"{describe(name, k, v)}: {name} holds {have[0]} for {have[1]!r}")
+        have_rules = [summary for _, comment, summary in table.cond if comment == tag]
+        for b in record.bindings() if PORTS in parts else []:
+            if record.conditions_of(b.family):
+                want = (b.host_port, str(b.container_ip), b.container_port)
+                if want not in have_rules:
+                    missing.append(f"{b!r}: no rule in chain {COND_CHAIN}")
         present = table.subnets(4) + table.subnets(6)
         for net in uncovered(subnets(record, parts), present):
             missing.append(f"subnet pair {net} missing from subnets{net.version}")

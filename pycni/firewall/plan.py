@@ -10,6 +10,7 @@ import ipaddress
 
 from pycni import errors
 from pycni.firewall.base import PROTOCOLS, Attachment, PortMapping
+from pycni.firewall.conditions import Condition
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -266,7 +267,16 @@ class Record:
     None when absent. Each part keeps the Attachment it was applied with, so DEL and
     GC can remove exactly those entries without being given the addresses again."""
 
-    __slots__ = ("backend", "key", "mappings", "masq_all", "masquerade", "ports", "snat")
+    __slots__ = (
+        "backend",
+        "conditions",
+        "key",
+        "mappings",
+        "masq_all",
+        "masquerade",
+        "ports",
+        "snat",
+    )
 
     def __init__(self, key: Key, backend: str) -> None:
         self.key = key
@@ -276,6 +286,9 @@ class Record:
         self.mappings: list[PortMapping] = []
         self.snat = True
         self.masq_all = False
+        #: portmap conditionsV4/V6 by family: the published ports of a family with
+        #: conditions are DNATed only when all of them hold
+        self.conditions: dict[int, list[Condition]] = {}
 
     @property
     def empty(self) -> bool:
@@ -285,7 +298,11 @@ class Record:
         r = Record(self.key, self.backend)
         r.masquerade, r.ports, r.mappings = self.masquerade, self.ports, list(self.mappings)
         r.snat, r.masq_all = self.snat, self.masq_all
+        r.conditions = {f: list(c) for f, c in self.conditions.items()}
         return r
+
+    def conditions_of(self, family: int) -> list[Condition]:
+        return self.conditions.get(family, []) if self.ports is not None else []
 
     def bindings(self) -> list[Binding]:
         return bindings(self.ports, self.mappings) if self.ports is not None else []
@@ -319,6 +336,11 @@ class Record:
                 "snat": self.snat,
                 "masqAll": self.masq_all,
             }
+            conds = {
+                str(f): [c.to_dict() for c in cs] for f, cs in sorted(self.conditions.items()) if cs
+            }
+            if conds:
+                d["ports"]["conditions"] = conds  # type: ignore[index]
         return d
 
     @classmethod
@@ -341,4 +363,6 @@ class Record:
             ]
             r.snat = bool(ports.get("snat", True))
             r.masq_all = bool(ports.get("masqAll", False))
+            for family, items in (ports.get("conditions") or {}).items():
+                r.conditions[int(family)] = [Condition.from_dict(c) for c in items]
         return r

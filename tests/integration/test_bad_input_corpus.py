@@ -246,7 +246,11 @@ def corpus(tmp: Path) -> list[tuple[str, str, Any, dict[str, str], tuple[int, ..
         (("snat",), "yes"),
         (("masqAll",), 1),
         (("backend",), "ebtables"),
-        (("conditionsV4",), ["-s", "1.2.3.4"]),
+        (("conditionsV4",), ["-m", "comment", "--comment", "x"]),
+        (("conditionsV4",), ["-s", "2001:db8::/32"]),
+        (("conditionsV6",), ["ip saddr 10.0.0.0/8"]),
+        (("conditionsV4",), "-s 10.0.0.0/8"),
+        (("conditionsV4",), [["-s"]]),
         (("runtimeConfig",), {"portMappings": "8080:80"}),
         (("runtimeConfig", "portMappings"), [5]),
         (("runtimeConfig", "portMappings"), [{"hostPort": 0, "containerPort": 80}]),
@@ -268,6 +272,8 @@ def corpus(tmp: Path) -> list[tuple[str, str, Any, dict[str, str], tuple[int, ..
         (("runtimeConfig", "portMappings"), [{"hostPort": 80, "containerPort": 80, "protocol": s}])
         for s in INJECTIONS
     ]
+    pm_keys += [(("conditionsV4",), ["-i", s]) for s in INJECTIONS]
+    pm_keys += [(("conditionsV4",), [f"ip saddr {s}"]) for s in INJECTIONS]
     for path, value in pm_keys:
         cases.append(
             (

@@ -62,6 +62,7 @@ def test_table_layout(topo: Topology, fw_state: Path) -> None:
         "output": ("nat", "output", -100),
         "postrouting": ("nat", "postrouting", 100),
         "localnet-guard": ("filter", "prerouting", -300),
+        "conditional": (None, None, None),  # regular: portmap conditionsV4/V6 only
     }
     sets = {(i.get("set") or i.get("map"))["name"] for i in listing if "set" in i or "map" in i}
     assert sets == set(nftables.SETS)

@@ -195,6 +195,89 @@ def test_snat_false_means_no_hairpin_snat(topo: Topology, fw: Any, servers: Serv
     )
 
 
+# -- conditionsV4 / conditionsV6 ----------------------------------------------------------------
+
+
+def test_conditions_restrict_who_is_dnated(topo: Topology, fw: Any, servers: Servers) -> None:
+    """portmap's conditions, parsed into data: the source and input-interface matches
+    decide whether a published port is rewritten; otherwise the host keeps the packet."""
+    from pycni.firewall.conditions import parse
+
+    servers.start(topo.c1.ns, "tcp", topo.c1.ip4, 80, "c1")
+    servers.start(topo.c1.ns, "tcp", topo.c1.ip6, 80, "c1v6")
+    servers.start(topo.c2.ns, "tcp", topo.c2.ip4, 80, "c2")
+    servers.start(topo.c2.ns, "tcp", topo.c2.ip6, 80, "c2v6")
+    # c1: only clients outside 198.51.100.0/24 (so not the outside namespace), in
+    # iptables style; for IPv6 anything that does not arrive on br0, in nft style.
+    c1 = {
+        4: parse(["!", "-s", "198.51.100.0/24"], 4, "conditionsV4"),
+        6: parse(['iifname != "br0"'], 6, "conditionsV6"),
+    }
+    # c2: only what arrives on an interface named out*, IPv4 only.
+    c2 = {4: parse(["-i", "out+"], 4, "conditionsV4")}
+    m1, m2 = [PortMapping(8080, 80)], [PortMapping(8090, 80)]
+    publish(topo, fw, topo.c1, m1, conditions=c1)
+    publish(topo, fw, topo.c2, m2, conditions=c2)
+
+    # c1 over IPv4: the outside's source is excluded, so the host keeps the packet
+    # (nothing listens there: refused); from the host itself (source 198.51.100.1,
+    # also excluded) the same; from c2 (10.88.0.3) through the host: rewritten.
+    assert probe(topo.outside, "tcp", HOST_OUT4, 8080, timeout=1).startswith("ERR")
+    assert probe(topo.host, "tcp", HOST_OUT4, 8080, timeout=1).startswith("ERR")
+    assert probe(topo.c2.ns, "tcp", HOST_OUT4, 8080).startswith("c1 ")
+    # c1 over IPv6: arriving on out0 is rewritten, and so is host-originated traffic
+    # (no input interface, which is not br0); from c2 (arriving on br0) it is not.
+    assert probe(topo.outside, "tcp", HOST_OUT6, 8080) == f"c1v6 {OUTSIDE6}"
+    assert probe(topo.host, "tcp", HOST_OUT6, 8080).startswith("c1v6 ")
+    assert probe(topo.c2.ns, "tcp", HOST_OUT6, 8080, timeout=1).startswith("ERR")
+    # c2: IPv4 from out0 matches out*; the host itself does not; IPv6 has no
+    # conditions, so it is published as usual (through the maps with nftables).
+    assert probe(topo.outside, "tcp", HOST_OUT4, 8090) == f"c2 {OUTSIDE4}"
+    assert probe(topo.host, "tcp", "127.0.0.1", 8090, timeout=1).startswith("ERR")
+    assert probe(topo.outside, "tcp", HOST_OUT6, 8090) == f"c2v6 {OUTSIDE6}"
+    assert probe(topo.host, "tcp", HOST_OUT6, 8090).startswith("c2v6 ")
+
+    # CHECK knows the conditional rules; other conditions than the saved ones are missing.
+    att1, att2 = topo.c1.attachment(), topo.c2.attachment()
+    assert in_ns(topo.host, fw.check_port_mappings, att1, m1, c1) == []
+    assert in_ns(topo.host, fw.check_port_mappings, att2, m2, c2) == []
+    if fw.name == "iptables":
+        assert in_ns(topo.host, fw.check_port_mappings, att1, m1, {4: c1[4]}) != []
+    # The records keep them: replay after a flush restores the same behaviour.
+    topo.host.run("nft", "flush", "ruleset")
+    if fw.name == "iptables":
+        topo.host.run("iptables", "-t", "nat", "-F")
+        topo.host.run("ip6tables", "-t", "nat", "-F")
+    assert in_ns(topo.host, fw.replay) == 2
+    assert probe(topo.outside, "tcp", HOST_OUT4, 8080, timeout=1).startswith("ERR")
+    assert probe(topo.outside, "tcp", HOST_OUT4, 8090) == f"c2 {OUTSIDE4}"
+    assert probe(topo.outside, "tcp", HOST_OUT6, 8080) == f"c1v6 {OUTSIDE6}"
+    # DEL removes exactly c1's rules (by handle with nftables), GC the rest.
+    in_ns(topo.host, fw.del_port_mappings, NETWORK, "c1", "eth0")
+    assert probe(topo.outside, "tcp", HOST_OUT6, 8080, timeout=1).startswith("ERR")
+    assert probe(topo.outside, "tcp", HOST_OUT4, 8090) == f"c2 {OUTSIDE4}"
+    assert in_ns(topo.host, fw.check_port_mappings, att2, m2, c2) == []
+    assert in_ns(topo.host, fw.gc, NETWORK, set())
+    assert probe(topo.outside, "tcp", HOST_OUT4, 8090, timeout=1).startswith("ERR")
+    assert in_ns(topo.host, fw.attachments) == set()
+    if fw.name == "nftables":
+        listing = topo.host.run("nft", "list", "chain", "inet", "pycni", "conditional")
+        assert "dnat" not in listing
+
+
+def test_conditional_rules_lost_then_del_by_tag(topo: Topology, fw: Any, fw_state: Path) -> None:
+    """DEL without the saved record still finds conditional rules by their owner tag."""
+    from pycni.firewall.conditions import parse
+
+    conds = {4: parse(["-s", "192.0.2.0/24"], 4, "conditionsV4")}
+    publish(topo, fw, topo.c1, [PortMapping(8080, 80)], conditions=conds)
+    for record in fw_state.rglob("*.json"):
+        record.unlink()
+    assert in_ns(topo.host, fw.attachments) == {(NETWORK, "c1", "eth0")}
+    in_ns(topo.host, fw.del_port_mappings, NETWORK, "c1", "eth0")
+    assert in_ns(topo.host, fw.attachments) == set()
+
+
 # -- conflicts ----------------------------------------------------------------------------------
 
 

@@ -208,6 +208,38 @@ def test_check(run_plugin, world, container_ns, tmp_path) -> None:
     assert "8080" in err["msg"] or "rules, expected" in err["msg"]
 
 
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_conditions_from_the_config(
+    run_plugin, world, container_ns, tmp_path, backend: str
+) -> None:
+    """conditionsV4 as the reference takes them (iptables arguments), with either backend."""
+    host, outside = world
+    c = container_ns()
+    b = run_plugin(
+        "bridge", "ADD", bridge_conf(tmp_path), netns=c.path, container_id="c1", in_ns=host
+    )
+    assert b.rc == 0, b.stderr
+    prev, cip = b.json, b.json["ips"][0]["address"].split("/")[0]
+    mappings = [{"hostPort": 8080, "containerPort": 80}]
+    extra = {"backend": backend, "conditionsV4": ["!", "-s", "198.18.0.2"]}
+    conf = portmap_conf(prev, mappings, **extra)
+    kw = {"netns": c.path, "container_id": "c1", "in_ns": host}
+    assert run_plugin("portmap", "ADD", conf, **kw).rc == 0
+    with server(c, cip, 80, "web"):
+        assert connect(outside, "198.18.0.1", 8080, timeout=1) is None  # excluded source
+        assert (connect(host, "198.18.0.1", 8080) or "").startswith("web ")  # the host is not
+        assert run_plugin("portmap", "CHECK", conf, **kw).rc == 0
+        # CHECK with other conditions (here: none) reports what is missing.
+        plain = portmap_conf(prev, mappings, backend=backend)
+        assert run_plugin("portmap", "CHECK", plain, **kw).rc != 0
+        assert run_plugin("portmap", "DEL", conf, **kw).rc == 0
+        assert connect(host, "198.18.0.1", 8080, timeout=1) is None
+    bad = portmap_conf(prev, mappings, conditionsV4=["-j", "ACCEPT"])
+    err = run_plugin("portmap", "ADD", bad, **kw).error
+    assert err["code"] == 7 and "unsupported condition '-j'" in err["msg"]
+    assert run_plugin("bridge", "DEL", bridge_conf(tmp_path), **kw).rc == 0
+
+
 def test_our_portmap_after_reference_bridge(
     run_plugin, run_reference, world, container_ns, tmp_path
 ) -> None:

@@ -165,10 +165,12 @@ def test_prerouting_rules_golden() -> None:
         },
         {"return": None},
     ]
+    # Ports with portmap conditions are rules in a regular chain, tried first.
+    assert rules[2] == [{"jump": {"target": "conditional"}}]
     key = {
         "concat": [{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]
     }
-    assert rules[3] == [
+    assert rules[4] == [
         {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv4"}},
         {
             "dnat": {
