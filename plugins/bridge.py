@@ -335,6 +335,58 @@ def _rollback(
             skel.log_exception(exc)
 
 
+# -- repair (not a CNI verb: `netctl system reload`) ---------------------------------------
+
+
+def repair(
+    d: dict[str, Any], ports: list[tuple[str, list[str], list[str]]], mac: str = ""
+) -> list[str]:
+    """After someone deleted the bridge: re-create it as ADD would (accept_ra=0, MTU,
+    up) with its old MAC when known (`mac`, from a cached result: the containers'
+    neighbour caches hold it), put the gateway addresses back (isGateway) and re-attach
+    the live containers' host veths, which the kernel only detached. `ports` is (host
+    veth, container CIDRs, gateways) of each live attachment. Idempotent: with
+    everything in place it changes nothing. Returns what it did, for a person."""
+    c = BridgeConf(d, {})
+    done: list[str] = []
+    with Netlink() as host:
+        br, created = netsetup.ensure_bridge(
+            host, c.bridge, c.mtu, c.promisc, vlan_filtering=bool(c.vlan), mac=mac
+        )
+        if created:
+            done.append(f"re-created bridge {c.bridge}")
+        ips: list[IPConfig] = []
+        for name, cidrs, gateways in ports:
+            link = host.link(name)
+            if link is None or link.kind != "veth":
+                done.append(f"{name} is gone: restart its container to reconnect it")
+                continue
+            if link.master != br.index:
+                netsetup.attach_to_bridge(host, link, br, c.hairpin, c.port_isolation, c.vlan)
+                done.append(f"re-attached {name} to {c.bridge}")
+            for cidr in cidrs:
+                addr = ipaddress.ip_interface(cidr)
+                via = next(
+                    (g for g in gateways if ipaddress.ip_address(g).version == addr.version), None
+                )
+                ips.append(IPConfig(addr, ipaddress.ip_address(via) if via else None))
+        if c.is_gateway and ips:
+            _ips, _routes, bridge_addrs = plan_l3(c, Result(ips=ips))
+            have = {a.interface for a in host.addrs(br.index)}
+            for family in (4, 6):
+                for gw in bridge_addrs[family]:
+                    if gw not in have:
+                        netsetup.ensure_gateway_addr(host, br, gw, c.force_address)
+                        done.append(f"gateway {gw} back on {c.bridge}")
+                if bridge_addrs[family]:
+                    if family == 6:
+                        from pycni import sysctl
+
+                        sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
+                    netsetup.enable_forwarding(family)
+    return done
+
+
 # -- DEL -------------------------------------------------------------------------------
 
 

@@ -30,15 +30,21 @@ def nl_error(exc: netlink.NetlinkError, doing: str) -> errors.CniError:
 
 
 def ensure_bridge(
-    nl: Netlink, name: str, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False
+    nl: Netlink,
+    name: str,
+    mtu: int = 0,
+    promisc: bool = False,
+    vlan_filtering: bool = False,
+    mac: str = "",
 ) -> tuple[Link, bool]:
-    """The bridge `name`, created (MAC pinned, accept_ra=0, up) if missing.
-    Returns (link, created). Racing creators both succeed."""
+    """The bridge `name`, created (MAC pinned, accept_ra=0, up) if missing; `mac`
+    gives the MAC to create it with (a repair restores the old one). Returns (link,
+    created). Racing creators both succeed."""
     created = False
     link = nl.link(name)
     if link is None:
         try:
-            nl.add_bridge(name, mtu=mtu, vlan_filtering=vlan_filtering)
+            nl.add_bridge(name, mtu=mtu, mac=mac, vlan_filtering=vlan_filtering)
             created = True
         except netlink.LinkExists:
             pass  # another plugin created it between our lookup and our create

@@ -10,7 +10,10 @@ cached results go last.
 
 reload: re-apply the saved firewall state (published ports, masquerade, isolation)
 without restarting containers, after someone ran `nft flush ruleset` or restarted a
-firewall manager (netavark's firewall-reload).
+firewall manager (netavark's firewall-reload); and when someone deleted a network's
+bridge, re-create it and re-attach the running containers' host veths first (the
+kernel detaches them but keeps them, and the containers keep their addresses and
+routes), so the firewall state re-applied next has its bridge again.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def system_gc(rt: Runtime) -> list[str]:
 def reload(rt: Runtime) -> list[str]:
     from pycni.firewall import get_backend
 
-    out = []
+    out = _repair_bridges(rt)
     for name in ("nftables", "iptables"):
         try:
             backend = get_backend(name)
@@ -81,6 +84,50 @@ def reload(rt: Runtime) -> list[str]:
     from pycni import spoofcheck
 
     out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
+    return out
+
+
+def _repair_bridges(rt: Runtime) -> list[str]:
+    """Bridges of networks with running containers, re-created and re-populated when
+    someone deleted them (the bridge plugin's own code does it)."""
+    from pycni.plugins import bridge
+
+    running = [
+        rec
+        for rec in rt.store.all()
+        if rec.status == "running" and alive(rec.pid, process_start_time(rec.pid))
+    ]
+    out: list[str] = []
+    for net in rt.networks.list():
+        conflist = getattr(net, "conflist", None)
+        plugin = next(
+            (p for p in (conflist.plugins if conflist else []) if p.get("type") == "bridge"),
+            None,
+        )
+        ports = [
+            (att.host_veth, att.ips, att.gateways)
+            for rec in running
+            for att in rec.attachments
+            if att.network == net.name and att.host_veth
+        ]
+        if conflist is None or plugin is None or not ports:
+            continue  # an unused bridge is created again by the next ADD
+        mac = ""
+        for rec in running:
+            cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec))
+            bridge_name = plugin.get("bridge") or "cni0"
+            mac = (
+                next((i.mac for i in cached.interfaces if i.name == bridge_name), "")
+                if cached
+                else ""
+            )
+            if mac:
+                break
+        try:
+            done = bridge.repair({**plugin, "name": conflist.name}, ports, mac)
+        except errors.CniError as exc:
+            done = [f"cannot repair bridge: {exc}"]
+        out.extend(f"network {net.name}: {line}" for line in done)
     return out
 
 
