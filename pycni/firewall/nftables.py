@@ -91,6 +91,8 @@ if TYPE_CHECKING:
     Cmd = dict[str, Any]
     Elem = tuple[str, Any, Any]  # (set or map, key, value or None)
     Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+    # a conditional rule: (host port, DNAT address, DNAT port, conditions)
+    Summary = tuple[object, object, object, frozenset[tuple[str, str, str]]]
 
 TABLE = "pycni"
 T = {"family": "inet", "table": TABLE}
@@ -474,8 +476,8 @@ class Table:
     def __init__(self, listing: list[dict[str, Any]]) -> None:
         self.sets: dict[str, dict[object, tuple[object, str]]] = {}
         self.rules: dict[str, int] = {}
-        #: the conditional chain: [(handle, comment, (dport, dnat addr, dnat port))]
-        self.cond: list[tuple[int, str, tuple[object, object, object]]] = []
+        #: the conditional chain: [(handle, comment, summary)]
+        self.cond: list[tuple[int, str, Summary]] = []
         for item in listing:
             obj = item.get("set") or item.get("map")
             if obj is not None:
@@ -501,7 +503,7 @@ class Table:
 
     def owners(self, names: tuple[str, ...]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for _, comment, (dport, addr, port) in self.cond:
+        for _, comment, (dport, addr, port, _conds) in self.cond:
             if comment:
                 what = f"conditional published port {dport} -> {addr}:{port}"
                 out.setdefault(comment, []).append(what)
@@ -519,20 +521,38 @@ class Table:
         return nets
 
 
-def _summary(rule: dict[str, Any]) -> tuple[object, object, object]:
-    """(host port, DNAT address, DNAT port) of a conditional rule as listed."""
+def _summary(rule: dict[str, Any]) -> Summary:
+    """(host port, DNAT address, DNAT port, conditions) of a conditional rule as
+    listed; conditions as (kind, op, canonical value), comparable with cond_key()."""
     dport: object = None
     addr: object = None
     port: object = None
+    conds: set[tuple[str, str, str]] = set()
     for e in rule.get("expr", []):
         m = e.get("match")
         left = m.get("left") if m is not None else None
-        if isinstance(left, dict) and left.get("payload", {}).get("field") == "dport":
-            dport = m.get("right")
+        if isinstance(left, dict):
+            op, right = m.get("op", "=="), m.get("right")
+            field = left.get("payload", {}).get("field")
+            if field == "dport":
+                dport = right
+            elif field == "saddr":
+                try:
+                    conds.add(("saddr", op, str(ipaddress.ip_network(str(_atom(right))))))
+                except ValueError:
+                    conds.add(("saddr", op, repr(right)))
+            elif left.get("meta", {}).get("key") == "iifname":
+                conds.add((IIFNAME, op, str(right)))
         d = e.get("dnat")
         if d is not None:
             addr, port = _atom(d.get("addr")), d.get("port")
-    return (dport, addr, port)
+    return (dport, addr, port, frozenset(conds))
+
+
+def cond_key(b: Binding, conds: list[Condition]) -> Summary:
+    """What _summary() reads back from the rule cond_rules() makes for `b`."""
+    want = frozenset((c.kind, "!=" if c.negate else "==", c.value) for c in conds)
+    return (b.host_port, str(b.container_ip), b.container_port, want)
 
 
 def describe(name: str, key: object, value: object) -> str:
@@ -834,10 +854,9 @@ class NftablesFirewall(Backend):
                 missing.append(f"{describe(name, k, v)}: {name} holds {have[0]} for {have[1]!r}")
         have_rules = [summary for _, comment, summary in table.cond if comment == tag]
         for b in record.bindings() if PORTS in parts else []:
-            if record.conditions_of(b.family):
-                want = (b.host_port, str(b.container_ip), b.container_port)
-                if want not in have_rules:
-                    missing.append(f"{b!r}: no rule in chain {COND_CHAIN}")
+            conds = record.conditions_of(b.family)
+            if conds and cond_key(b, conds) not in have_rules:
+                missing.append(f"{b!r} if {conds}: no such rule in chain {COND_CHAIN}")
         present = table.subnets(4) + table.subnets(6)
         for net in uncovered(subnets(record, parts), present):
             missing.append(f"subnet pair {net} missing from subnets{net.version}")

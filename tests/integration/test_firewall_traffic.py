@@ -241,8 +241,9 @@ def test_conditions_restrict_who_is_dnated(topo: Topology, fw: Any, servers: Ser
     att1, att2 = topo.c1.attachment(), topo.c2.attachment()
     assert in_ns(topo.host, fw.check_port_mappings, att1, m1, c1) == []
     assert in_ns(topo.host, fw.check_port_mappings, att2, m2, c2) == []
-    if fw.name == "iptables":
-        assert in_ns(topo.host, fw.check_port_mappings, att1, m1, {4: c1[4]}) != []
+    other = {4: parse(["-s", "192.0.2.0/24"], 4, "conditionsV4"), 6: c1[6]}
+    assert in_ns(topo.host, fw.check_port_mappings, att1, m1, other) != []
+    assert in_ns(topo.host, fw.check_port_mappings, att1, m1, {4: c1[4]}) != []
     # The records keep them: replay after a flush restores the same behaviour.
     topo.host.run("nft", "flush", "ruleset")
     if fw.name == "iptables":
