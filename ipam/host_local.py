@@ -106,7 +106,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
     dns = config.read_resolv_conf(conf.resolv_conf) if conf.resolv_conf else DNS()
     assign_requested(conf.range_sets, conf.requested)  # bad requests never touch the disk
     with DiskStore(conf.data_dir, conf.name).open() as store:
-        store.scan()
+        store.refresh()
         allocated = allocate_all(
             conf.range_sets, store, cmd.container_id, cmd.ifname, conf.requested
         )

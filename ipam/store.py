@@ -18,6 +18,27 @@ taken, so no reader (nor a SIGKILL at any point) can ever see an empty or half-w
 lease. The reference writes in place (O_EXCL then write), which can leave an empty
 lease after a crash; GC releases those.
 
+The lease index (ours only, outside the network's directory so the reference never
+sees it): `<dataDir>/.pycni-index.<network>`. Reading every lease on every ADD (the
+duplicate-allocation check needs the owner of every lease) costs ~20 ms at 1,000
+leases; the index lets an ADD/DEL read none. It is a cache, trusted only when provably
+current, otherwise every lease is read as before and the index rewritten:
+
+- every writer of the directory (ours and the reference) holds the lock, and a lease
+  file is never rewritten in place (the reference creates it with O_EXCL and writes it
+  under the lock; we link a complete file), so the leases change only by names
+  appearing or vanishing, and each such change updates the directory's mtime/ctime;
+- we write the index under the lock after our last change, recording the directory's
+  (st_dev, st_ino, st_mtime_ns, st_ctime_ns), and make sure the index file's own mtime
+  (same file system) is later than the recorded mtime. Anyone changing the directory
+  after we unlock gets a timestamp at least the index's, so a different one: equality
+  of the recorded stat proves no change since (the git "racy index" rule);
+- in addition every use lists the directory (names and inode numbers, no reads): a
+  lease name or inode the index does not have, or a missing one, is a full read. This
+  also covers a clock stepped backwards;
+- a positive hit (this attachment already holds X) is what an ADD acts on; leases are
+  only removed by DEL/GC by name.
+
 OSErrors become IOFailure (code 5) naming the path; a lock wait that times out becomes
 TryAgainLater (code 11) naming the lock. Fault points for tests (pycni.fault):
 ipam-temp-written, ipam-lease-linked, ipam-before-commit.
@@ -41,6 +62,8 @@ if TYPE_CHECKING:
 LOCK_NAME = "lock"
 LAST_RESERVED = "last_reserved_ip."
 TEMP_PREFIX = ".pycni-tmp."
+INDEX_PREFIX = ".pycni-index."  # in <dataDir>, never in <dataDir>/<network>
+INDEX_MAGIC = "pycni host-local index 1"
 # The mode the reference (v1.1.1, as installed) gives lease files.
 LEASE_MODE = 0o644
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -104,16 +127,37 @@ class DiskStore:
     """The leases of one network. Use as `with DiskStore(dir, net).open() as store:`;
     every method but `scan(locked=False)` expects the lock held."""
 
-    __slots__ = ("_created", "_fd", "_leases", "_seq", "_temp", "directory")
+    __slots__ = (
+        "_created",
+        "_dirty",
+        "_fd",
+        "_ignored",
+        "_index",
+        "_leases",
+        "_seq",
+        "_stale",
+        "_temp",
+        "_temp_ino",
+        "directory",
+    )
 
     def __init__(self, data_dir: str, network: str) -> None:
         self.directory = os.path.join(data_dir, network)
+        self._index = os.path.join(data_dir, INDEX_PREFIX + network)
         self._fd = -1
-        # ip -> (containerID, ifname or None, file name), filled by scan().
-        self._leases: dict[IPAddress, tuple[str, str | None, str]] = {}
+        # canonical address text -> (containerID, ifname or None, file name, inode),
+        # filled by scan()/refresh().
+        self._leases: dict[str, tuple[str, str | None, str, int]] = {}
+        # Entries named like an address that are no lease (a directory, a symlink): inode.
+        self._ignored: dict[str, int] = {}
         self._temp: str | None = None  # the fsync'd temp file of the lease being placed
+        self._temp_ino = 0
         self._created: list[IPAddress] = []
         self._seq = 0
+        # _stale: the index does not describe the directory (rewrite it when done);
+        # _dirty: our view of the directory is incomplete (never write an index from it).
+        self._stale = True
+        self._dirty = False
 
     # -- lock --------------------------------------------------------------------------
 
@@ -178,39 +222,199 @@ class DiskStore:
 
     # -- reading -----------------------------------------------------------------------
 
-    def scan(self, locked: bool = True) -> dict[IPAddress, tuple[str, str | None, str]]:
+    def refresh(self) -> dict[str, tuple[str, str | None, str, int]]:
+        """Under the lock: every lease, from the index when it is provably current,
+        else read from the directory (scan)."""
+        if self._load_index():
+            return self._leases
+        return self.scan()
+
+    def scan(self, locked: bool = True) -> dict[str, tuple[str, str | None, str, int]]:
         """Read every lease. Under the lock, temp files are debris and are removed."""
-        leases: dict[IPAddress, tuple[str, str | None, str]] = {}
+        leases: dict[str, tuple[str, str | None, str, int]] = {}
+        ignored: dict[str, int] = {}
         try:
-            names = os.listdir(self.directory)
+            entries = os.scandir(self.directory)
         except FileNotFoundError:
-            names = []
+            entries = None
         except OSError as exc:
             raise io_failure("cannot list the lease directory", self.directory, exc) from None
-        for name in names:
-            path = os.path.join(self.directory, name)
-            if name.startswith(TEMP_PREFIX):
-                if locked:
-                    self._unlink_quietly(path)
-                continue
-            ip = lease_ip(name)
-            if ip is None:
-                continue
-            try:
-                data = _read_small(path)
-            except OSError as exc:
-                if exc.errno in (errno.EISDIR, errno.ELOOP):
-                    continue  # not a lease file
-                raise io_failure("cannot read the lease", path, exc) from None
-            if data is not None:
-                leases[ip] = (*parse_lease(data), name)
+        if entries is not None:
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith(TEMP_PREFIX):
+                        if locked:
+                            self._unlink_quietly(entry.path)
+                        continue
+                    ip = lease_ip(name)
+                    if ip is None:
+                        continue
+                    try:
+                        data = _read_small(entry.path)
+                    except OSError as exc:
+                        if exc.errno in (errno.EISDIR, errno.ELOOP):
+                            ignored[name] = entry.inode()  # not a lease file
+                            continue
+                        raise io_failure("cannot read the lease", entry.path, exc) from None
+                    if data is not None:
+                        leases[str(ip)] = (*parse_lease(data), name, entry.inode())
         self._leases = leases
+        self._ignored = ignored
+        self._stale = True
+        self._dirty = not locked
         return leases
+
+    def _load_index(self) -> bool:
+        """Fill _leases from the index if it provably describes the directory now
+        (see the module's docstring); False (and nothing changed) otherwise."""
+        try:
+            fd = os.open(self._index, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            ist = os.fstat(fd)
+            dst = os.stat(self.directory)
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        if (
+            ist.st_dev != dst.st_dev
+            or ist.st_mtime_ns <= dst.st_mtime_ns
+            or ist.st_mtime_ns <= dst.st_ctime_ns
+        ):
+            return False
+        try:
+            lines = b"".join(chunks).decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            return False
+        if (
+            len(lines) < 4
+            or lines[0] != INDEX_MAGIC
+            or lines[1] != f"{dst.st_dev} {dst.st_ino} {dst.st_mtime_ns} {dst.st_ctime_ns}"
+            or lines[-1] != ""
+            or lines[-2] != f"end {len(lines) - 4}"
+        ):
+            return False
+        leases: dict[str, tuple[str, str | None, str, int]] = {}
+        ignored: dict[str, int] = {}
+        inodes: dict[str, int] = {}
+        try:
+            for line in lines[2:-2]:
+                name, ino_text, key, kind, cid, ifname = line.split("\t")
+                ino = int(ino_text)
+                if kind == "I":
+                    leases[key] = (cid, ifname, name, ino)
+                elif kind == "L":
+                    leases[key] = (cid, None, name, ino)
+                elif kind == "X":
+                    ignored[name] = ino
+                else:
+                    return False
+                inodes[name] = ino
+        except ValueError:
+            return False
+        # The listing must match name for name, inode for inode (no reads).
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    name = entry.name
+                    ino = inodes.pop(name, -1)
+                    if ino < 0:
+                        if name.startswith(TEMP_PREFIX) or lease_ip(name) is not None:
+                            return False  # debris (a full scan removes it) or a new lease
+                    elif ino != entry.inode():
+                        return False
+        except OSError:
+            return False
+        if inodes:
+            return False  # a lease vanished
+        self._leases = leases
+        self._ignored = ignored
+        self._stale = False
+        self._dirty = False
+        return True
+
+    def _save_index(self) -> None:
+        """Under the lock, after our last change: record the leases and the directory's
+        stat, in a file whose mtime is later than the directory's. Best effort: on any
+        failure the index is removed (the next call reads every lease)."""
+        if not self._stale:
+            return
+        self._stale = False
+        try:
+            dst = os.stat(self.directory)
+        except OSError:
+            return
+        lines = [INDEX_MAGIC, f"{dst.st_dev} {dst.st_ino} {dst.st_mtime_ns} {dst.st_ctime_ns}"]
+        ok = not self._dirty
+        for key, (cid, ifname, name, ino) in self._leases.items():
+            if ino < 0:
+                ok = False
+                break
+            lines.append(
+                f"{name}\t{ino}\t{key}\t{'L' if ifname is None else 'I'}\t{cid}\t{ifname or ''}"
+            )
+        for name, ino in self._ignored.items():
+            lines.append(f"{name}\t{ino}\t\tX\t\t")
+        lines.append(f"end {len(lines) - 2}")
+        text = "\n".join(lines) + "\n"
+        if ok and (text.count("\n") != len(lines) or text.count("\t") != 5 * (len(lines) - 3)):
+            ok = False  # a container ID or ifname with a tab or newline: no index
+        if not ok:
+            self._unlink_quietly(self._index)
+            return
+        data = text.encode()
+        temp = self._index + ".tmp"
+        newer = max(dst.st_mtime_ns, dst.st_ctime_ns)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._unlink_quietly(self._index)
+            return
+        try:
+            if os.fstat(fd).st_dev != dst.st_dev:
+                raise OSError(errno.EXDEV, "the index is on another file system")
+            # The index's mtime must be later than the directory's. A file system with
+            # fine-grained timestamps gives a later one at once (the fstat above asks for
+            # it); one with coarse timestamps after a clock tick: wait up to 10 ms.
+            deadline = time.monotonic() + 0.01
+            while True:
+                view = memoryview(data)
+                offset = 0
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view = view[written:]
+                    offset += written
+                if os.fstat(fd).st_mtime_ns > newer:
+                    break
+                if time.monotonic() >= deadline:
+                    raise OSError(errno.EAGAIN, "the index is not newer than the directory")
+                time.sleep(0.001)
+            os.close(fd)
+            fd = -1
+            # Unlink, then rename: a rename over an existing file (like a truncate of one)
+            # makes ext4 write the new file's data out at once (auto_da_alloc), ~2 ms.
+            # Nobody reads the index without the lock, which we hold.
+            self._unlink_quietly(self._index)
+            os.rename(temp, self._index)
+        except OSError:
+            if fd >= 0:
+                os.close(fd)
+            self._unlink_quietly(temp)
+            self._unlink_quietly(self._index)
 
     def held_by(self, container_id: str, ifname: str) -> list[IPAddress]:
         return [
-            ip
-            for ip, (cid, ifn, _name) in self._leases.items()
+            ipaddress.ip_address(key)
+            for key, (cid, ifn, _name, _ino) in self._leases.items()
             if cid == container_id and ifn in (ifname, None)
         ]
 
@@ -232,7 +436,8 @@ class DiskStore:
         self._seq += 1
         return os.path.join(self.directory, f"{TEMP_PREFIX}{os.getpid()}.{self._seq}")
 
-    def _write_temp(self, content: bytes, mode: int, sync: bool) -> str:
+    def _write_temp(self, content: bytes, mode: int, sync: bool) -> tuple[str, int]:
+        """(path, inode) of a new temp file holding `content`."""
         path = self._temp_name()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -247,34 +452,38 @@ class DiskStore:
             if sync:
                 os.fsync(fd)
                 fault.point("ipam-temp-written")
+            ino = os.fstat(fd).st_ino
         except BaseException:
             os.close(fd)
             self._unlink_quietly(path)
             raise
         os.close(fd)
-        return path
+        return path, ino
 
     def reserve(self, ip: IPAddress, container_id: str, ifname: str) -> bool:
-        if ip in self._leases:
-            return False
         name = str(ip)
+        if name in self._leases or name in self._ignored:
+            return False
         path = os.path.join(self.directory, name)
         if self._temp is None:
             content = f"{container_id.strip()}\r\n{ifname}".encode()
             try:
-                self._temp = self._write_temp(content, LEASE_MODE, sync=True)
+                self._temp, self._temp_ino = self._write_temp(content, LEASE_MODE, sync=True)
             except OSError as exc:
                 raise io_failure("cannot write the lease", path, exc) from None
+        self._stale = True
         try:
             os.link(self._temp, path)
         except FileExistsError:
-            # Someone not holding the lock wrote it, or the scan is stale: taken.
-            self._leases[ip] = ("", None, name)
+            # Someone not holding the lock wrote it, or the scan is stale: taken. Our
+            # view is incomplete from here on: no index is written from it.
+            self._leases[name] = ("", None, name, -1)
+            self._dirty = True
             return False
         except OSError as exc:
             self._drop_temp()
             raise io_failure("cannot write the lease", path, exc) from None
-        self._leases[ip] = (container_id, ifname, name)
+        self._leases[name] = (container_id.strip(), ifname, name, self._temp_ino)
         self._created.append(ip)
         fault.point("ipam-lease-linked")
         # A fresh temp per lease: two leases of one ADD (dual stack) must not be hard
@@ -283,8 +492,10 @@ class DiskStore:
         return True
 
     def release_ip(self, ip: IPAddress) -> None:
-        entry = self._leases.pop(ip, None)
-        self._unlink_quietly(os.path.join(self.directory, entry[2] if entry else str(ip)))
+        key = str(ip)
+        entry = self._leases.pop(key, None)
+        self._stale = True
+        self._unlink_quietly(os.path.join(self.directory, entry[2] if entry else key))
         if ip in self._created:
             self._created.remove(ip)
 
@@ -292,8 +503,9 @@ class DiskStore:
         # Written by rename so no one reads half an address. Not fsync'd: it is a hint;
         # losing it only moves where the next search starts.
         path = os.path.join(self.directory, f"{LAST_RESERVED}{index}")
+        self._stale = True
         try:
-            temp = self._write_temp(str(ip).encode(), LEASE_MODE, sync=False)
+            temp, _ino = self._write_temp(str(ip).encode(), LEASE_MODE, sync=False)
             try:
                 os.replace(temp, path)
             except OSError:
@@ -304,33 +516,36 @@ class DiskStore:
 
     def commit(self) -> None:
         """Make the leases created by this ADD durable (fsync the directory); on
-        failure they are removed and IOFailure is raised."""
+        failure they are removed and IOFailure is raised. Then rewrite the index."""
         self._drop_temp()
-        if not self._created:
-            return
-        fault.point("ipam-before-commit")
-        try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self._created:
+            fault.point("ipam-before-commit")
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            for ip in list(self._created):
-                self.release_ip(ip)
-            raise io_failure("cannot sync the lease directory", self.directory, exc) from None
-        self._created.clear()
+                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                for ip in list(self._created):
+                    self.release_ip(ip)
+                raise io_failure("cannot sync the lease directory", self.directory, exc) from None
+            self._created.clear()
+        self._save_index()
 
     def release(self, container_id: str, ifname: str) -> list[IPAddress]:
         """DEL: remove the attachment's leases (the legacy ID-only ones only when no
         exact lease exists, as the reference does). Nothing found is not an error."""
-        leases = self.scan()
-        exact = [ip for ip, (c, i, _n) in leases.items() if c == container_id and i == ifname]
+        leases = self.refresh()
+        exact = [k for k, (c, i, _n, _ino) in leases.items() if c == container_id and i == ifname]
         targets = exact or [
-            ip for ip, (c, i, _n) in leases.items() if c == container_id and i is None
+            k for k, (c, i, _n, _ino) in leases.items() if c == container_id and i is None
         ]
-        self._remove(targets)
-        return targets
+        try:
+            self._remove(targets)
+        finally:
+            self._save_index()
+        return [ipaddress.ip_address(k) for k in targets]
 
     def gc(self, valid: set[tuple[str, str]]) -> list[IPAddress]:
         """Release every lease whose attachment is not in `valid`. A legacy ID-only lease
@@ -338,19 +553,23 @@ class DiskStore:
         reference write; under the lock nobody is writing them) are released."""
         valid_ids = {cid for cid, _ifname in valid}
         stale = [
-            ip
-            for ip, (cid, ifname, _n) in self.scan().items()
+            key
+            for key, (cid, ifname, _n, _ino) in self.refresh().items()
             if not cid
             or (ifname is None and cid not in valid_ids)
             or (ifname is not None and (cid, ifname) not in valid)
         ]
-        self._remove(stale)
-        return stale
+        try:
+            self._remove(stale)
+        finally:
+            self._save_index()
+        return [ipaddress.ip_address(k) for k in stale]
 
-    def _remove(self, ips: list[IPAddress]) -> None:
+    def _remove(self, keys: list[str]) -> None:
         failures = []
-        for ip in ips:
-            path = os.path.join(self.directory, self._leases[ip][2])
+        for key in keys:
+            path = os.path.join(self.directory, self._leases[key][2])
+            self._stale = True
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -358,7 +577,7 @@ class DiskStore:
             except OSError as exc:
                 failures.append(io_failure("cannot remove the lease", path, exc))
                 continue
-            del self._leases[ip]
+            del self._leases[key]
         if failures:
             # Keep going past the first failure, report them all once.
             raise errors.IOFailure(

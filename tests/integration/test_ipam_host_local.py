@@ -260,6 +260,29 @@ def test_alternating_allocations_never_collide(hl: HostLocal) -> None:
     assert len(contents) == len(set(contents)) == 13
 
 
+def test_our_index_follows_the_references_changes(hl: HostLocal) -> None:
+    """Ours keeps an index in <dataDir>/.pycni-index.<net> (never inside the network's
+    directory); every change the reference makes in between is seen: its leases count
+    for the duplicate check and for allocation, its releases free the address."""
+    cfg = conf(hl.data_dir, ranges=[[{"subnet": "10.70.0.0/28"}]])
+    assert addr(hl.add(cfg, "o1")) == "10.70.0.2/28"
+    assert addr(hl.add(cfg, "o2")) == "10.70.0.3/28"
+    assert sorted(p.name for p in hl.data_dir.iterdir()) == [f".pycni-index.{NET}", NET]
+    assert addr(hl.add(cfg, "r1", ref=True)) == "10.70.0.4/28"
+    dup = hl("ADD", cfg, "r1")
+    assert "10.70.0.4 has been allocated to r1" in dup.error["msg"]
+    assert addr(hl.add(cfg, "o3")) == "10.70.0.5/28"
+    hl.ok("DEL", cfg, "o1", ref=True)  # the reference releases ours
+    assert addr(hl.add(cfg, "o1")) == "10.70.0.6/28"  # not a duplicate any more
+    hl.ok("DEL", cfg, "r1")  # ours releases the reference's
+    assert addr(hl.add(cfg, "r1", ref=True)) == "10.70.0.7/28"
+    dup = hl("ADD", cfg, "r1")
+    assert "10.70.0.7 has been allocated to r1" in dup.error["msg"]
+    for cid in ("o1", "o2", "o3", "r1"):
+        hl.ok("DEL", cfg, cid)
+    assert set(hl.files()) == {"lock", "last_reserved_ip.0"}
+
+
 # -- concurrency -----------------------------------------------------------------------
 
 

@@ -204,3 +204,161 @@ def test_status(tmp_path) -> None:
         store_mod.status(str(tmp_path / "file" / "sub"))
         == f"{tmp_path / 'file'} is not a directory"
     )
+
+
+# -- the lease index (<dataDir>/.pycni-index.<network>) -----------------------------------
+
+
+def _add(tmp_path, cid: str, ifname: str = "eth0", net: str = "net1") -> list:
+    """One ADD as host-local does it: refresh, duplicate check, reserve, commit."""
+    from pycni.ipam.allocator import Range, RangeSet, allocate_all
+
+    rs = [RangeSet([Range.checked(ipaddress.ip_interface("10.1.0.0/24"), None, None, None, "r")])]
+    with DiskStore(str(tmp_path), net).open() as st:
+        st.refresh()
+        got = allocate_all(rs, st, cid, ifname)
+        st.commit()
+    return [str(a) for a, _r in got]
+
+
+def _no_reads(monkeypatch) -> None:
+    real = store_mod._read_small
+
+    def only_hints(path):
+        assert lease_ip(os.path.basename(path)) is None, f"read the lease {path}"
+        return real(path)
+
+    monkeypatch.setattr(store_mod, "_read_small", only_hints)
+
+
+def test_index_lives_outside_the_network_directory_and_spares_the_reads(
+    tmp_path, monkeypatch
+) -> None:
+    for n in range(5):
+        assert _add(tmp_path, f"c{n}") == [f"10.1.0.{n + 2}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pycni-index.net1", "net1"]
+    assert sorted(p.name for p in (tmp_path / "net1").iterdir()) == [
+        "10.1.0.2",
+        "10.1.0.3",
+        "10.1.0.4",
+        "10.1.0.5",
+        "10.1.0.6",
+        "last_reserved_ip.0",
+        "lock",
+    ]
+    _no_reads(monkeypatch)
+    assert _add(tmp_path, "c5") == ["10.1.0.7"]  # no lease read
+    with pytest.raises(errors.InvalidConfig, match="duplicate allocation"):
+        _add(tmp_path, "c3")
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert st.release("c3", "eth0") == [ip("10.1.0.5")]
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        st.refresh()
+        assert st.held_by("c3", "eth0") == []
+        assert st.held_by("c4", "eth0") == [ip("10.1.0.6")]
+
+
+def _write_like_the_reference(path, content: bytes) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, content)
+    os.close(fd)
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.02])
+def test_index_sees_a_lease_another_process_added(tmp_path, pause: float) -> None:
+    """Right after our write (same clock tick) and later: the lease the other writer
+    added is seen, so the duplicate check holds and the address is not handed out."""
+    d = tmp_path / "net1"
+    for _ in range(20):
+        _add(tmp_path, "ours")
+        time.sleep(pause)
+        with DiskStore(str(tmp_path), "net1").open():  # the other writer holds the lock
+            _write_like_the_reference(d / "10.1.0.3", b"theirs\r\neth0")
+        with pytest.raises(errors.InvalidConfig, match=r"10\.1\.0\.3 has been allocated to theirs"):
+            _add(tmp_path, "theirs")
+        assert _add(tmp_path, "third") == ["10.1.0.4"]
+        for p in d.iterdir():
+            if p.name[0].isdigit():
+                p.unlink()
+        (d / "last_reserved_ip.0").unlink()
+
+
+def test_index_sees_a_lease_replaced_under_the_same_name(tmp_path) -> None:
+    """Removed and created again at once (the inode number may be reused): the new
+    owner is who the index reports."""
+    d = tmp_path / "net1"
+    for n in range(20):
+        assert _add(tmp_path, f"old{n}") == ["10.1.0.2"]
+        with DiskStore(str(tmp_path), "net1").open():
+            (d / "10.1.0.2").unlink()
+            _write_like_the_reference(d / "10.1.0.2", f"new{n}\r\neth0".encode())
+        with DiskStore(str(tmp_path), "net1").open() as st:
+            st.refresh()
+            assert st.held_by(f"old{n}", "eth0") == []
+            assert st.held_by(f"new{n}", "eth0") == [ip("10.1.0.2")]
+        with pytest.raises(errors.InvalidConfig, match="duplicate allocation"):
+            _add(tmp_path, f"new{n}")
+        with DiskStore(str(tmp_path), "net1").open() as st:
+            assert st.release(f"new{n}", "eth0") == [ip("10.1.0.2")]
+        (d / "last_reserved_ip.0").unlink()
+
+
+def test_index_sees_a_lease_another_process_removed(tmp_path) -> None:
+    d = tmp_path / "net1"
+    _add(tmp_path, "a")
+    _add(tmp_path, "b")
+    with DiskStore(str(tmp_path), "net1").open():
+        (d / "10.1.0.2").unlink()
+    assert _add(tmp_path, "a") == ["10.1.0.4"]  # no longer a duplicate
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert st.release("a", "eth0") == [ip("10.1.0.4")]
+
+
+def test_index_not_trusted_when_stale_corrupt_or_racy(tmp_path, monkeypatch) -> None:
+    _add(tmp_path, "a")
+    index = tmp_path / ".pycni-index.net1"
+    good = index.read_bytes()
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert st._load_index()
+    for bad in (b"", b"garbage\n", good[:-20], good.replace(b"\tI\ta\t", b"\tQ\ta\t")):
+        index.write_bytes(bad)
+        with DiskStore(str(tmp_path), "net1").open() as st:
+            assert not st._load_index()
+            st.refresh()
+            assert st.held_by("a", "eth0") == [ip("10.1.0.2")]
+    # well-formed but not newer than the directory: racy, not trusted
+    index.write_bytes(good)
+    st_dir = os.stat(tmp_path / "net1")
+    os.utime(index, ns=(st_dir.st_mtime_ns, st_dir.st_mtime_ns))
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert not st._load_index()
+    # an unknown file named like an address, or debris, also means a full read
+    index.write_bytes(good)
+    (tmp_path / "net1" / ".pycni-tmp.1.1").write_bytes(b"")
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert not st._load_index()
+        st.refresh()  # full scan: debris removed, index rewritten
+        st._save_index()
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert st._load_index()
+
+
+def test_no_index_for_leases_it_cannot_represent(tmp_path) -> None:
+    d = tmp_path / "net1"
+    d.mkdir()
+    (d / "10.1.0.9").write_bytes(b"odd\tid\r\neth0")
+    assert _add(tmp_path, "a") == ["10.1.0.2"]
+    assert not (tmp_path / ".pycni-index.net1").exists()
+    with pytest.raises(errors.InvalidConfig, match="duplicate allocation"):
+        _add(tmp_path, "odd\tid")
+
+
+def test_check_without_the_lock_does_not_use_or_write_the_index(tmp_path) -> None:
+    _add(tmp_path, "a")
+    index = tmp_path / ".pycni-index.net1"
+    before = index.read_bytes()
+    (tmp_path / "net1" / "10.1.0.7").write_bytes(b"b\r\neth0")
+    st = DiskStore(str(tmp_path), "net1")
+    st.scan(locked=False)
+    assert st.held_by("b", "eth0") == [ip("10.1.0.7")]
+    assert index.read_bytes() == before
