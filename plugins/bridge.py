@@ -11,6 +11,7 @@ masquerade entry is found by attachment, so DEL works without CNI_NETNS too
 
 from __future__ import annotations
 
+import _thread
 import ipaddress
 import os
 
@@ -397,26 +398,51 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     c = load(cmd)
     problems: list[errors.CniError] = []
 
-    def step(fn: Callable[[], object]) -> None:
+    def step(fn: Callable[[], object], into: list[errors.CniError] = problems) -> None:
         try:
             fn()
         except errors.CniError as exc:
-            problems.append(exc)
+            into.append(exc)
         except netlink.NetlinkError as exc:
-            problems.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
+            into.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
 
-    if c.ipam_type:
-        step(lambda: ipam_exec.run("DEL", cmd))
-    if cmd.netns:
-        step(lambda: _del_container_side(cmd))
-    step(lambda: _del_recorded_veth(c, cmd.container_id, cmd.ifname))
-    if c.macspoofchk:
-        from pycni import spoofcheck
+    # The links go in a thread of their own: the kernel's removal of a veth takes ~20 ms
+    # inside the netlink call (netdevice unregistration waits for RCU grace periods),
+    # time in which this thread releases the address and the firewall entries. The
+    # steps and the order of their failures are those of one thread.
+    links_problems: list[errors.CniError] = []
+    links_crash: list[BaseException] = []
+    links_done = _thread.allocate_lock()
+    links_done.acquire()
 
-        step(lambda: spoofcheck.delete(c.name, cmd.container_id, cmd.ifname))
-    if c.ip_masq:
-        # Keyed by attachment: works without the netns or the container's addresses.
-        step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname))
+    def links() -> None:
+        try:
+            if cmd.netns:
+                step(lambda: _del_container_side(cmd), links_problems)
+            step(lambda: _del_recorded_veth(c, cmd.container_id, cmd.ifname), links_problems)
+        except BaseException as exc:
+            links_crash.append(exc)
+        finally:
+            links_done.release()
+
+    _thread.start_new_thread(links, ())
+    later: list[errors.CniError] = []
+    try:
+        if c.ipam_type:
+            step(lambda: ipam_exec.run("DEL", cmd))
+        if c.macspoofchk:
+            from pycni import spoofcheck
+
+            step(lambda: spoofcheck.delete(c.name, cmd.container_id, cmd.ifname), later)
+        if c.ip_masq:
+            # Keyed by attachment: works without the netns or the container's addresses.
+            step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
+    finally:
+        links_done.acquire()
+    if links_crash:
+        raise links_crash[0]
+    problems.extend(links_problems)
+    problems.extend(later)
     if problems:
         first = problems[0]
         if len(problems) > 1:
