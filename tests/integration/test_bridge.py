@@ -388,6 +388,30 @@ def test_del_without_netns_releases_the_address(br: Bridge, container_ns, tmp_pa
     assert br.leases() == [] and br.host_veths() == []
 
 
+def test_del_removes_the_links_when_ipam_fails(br: Bridge, container_ns, tmp_path) -> None:
+    """The links go in a thread of their own while IPAM is released: a failed IPAM DEL
+    (its lock held) is reported with its code, the links are gone all the same, and a
+    second DEL finishes the job."""
+    import fcntl
+
+    c = container_ns()
+    conf = bridge_conf(tmp_path)
+    br.add(conf, c, cid="c1")
+    assert br.leases() == ["10.66.0.2"] and len(br.host_veths()) == 1
+    fd = os.open(tmp_path / "ipam" / "tnet" / "lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        res = br.delete(conf, c, "c1", env_extra={"PYCNI_IPAM_LOCK_TIMEOUT": "0.2"})
+    finally:
+        os.close(fd)
+    assert res.rc != 0 and res.error["code"] == 11, res.stdout
+    assert "IPAM lock" in res.error["msg"]
+    assert br.host_veths() == [] and c.link("eth0") is None
+    assert br.leases() == ["10.66.0.2"]
+    assert br.delete(conf, c, "c1").rc == 0
+    assert br.leases() == []
+
+
 def test_gc_and_status(br: Bridge, container_ns, tmp_path) -> None:
     conf = bridge_conf(tmp_path, "1.1.0")
     a, b = container_ns(), container_ns()
