@@ -1099,6 +1099,12 @@ class NetworkStore:
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.
             shutil.rmtree(os.path.join(self.ipam_dir, net.name), ignore_errors=True)
+            from pycni.ipam.store import INDEX_PREFIX
+
+            try:  # host-local's lease index, next to the leases' directory
+                os.unlink(os.path.join(self.ipam_dir, INDEX_PREFIX + net.name))
+            except OSError:
+                pass
         return net, warnings
 
     def prune(self) -> tuple[builtins.list[str], builtins.list[str]]:

@@ -192,6 +192,8 @@ def test_remove(store: NetworkStore, released: list[str]) -> None:
     leases = Path(store.ipam_dir, "mybr0")
     leases.mkdir(parents=True)
     (leases / "10.1.0.2").write_text("stale\r\neth0")
+    index = Path(store.ipam_dir, ".pycni-index.mybr0")  # host-local's lease index
+    index.write_text("")
     _attach(store, "c1", "mybr0")
     _attach(store, "c2", "mybr0")
     with pytest.raises(NetworkInUse) as info:
@@ -206,7 +208,7 @@ def test_remove(store: NetworkStore, released: list[str]) -> None:
         ContainerStore(store.paths).delete(rec.id)
     removed, warnings = store.remove(net.id[:8])
     assert removed.name == "mybr0" and warnings == []
-    assert not os.path.exists(net.config_file) and not leases.exists()
+    assert not os.path.exists(net.config_file) and not leases.exists() and not index.exists()
     assert released == [net.bridge]
     for builtin in ("bridge", "host", "none"):
         with pytest.raises(
