@@ -54,6 +54,9 @@ MAX_ENV_ITEMS = 4096
 MAX_STDIN = skel.MAX_STDIN
 # A worker waits this long for the request and for "G"; then it gives up.
 CLIENT_TIMEOUT = 30.0
+# A refused client: how long to wait for it to hang up, and the most we read from it.
+REFUSE_LINGER = 2.0
+MAX_REQUEST = MAX_VERSION + MAX_MODULE + MAX_ENV + MAX_STDIN + 64
 DEFAULT_MAX_WORKERS = 64
 # Workers forked ahead of time, waiting in accept(); a burst larger than this waits
 # for forks (about a millisecond each).
@@ -400,6 +403,11 @@ def peer_credentials(conn: socket.socket) -> tuple[int, int]:
 
 
 def refuse(conn: socket.socket, uid: int, owner: int) -> None:
+    """Answer with the refusal without reading the request, then wait (bounded) for the
+    client to hang up. Closing a unix socket with unread data resets the connection
+    (ECONNRESET/EPIPE on the client's side, which would then take the reset for "no
+    agent" and fall back instead of reporting the refusal), so the request is drained
+    and discarded meanwhile, never parsed."""
     try:
         conn.sendall(
             error_answer(
@@ -409,6 +417,14 @@ def refuse(conn: socket.socket, uid: int, owner: int) -> None:
                 )
             )
         )
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(REFUSE_LINGER)
+        drained = 0
+        while drained <= MAX_REQUEST:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            drained += len(chunk)
     except OSError:
         pass
 
