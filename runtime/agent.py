@@ -54,7 +54,8 @@ MAX_ENV_ITEMS = 4096
 MAX_STDIN = skel.MAX_STDIN
 # A worker waits this long for the request and for "G"; then it gives up.
 CLIENT_TIMEOUT = 30.0
-# A refused client: how long to wait for it to hang up, and the most we read from it.
+# A request answered unread (refused, malformed): how long to wait for the client to
+# hang up, and the most we read from it meanwhile.
 REFUSE_LINGER = 2.0
 MAX_REQUEST = MAX_VERSION + MAX_MODULE + MAX_ENV + MAX_STDIN + 64
 DEFAULT_MAX_WORKERS = 64
@@ -338,12 +339,13 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         req = _recv_request(conn)
     except BadRequest as exc:
         log(f"malformed request from pid {pid}: {exc}")
-        conn.sendall(
+        answer_unread(
+            conn,
             error_answer(
                 errors.DecodingFailure(
                     "malformed pycni agent request", f"{exc}; see pycni/agent_client.py"
                 )
-            )
+            ),
         )
         return
     verbs = verbs_by_module.get(req.module)
@@ -403,20 +405,25 @@ def peer_credentials(conn: socket.socket) -> tuple[int, int]:
 
 
 def refuse(conn: socket.socket, uid: int, owner: int) -> None:
-    """Answer with the refusal without reading the request, then wait (bounded) for the
-    client to hang up. Closing a unix socket with unread data resets the connection
-    (ECONNRESET/EPIPE on the client's side, which would then take the reset for "no
-    agent" and fall back instead of reporting the refusal), so the request is drained
-    and discarded meanwhile, never parsed."""
-    try:
-        conn.sendall(
-            error_answer(
-                errors.InvalidEnvironment(
-                    f"pycni agent: uid {uid} may not use this agent",
-                    f"only root and uid {owner} may; set PYCNI_AGENT=0 to run plugins without it",
-                )
+    """The refusal, without reading (let alone parsing) the request."""
+    answer_unread(
+        conn,
+        error_answer(
+            errors.InvalidEnvironment(
+                f"pycni agent: uid {uid} may not use this agent",
+                f"only root and uid {owner} may; set PYCNI_AGENT=0 to run plugins without it",
             )
-        )
+        ),
+    )
+
+
+def answer_unread(conn: socket.socket, answer: bytes) -> None:
+    """Send a final answer to a request not (fully) read, then drain and discard the
+    rest, bounded in time and size, until the client hangs up: closing a unix socket
+    with unread data resets the connection, and the client would take the reset for
+    "no agent" and fall back instead of reporting the answer."""
+    try:
+        conn.sendall(answer)
         conn.shutdown(socket.SHUT_WR)
         conn.settimeout(REFUSE_LINGER)
         drained = 0
