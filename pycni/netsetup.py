@@ -187,13 +187,14 @@ def configure_container_iface(
             sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_dad", "1")
         else:
             sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_dad", "0")
-        # Tell neighbours our (possibly reused) address moved: gratuitous ARP on up.
-        sysctl.try_write(f"net/ipv4/conf/{link.name}/arp_notify", "1")
         # Addresses and routes come from IPAM: a router advertisement sent by another
         # container on the bridge must not add a route or address here (CVE-2020-10749,
         # the container side of it).
         sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_ra", "0")
     try:
+        # Tell neighbours our (possibly reused) address moved: gratuitous ARP on up.
+        # Through netlink, before the link goes up (one /proc/sys tree fewer).
+        nl.set_ipv4_conf(link.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
         for ip in ips:
             nl.add_addr(link.index, ip.address, nodad=not enable_dad)
         nl.set_link(link.index, up=True)
