@@ -256,7 +256,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                         from pycni import sysctl
 
                         sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
-                    netsetup.enable_forwarding(family)
+                    netsetup.enable_forwarding(family, host)
             if fw is not None:
                 from pycni.firewall.base import Attachment
 
@@ -384,7 +384,7 @@ def repair(
                         from pycni import sysctl
 
                         sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
-                    netsetup.enable_forwarding(family)
+                    netsetup.enable_forwarding(family, host)
     return done
 
 

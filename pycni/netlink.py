@@ -63,6 +63,11 @@ RTEXT_FILTER_BRVLAN = 0x2
 IFLA_EXT_MASK = 29
 IFLA_INET_CONF = 1  # in IFLA_AF_SPEC / AF_INET: {IPV4_DEVCONF_*: u32}
 IPV4_DEVCONF_ARP_NOTIFY = 22
+IFLA_INET6_CONF = 2  # in IFLA_AF_SPEC / AF_INET6: s32[DEVCONF_*]
+DEVCONF_ACCEPT_RA = 3
+RTM_NEWNETCONF, RTM_GETNETCONF = 80, 82
+NETCONFA_IFINDEX, NETCONFA_FORWARDING = 1, 2
+NETCONFA_IFINDEX_ALL = -1
 
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_TENTATIVE, IFA_F_PERMANENT = 0x02, 0x08, 0x40, 0x80
@@ -174,6 +179,7 @@ class Link:
     __slots__ = (
         "flags",
         "index",
+        "ipv6_accept_ra",
         "kind",
         "link_netnsid",
         "mac",
@@ -188,6 +194,14 @@ class Link:
     def __init__(self, index: int, flags: int, attrs: dict[int, bytes]) -> None:
         self.index = index
         self.flags = flags
+        #: net.ipv6.conf.<name>.accept_ra as the kernel reports it with the link
+        #: (None without IPv6 on it): read without /proc/sys
+        self.ipv6_accept_ra: int | None = None
+        if IFLA_AF_SPEC in attrs:
+            inet6 = parse_attrs(attrs[IFLA_AF_SPEC]).get(AF_INET6)
+            conf = parse_attrs(inet6).get(IFLA_INET6_CONF) if inet6 is not None else None
+            if conf is not None and len(conf) >= 4 * (DEVCONF_ACCEPT_RA + 1):
+                self.ipv6_accept_ra = struct.unpack_from("=i", conf, 4 * DEVCONF_ACCEPT_RA)[0]
         self.name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
         self.mac = format_mac(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else ""
         self.mtu = struct.unpack("=I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
@@ -496,6 +510,24 @@ class Netlink:
             attrs.append(_str(IFLA_IFNAME, name))
         body = _IFINFO.pack(AF_UNSPEC, 0, index, flags, change) + b"".join(attrs)
         self.request(RTM_NEWLINK, 0, body, f"set link {index}")
+
+    def forwarding(self, family: int) -> int | None:
+        """net.ipv4.ip_forward / net.ipv6.conf.all.forwarding of this namespace, read
+        through netlink (RTM_GETNETCONF), or None when the kernel does not say."""
+        body = struct.pack("=Bxxx", family) + struct.pack(
+            "=HHi", 8, NETCONFA_IFINDEX, NETCONFA_IFINDEX_ALL
+        )
+        seq = self._send(RTM_GETNETCONF, 0, body)
+        value = None
+        try:
+            for mtype, _f, payload in self._recv(seq, "get forwarding"):
+                if mtype == RTM_NEWNETCONF:
+                    raw = parse_attrs(payload, 4).get(NETCONFA_FORWARDING)
+                    if raw is not None and len(raw) >= 4:
+                        value = struct.unpack_from("=i", raw)[0]
+        except NetlinkError:
+            return None
+        return value
 
     def set_ipv4_conf(self, index: int, conf: dict[int, int]) -> None:
         """Per-interface IPv4 sysctls (net.ipv4.conf.<if>.*) in one request, without

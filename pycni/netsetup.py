@@ -73,7 +73,9 @@ def ensure_bridge(
             ) from None
     # Router advertisements must never configure the node through a container-facing
     # bridge: a container could otherwise hijack the host's IPv6 routes (CVE-2020-10749).
-    sysctl.try_write(f"net/ipv6/conf/{name}/accept_ra", "0")
+    # The link lookup reports the value, so /proc/sys is touched only to change it.
+    if link.ipv6_accept_ra != 0:
+        sysctl.try_write(f"net/ipv6/conf/{name}/accept_ra", "0")
     if created:
         # Pin the MAC: a bridge otherwise takes the lowest MAC of its ports and
         # changes it as containers come and go, breaking neighbours' ARP caches.
@@ -178,19 +180,23 @@ def configure_container_iface(
 ) -> None:
     """Addresses, sysctls, link up and routes on the container's interface."""
     has_v6 = any(ip.family == 6 for ip in ips)
+    # One path walk for the interface's IPv6 settings (sysctl.write_in).
+    v6: dict[str, str] = {}
+    if has_v6:
+        v6["disable_ipv6"] = "0"
+    if enable_dad:
+        v6["enhanced_dad"] = "1"
+        v6["accept_dad"] = "1"
+    else:
+        v6["accept_dad"] = "0"
+    # Addresses and routes come from IPAM: a router advertisement sent by another
+    # container on the bridge must not add a route or address here (CVE-2020-10749,
+    # the container side of it).
+    v6["accept_ra"] = "0"
     with netns.entered(container_fd):
         if has_v6:
-            for dev in ("lo", link.name):
-                sysctl.try_write(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
-        if enable_dad:
-            sysctl.try_write(f"net/ipv6/conf/{link.name}/enhanced_dad", "1")
-            sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_dad", "1")
-        else:
-            sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_dad", "0")
-        # Addresses and routes come from IPAM: a router advertisement sent by another
-        # container on the bridge must not add a route or address here (CVE-2020-10749,
-        # the container side of it).
-        sysctl.try_write(f"net/ipv6/conf/{link.name}/accept_ra", "0")
+            sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0")
+        sysctl.write_in(f"net/ipv6/conf/{link.name}", v6)
     try:
         # Tell neighbours our (possibly reused) address moved: gratuitous ARP on up.
         # Through netlink, before the link goes up (one /proc/sys tree fewer).
@@ -246,7 +252,12 @@ def ensure_gateway_addr(nl: Netlink, bridge: Link, gw: IPInterface, force: bool)
         raise nl_error(exc, f"add IP address {gw} to {bridge.name!r}") from None
 
 
-def enable_forwarding(family: int) -> None:
+def enable_forwarding(family: int, nl: Netlink | None = None) -> None:
+    """ip_forward (or IPv6's all.forwarding) on. With `nl`, read through netlink first:
+    every /proc/sys path walk costs more the more namespaces the node has, and the
+    value is nearly always set already."""
+    if nl is not None and nl.forwarding(netlink.AF_INET if family == 4 else netlink.AF_INET6):
+        return
     key = "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding"
     try:
         sysctl.write(key, "1")

@@ -32,6 +32,34 @@ def write(key: str, value: str) -> None:
         os.close(fd)
 
 
+def write_in(directory: str, values: dict[str, str]) -> None:
+    """Best effort, several keys of one directory (net/ipv6/conf/eth0) with one path
+    walk: each component of a per-namespace sysctl path is looked up among the entries
+    of every namespace, so a walk costs more the more namespaces the node has; the
+    files are opened relative to the directory. A missing directory or key is
+    skipped, as with try_write."""
+    try:
+        dfd = os.open(path(directory), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for name, value in values.items():
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError:
+                continue
+            try:
+                if os.read(fd, 64).strip() != value.encode():
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.write(fd, value.encode())
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dfd)
+
+
 def try_write(key: str, value: str) -> bool:
     """Best effort (the key may not exist: IPv6 disabled, old kernel)."""
     try:

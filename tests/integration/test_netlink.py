@@ -117,3 +117,38 @@ def test_many_links_dump_is_complete(nl) -> None:
         nl.add_bridge(f"pytm{i}")
     names = {link.name for link in nl.links()}
     assert {f"pytm{i}" for i in range(60)} <= names
+
+
+def test_settings_read_and_written_without_proc_sys(nl, host_ns) -> None:
+    """forwarding (RTM_GETNETCONF), accept_ra (with the link), arp_notify (IFLA_AF_SPEC)
+    agree with /proc/sys as the sysctl tool reads it."""
+    for family, key in (
+        (netlink.AF_INET, "net.ipv4.ip_forward"),
+        (netlink.AF_INET6, "net.ipv6.conf.all.forwarding"),
+    ):
+        for value in ("0", "1"):
+            host_ns.run("sysctl", "-qw", f"{key}={value}")
+            assert nl.forwarding(family) == int(value)
+    nl.add_bridge("pytbr2")
+    br = nl.link("pytbr2")
+    assert br.ipv6_accept_ra == int(host_ns.run("sysctl", "-n", "net.ipv6.conf.pytbr2.accept_ra"))
+    host_ns.run("sysctl", "-qw", "net.ipv6.conf.pytbr2.accept_ra=0")
+    assert nl.link("pytbr2").ipv6_accept_ra == 0
+    nl.set_ipv4_conf(br.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
+    assert host_ns.run("sysctl", "-n", "net.ipv4.conf.pytbr2.arp_notify").strip() == "1"
+
+
+def test_sysctl_write_in_one_directory(host_ns) -> None:
+    from pycni import sysctl
+
+    host_ns.run("ip", "link", "add", "pytbr3", "type", "bridge")
+    fd = os.open(host_ns.path, os.O_RDONLY)
+    try:
+        with netns.entered(fd):
+            values = {"accept_ra": "0", "no_such_key": "1", "accept_dad": "0"}
+            sysctl.write_in("net/ipv6/conf/pytbr3", values)
+            sysctl.write_in("net/ipv6/conf/no-such-if", {"accept_ra": "0"})  # skipped quietly
+    finally:
+        os.close(fd)
+    assert host_ns.run("sysctl", "-n", "net.ipv6.conf.pytbr3.accept_ra").strip() == "0"
+    assert host_ns.run("sysctl", "-n", "net.ipv6.conf.pytbr3.accept_dad").strip() == "0"
