@@ -248,15 +248,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             netsetup.configure_container_iface(fd, cont, cont_link, ips, routes, c.enable_dad)
             fault.point("after-addresses")
             fault.point("after-routes")
-            for family in (4, 6):
-                for gw in bridge_addrs[family]:
-                    netsetup.ensure_gateway_addr(host, br, gw, c.force_address)
-                if bridge_addrs[family]:
-                    if family == 6:
-                        from pycni import sysctl
-
-                        sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
-                    netsetup.enable_forwarding(family, host)
+            _gateways_on_bridge(host, br, c, bridge_addrs)
             if fw is not None:
                 from pycni.firewall.base import Attachment
 
@@ -374,18 +366,33 @@ def repair(
         if c.is_gateway and ips:
             _ips, _routes, bridge_addrs = plan_l3(c, Result(ips=ips))
             have = {a.interface for a in host.addrs(br.index)}
-            for family in (4, 6):
-                for gw in bridge_addrs[family]:
-                    if gw not in have:
-                        netsetup.ensure_gateway_addr(host, br, gw, c.force_address)
-                        done.append(f"gateway {gw} back on {c.bridge}")
-                if bridge_addrs[family]:
-                    if family == 6:
-                        from pycni import sysctl
-
-                        sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
-                    netsetup.enable_forwarding(family, host)
+            _gateways_on_bridge(host, br, c, bridge_addrs)
+            done += [
+                f"gateway {gw} back on {c.bridge}"
+                for family in (4, 6)
+                for gw in bridge_addrs[family]
+                if gw not in have
+            ]
     return done
+
+
+def _gateways_on_bridge(
+    host: Netlink,
+    br: netlink.Link,
+    c: BridgeConf,
+    bridge_addrs: dict[int, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]],
+) -> None:
+    """isGateway: the gateway addresses on the bridge (idempotent), IPv6 enabled there
+    when it carries one, forwarding on for each family that has one."""
+    for family in (4, 6):
+        for gw in bridge_addrs[family]:
+            netsetup.ensure_gateway_addr(host, br, gw, c.force_address)
+        if bridge_addrs[family]:
+            if family == 6:
+                from pycni import sysctl
+
+                sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
+            netsetup.enable_forwarding(family, host)
 
 
 # -- DEL -------------------------------------------------------------------------------

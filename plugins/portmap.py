@@ -31,7 +31,6 @@ class PortmapConf:
 
     def __init__(self, d: dict[str, Any]) -> None:
         from pycni.firewall.base import PortMapping
-        from pycni.firewall.conditions import parse as parse_conditions
 
         #: network name
         self.name: str = d["name"]
@@ -46,8 +45,10 @@ class PortmapConf:
         for family in (4, 6):
             key = f"conditionsV{family}"
             items = conf.get_list(d, key, WHERE)
-            if items:
-                self.conditions[family] = parse_conditions(items, family, f"{WHERE}: {key}")
+            if items:  # only then is the parser loaded
+                from pycni.firewall.conditions import parse
+
+                self.conditions[family] = parse(items, family, f"{WHERE}: {key}")
         if "externalSetMarkChain" in d:
             raise errors.UnsupportedField(
                 f"{WHERE}: 'externalSetMarkChain' is not supported", "pycni marks nothing"

@@ -21,8 +21,11 @@ def read(key: str) -> str:
 def write(key: str, value: str) -> None:
     """Write `value`, skipping the write when it is already set (cheap, and leaves
     no trace in audit logs)."""
-    p = path(key)
-    fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
+    _set(os.open(path(key), os.O_RDWR | os.O_CLOEXEC), value)
+
+
+def _set(fd: int, value: str) -> None:
+    """Write `value` to the open sysctl `fd` unless it holds it already; closes fd."""
     try:
         if os.read(fd, 64).strip() == value.encode():
             return
@@ -45,17 +48,9 @@ def write_in(directory: str, values: dict[str, str]) -> None:
     try:
         for name, value in values.items():
             try:
-                fd = os.open(name, os.O_RDWR | os.O_CLOEXEC, dir_fd=dfd)
+                _set(os.open(name, os.O_RDWR | os.O_CLOEXEC, dir_fd=dfd), value)
             except OSError:
                 continue
-            try:
-                if os.read(fd, 64).strip() != value.encode():
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    os.write(fd, value.encode())
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
     finally:
         os.close(dfd)
 

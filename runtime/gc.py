@@ -26,15 +26,20 @@ from pycni.runtime.containers import alive, process_start_time
 from pycni import errors, netns
 
 if TYPE_CHECKING:
+    from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
+
+
+def _running(rec: ContainerRecord) -> bool:
+    """The container's workload runs (its pid, with the start time we recorded)."""
+    return rec.status == "running" and alive(rec.pid, process_start_time(rec.pid))
 
 
 def system_gc(rt: Runtime) -> list[str]:
     report: list[str] = []
     live: set[str] = set()
     for rec in rt.store.all():
-        workload_alive = rec.status == "running" and alive(rec.pid, process_start_time(rec.pid))
-        if workload_alive:
+        if _running(rec):
             live.add(rec.id)
             continue
         if not rec.torn_down:
@@ -92,11 +97,7 @@ def _repair_bridges(rt: Runtime) -> list[str]:
     someone deleted them (the bridge plugin's own code does it)."""
     from pycni.plugins import bridge
 
-    running = [
-        rec
-        for rec in rt.store.all()
-        if rec.status == "running" and alive(rec.pid, process_start_time(rec.pid))
-    ]
+    running = [rec for rec in rt.store.all() if _running(rec)]
     out: list[str] = []
     for net in rt.networks.list():
         conflist = getattr(net, "conflist", None)
@@ -104,23 +105,22 @@ def _repair_bridges(rt: Runtime) -> list[str]:
             (p for p in (conflist.plugins if conflist else []) if p.get("type") == "bridge"),
             None,
         )
-        ports = [
-            (att.host_veth, att.ips, att.gateways)
+        attached = [
+            (rec, att)
             for rec in running
             for att in rec.attachments
             if att.network == net.name and att.host_veth
         ]
-        if conflist is None or plugin is None or not ports:
+        if conflist is None or plugin is None or not attached:
             continue  # an unused bridge is created again by the next ADD
+        ports = [(att.host_veth, att.ips, att.gateways) for _rec, att in attached]
+        # The bridge's MAC as the ADDs reported it (libcni's cached results).
+        bridge_name = plugin.get("bridge") or "cni0"
         mac = ""
-        for rec in running:
+        for rec, _att in attached:
             cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec))
-            bridge_name = plugin.get("bridge") or "cni0"
-            mac = (
-                next((i.mac for i in cached.interfaces if i.name == bridge_name), "")
-                if cached
-                else ""
-            )
+            interfaces = cached.interfaces if cached is not None else []
+            mac = next((i.mac for i in interfaces if i.name == bridge_name), "")
             if mac:
                 break
         try:

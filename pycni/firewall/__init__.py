@@ -16,9 +16,9 @@ from pycni import errors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pycni.firewall.base import Attachment, Firewall, PortMapping
-    from pycni.firewall.conditions import Condition
-    from pycni.firewall.nftables import NftablesFirewall
+    from typing import Any
+
+    from pycni.firewall.base import Firewall
 
 BACKENDS = ("nftables", "iptables")
 
@@ -39,37 +39,13 @@ def get_backend(name: str | None = None) -> Firewall:
     )
 
 
-# A table name nobody uses (nft names are at most 255 bytes; ours is "pycni").
-_PROBE_TABLE = "pycni-availability-probe"
-
-
-def nftables_usable(nft: NftablesFirewall) -> bool:
-    """Whether nftables answers here, in O(1): a read of one table that does not exist.
-    "No such file or directory" is nf_tables answering; anything else (no library or
-    binary, no kernel support, no permission) means unusable. Not `list tables`: for
-    that libnftables (1.0.6) fills its cache with every set element first, ~2 ms per
-    1,000 elements (7 ms with 3,000: the node of a 1,000-container chain), and this
-    runs on every ADD and DEL."""
-    from pycni.firewall.nftables import NftError
-
-    if nft.nft.mode() is None:
-        return False
-    try:
-        nft.nft.run([{"list": {"table": {"family": "inet", "name": _PROBE_TABLE}}}])
-    except NftError as exc:
-        return "No such file or directory" in str(exc)
-    except errors.CniError:
-        return False
-    return True  # it exists (someone made it): nf_tables answered all the same
-
-
 def choose() -> tuple[Firewall, bool]:
     """(nftables when usable, else iptables when usable, else nftables, whose errors say
     what to install; whether the one returned is usable)."""
     from pycni.firewall.nftables import NftablesFirewall
 
     nft = NftablesFirewall()
-    if nftables_usable(nft):
+    if nft.available():
         return nft, True
     from pycni.firewall.iptables import IptablesFirewall
 
@@ -80,7 +56,9 @@ def choose() -> tuple[Firewall, bool]:
 
 
 class AutoBackend:
-    """get_backend(None): the backend `choose()` picks, probed at first use only."""
+    """get_backend(None): the backend `choose()` picks, probed at first use only. Every
+    verb goes to that backend, except the DELs of a recorded attachment, which go to the
+    backend its record names without a probe."""
 
     __slots__ = ("_chosen", "_usable")
 
@@ -93,13 +71,11 @@ class AutoBackend:
             self._chosen, self._usable = choose()
         return self._chosen
 
-    @property
-    def name(self) -> str:
-        return self.backend().name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        raise AttributeError("the name of the chosen backend")
+    def __getattr__(self, attr: str) -> Any:
+        # name, add_*, check_*, gc, attachments, replay: the chosen backend's own.
+        if attr.startswith("_"):
+            raise AttributeError(attr)  # an unset slot must not recurse into backend()
+        return getattr(self.backend(), attr)
 
     def available(self) -> bool:
         self.backend()
@@ -134,36 +110,3 @@ class AutoBackend:
 
     def del_port_mappings(self, network: str, container_id: str, ifname: str) -> None:
         self._del("del_port_mappings", network, container_id, ifname)
-
-    def add_masquerade(self, att: Attachment) -> None:
-        self.backend().add_masquerade(att)
-
-    def check_masquerade(self, att: Attachment) -> list[str]:
-        return self.backend().check_masquerade(att)
-
-    def add_port_mappings(
-        self,
-        att: Attachment,
-        mappings: list[PortMapping],
-        snat: bool = True,
-        masq_all: bool = False,
-        conditions: dict[int, list[Condition]] | None = None,
-    ) -> None:
-        self.backend().add_port_mappings(att, mappings, snat, masq_all, conditions)
-
-    def check_port_mappings(
-        self,
-        att: Attachment,
-        mappings: list[PortMapping],
-        conditions: dict[int, list[Condition]] | None = None,
-    ) -> list[str]:
-        return self.backend().check_port_mappings(att, mappings, conditions)
-
-    def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
-        return self.backend().gc(network, valid)
-
-    def attachments(self) -> set[tuple[str, str, str]]:
-        return self.backend().attachments()
-
-    def replay(self) -> int:
-        return self.backend().replay()

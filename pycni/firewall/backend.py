@@ -137,7 +137,7 @@ class Backend:
             new.ports = att if mappings else None
             new.mappings = mappings
             new.snat, new.masq_all = snat, masq_all
-            new.conditions = {f: list(c) for f, c in (conditions or {}).items() if c}
+            new.conditions = _by_family(conditions)
             items = new.bindings()
             check_protocols_supported(items)
             for b in items:
@@ -159,7 +159,7 @@ class Backend:
         record = Record(att.key, self.name)
         record.ports = att
         record.mappings = normalize_mappings(mappings)
-        record.conditions = {f: list(c) for f, c in (conditions or {}).items() if c}
+        record.conditions = _by_family(conditions)
         saved = self.store.load(att.key)
         if saved is not None and saved.ports is not None:
             record.snat, record.masq_all = saved.snat, saved.masq_all
@@ -357,6 +357,11 @@ class Backend:
                     fh.write(b"1")
         except OSError as exc:
             log(f"unable to enable route_localnet on {bridge}: {exc.strerror or exc}")
+
+
+def _by_family(conditions: dict[int, list[Condition]] | None) -> dict[int, list[Condition]]:
+    """The record's form of portmap conditions: families without any left out."""
+    return {family: list(c) for family, c in (conditions or {}).items() if c}
 
 
 def _describe(key: Key) -> str:

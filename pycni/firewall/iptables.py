@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from pycni import errors
 from pycni.firewall.backend import MASQ, PORTS, Backend
-from pycni.firewall.conditions import IIFNAME, SADDR, iptables_args
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, Record, digest, owner_tag
 
 TYPE_CHECKING = False
@@ -92,7 +91,10 @@ def chains(record: Record | None, family: int) -> dict[str, list[str]]:
             continue
         dest = f"-d {_host(b.host_ip, family)} " if b.host_ip else ""
         conds = record.conditions_of(family)
-        dest = iptables_args(conds, SADDR) + dest + iptables_args(conds, IIFNAME)
+        if conds:
+            from pycni.firewall.conditions import IIFNAME, SADDR, iptables_args
+
+            dest = iptables_args(conds, SADDR) + dest + iptables_args(conds, IIFNAME)
         to = f"{b.container_ip}:{b.container_port}"
         if family == 6:
             to = f"[{b.container_ip}]:{b.container_port}"

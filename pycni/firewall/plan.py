@@ -10,11 +10,11 @@ import ipaddress
 
 from pycni import errors
 from pycni.firewall.base import PROTOCOLS, Attachment, PortMapping
-from pycni.firewall.conditions import Condition
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycni.firewall.base import IPAddress, IPInterface
+    from pycni.firewall.conditions import Condition
 
     Key = tuple[str, str, str]
 
@@ -363,6 +363,10 @@ class Record:
             ]
             r.snat = bool(ports.get("snat", True))
             r.masq_all = bool(ports.get("masqAll", False))
-            for family, items in (ports.get("conditions") or {}).items():
-                r.conditions[int(family)] = [Condition.from_dict(c) for c in items]
+            saved = ports.get("conditions")
+            if saved:  # only records with portmap conditions load that module
+                from pycni.firewall.conditions import Condition
+
+                for family, items in saved.items():
+                    r.conditions[int(family)] = [Condition.from_dict(c) for c in items]
         return r

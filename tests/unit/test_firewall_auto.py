@@ -8,7 +8,6 @@ import ipaddress
 
 import pytest
 
-import pycni.firewall as fw_pkg
 from pycni import errors
 from pycni.firewall import AutoBackend, get_backend
 from pycni.firewall.base import Attachment
@@ -29,7 +28,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path) -> list[tuple[str, ...]]:
         seen.append(("probe",))
         return True
 
-    monkeypatch.setattr(fw_pkg, "nftables_usable", probe)
+    monkeypatch.setattr(NftablesFirewall, "available", probe)
     for cls in (NftablesFirewall, IptablesFirewall):
         for verb in ("del_masquerade", "del_port_mappings"):
 
@@ -90,4 +89,4 @@ def test_nothing_usable(monkeypatch: pytest.MonkeyPatch) -> None:
     fw = get_backend(None)
     assert not fw.available()
     assert fw.name == "nftables"  # whose errors say what to install
-    assert not fw_pkg.nftables_usable(NftablesFirewall())
+    assert not NftablesFirewall().available()
