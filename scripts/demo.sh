@@ -9,7 +9,12 @@ PY="$PWD/.venv/bin/python3"
 
 # A sandbox for netctl's own files; the default network is configured the Docker way,
 # with a daemon.json (here: its own bridge and subnet, so it cannot clash with docker0).
-export NETCTL_ROOT=${NETCTL_ROOT:-$(mktemp -d /tmp/netctl-demo.XXXXXX)}
+own_root=
+if [ -z "${NETCTL_ROOT:-}" ]; then
+    NETCTL_ROOT=$(mktemp -d /tmp/netctl-demo.XXXXXX)
+    own_root=1
+fi
+export NETCTL_ROOT
 export NETCTL_DAEMON_CONFIG=$NETCTL_ROOT/daemon.json
 cat >"$NETCTL_DAEMON_CONFIG" <<'JSON'
 {"bridge": "netctl-demo0", "bip": "10.199.0.1/24", "ip-masq": true, "icc": true}
@@ -28,6 +33,11 @@ cleanup() {
             nft delete table $t
         fi
     done
+    # The sandbox goes too when the demo made it (nothing is mounted there any more:
+    # `rm -f` removed the container's netns mount).
+    if [ -n "$own_root" ] && ! grep -q " $NETCTL_ROOT/" /proc/self/mountinfo; then
+        rm -rf "$NETCTL_ROOT"
+    fi
 }
 trap cleanup EXIT
 
