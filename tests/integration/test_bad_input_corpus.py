@@ -502,8 +502,14 @@ def inside_host_ns(host_ns):
 
 
 @pytest.mark.parametrize("plugin", ["bridge", "portmap", "host-local", "static"])
-def test_fuzz_never_internal_error(plugin: str, inside_host_ns, tmp_path) -> None:
+def test_fuzz_never_internal_error(
+    plugin: str, inside_host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pycni.plugins import PLUGINS
+
+    # The verbs run in this process: their own state (firewall records and lock, taken
+    # by DEL and GC) goes under the test's directory, never /var/lib/pycni.
+    monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
 
     verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS
     # The container namespace does not exist: ADD cannot get past opening it, so a
