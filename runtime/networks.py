@@ -445,6 +445,9 @@ def network_conflist(
         "ipMasq": opts.enable_ip_masquerade and not internal,
         "hairpinMode": True,
         "portIsolation": not opts.enable_icc,
+        # a container sends only as itself (MAC, ARP, IP, neighbour discovery): without
+        # it any workload with CAP_NET_RAW can take over a neighbour's traffic
+        "macspoofchk": True,
     }
     if opts.mtu is not None:
         bridge["mtu"] = opts.mtu
@@ -502,6 +505,7 @@ def default_conflist(
         "ipMasq": cfg.ip_masq,
         "hairpinMode": True,
         "portIsolation": not cfg.icc,
+        "macspoofchk": True,  # as for user-defined networks
     }
     if cfg.mtu is not None:
         bridge["mtu"] = cfg.mtu

@@ -277,3 +277,29 @@ def test_isolation_plugin_verbs(run_plugin, host_ns, container_ns) -> None:
     host_ns.run("ip", "link", "del", "pytiso0")
     assert run_plugin("isolation", "GC", _conf(None), in_ns=host_ns).rc == 0
     assert f"net-{index}" not in host_ns.run("nft", "list", "table", "inet", "pycni_isolation")
+
+
+def test_netctl_networks_guard_against_spoofing_by_default(host_ns, container_ns, tmp_path) -> None:
+    """Every container of a netctl network sends only as itself: the spoof check is on
+    without asking (a workload with CAP_NET_RAW cannot poison the gateway's ARP cache to
+    take over a neighbour's traffic, icc=false or not)."""
+    create(host_ns, tmp_path, "guarded", "--subnet", "10.63.0.0/24")
+    attacker, victim = container_ns(), container_ns()
+    attach(host_ns, tmp_path, "guarded", attacker, "att")
+    v_ip = attach(host_ns, tmp_path, "guarded", victim, "vic")["4"]
+    guarded = host_ns.run("nft", "-j", "list", "set", "bridge", "pycni_spoof", "guarded")
+    elems = json.loads(guarded)["nftables"][1]["set"]["elem"]
+    assert len(elems) == 2
+    assert ping(host_ns, v_ip)
+    v_mac = victim.link("eth0")["address"]
+    a_mac = attacker.link("eth0")["address"]
+    from tests.integration.test_security import scapy
+
+    scapy(
+        attacker,
+        f"sendp(Ether(src='{a_mac}', dst='ff:ff:ff:ff:ff:ff') / ARP(op=2, hwsrc='{a_mac}', "
+        f"psrc='{v_ip}', pdst='10.63.0.1'), iface='eth0', count=3)",
+    )
+    neigh = host_ns.run("ip", "neigh", "show", v_ip)
+    assert v_mac in neigh and a_mac not in neigh, neigh
+    assert reach(host_ns, victim, v_ip) == (True, True)

@@ -353,6 +353,7 @@ def test_conflist_shape() -> None:
         "ipMasq": True,
         "hairpinMode": True,
         "portIsolation": False,
+        "macspoofchk": True,
         "ipam": {
             "type": "host-local",
             "ranges": [
