@@ -409,7 +409,7 @@ def _chain(bridge: dict[str, Any], internal: bool) -> list[dict[str, Any]]:
     return [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        {"type": "isolation", "internal": internal},
+        {"type": "isolation", "internal": internal, "icc": not bridge.get("portIsolation")},
     ]
 
 
