@@ -126,6 +126,18 @@ def validate(opts: RunOptions) -> None:
             etcfiles.parse_add_host(spec, host_gateway="0.0.0.0")
         except etcfiles.AddHostError as exc:
             raise UsageError(str(exc)) from None
+    # Each of these becomes a line of the container's resolv.conf, hosts or hostname:
+    # the validators daemon.json's keys go through too.
+    try:
+        opts.dns = [etcfiles.check_dns(v) for v in opts.dns]
+        for v in opts.dns_search:
+            etcfiles.check_dns_search(v)
+        for v in opts.dns_option:
+            etcfiles.check_dns_option(v)
+        if opts.hostname:
+            etcfiles.check_hostname(opts.hostname)
+    except etcfiles.EtcValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- names -----------------------------------------------------------------------------
