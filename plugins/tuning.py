@@ -43,6 +43,8 @@ DEFAULT_DATA_DIR = "/run/cni/tuning"
 #: overrides the default dataDir (tests); the config's dataDir still wins
 DATA_DIR_ENV = "PYCNI_TUNING_DATA_DIR"
 ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
+#: the reference's configToRestore fields, in its order
+BACKUP_KEYS = ("mac", "promisc", "mtu", "allmulti", "txQLen")
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
 _SYSCTL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@+")
@@ -140,12 +142,10 @@ def sysctl_path(key: str, ifname: str) -> str:
 def parse_mac(text: str, where: str) -> str:
     """A 6-byte MAC in any form Go's net.ParseMAC reads (aa:bb.., aa-bb.., aabb.ccdd.eeff),
     lowercased with colons; multicast and all-zero addresses are refused."""
-    hexdigits = text.replace(":", "").replace("-", "").replace(".", "")
-    forms = (
-        len(text) == 17 and (text.count(":") == 5 or text.count("-") == 5),
-        len(text) == 14 and text.count(".") == 2,
-    )
-    if not any(forms) or len(hexdigits) != 12:
+    groups = next((text.split(sep) for sep in ":-." if sep in text), [text])
+    sizes = [len(g) for g in groups]
+    hexdigits = "".join(groups)
+    if sizes not in ([2] * 6, [4] * 3) or any(c not in "0123456789abcdefABCDEF" for c in hexdigits):
         raise errors.InvalidConfig(
             f"{where}: invalid MAC address {text!r}", "use the form 02:42:ac:11:00:02"
         )
@@ -217,15 +217,24 @@ def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
 
 
 def backup_text(saved: dict[str, Any]) -> str:
-    """Go's json.MarshalIndent(configToRestore, "", " "): fixed key order, one space."""
-    import json
+    """Go's json.MarshalIndent(configToRestore, "", " "): fixed key order, one space of
+    indent per level (the values are flat, the sysctl map one level deeper)."""
+    from pycni.fastjson import dumps
 
-    ordered: dict[str, Any] = {
-        k: saved[k] for k in ("mac", "promisc", "mtu", "allmulti", "txQLen") if k in saved
-    }
+    items: list[tuple[str, Any]] = [(k, saved[k]) for k in BACKUP_KEYS if k in saved]
     if saved.get("sysctl"):
-        ordered["sysctl"] = dict(sorted(saved["sysctl"].items()))
-    return json.dumps(ordered, indent=1, ensure_ascii=False)
+        items.append(("sysctl", dict(sorted(saved["sysctl"].items()))))
+    if not items:
+        return "{}"
+    lines = []
+    for key, value in items:
+        if isinstance(value, dict):
+            inner = ",\n".join(f"  {dumps(k)}: {dumps(v)}" for k, v in value.items())
+            text = "{\n" + inner + "\n }"
+        else:
+            text = dumps(value)
+        lines.append(f" {dumps(key)}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def read_backup(path: str) -> dict[str, Any] | None:
