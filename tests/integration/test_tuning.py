@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Netns, PluginRun, exec_plugin, sh
+from tests.integration.test_netctl_run import Netctl
+from tests.integration.test_netctl_run import netctl as nc  # noqa: F401 (the fixture, as `nc`)
 
 pytestmark = pytest.mark.root
 
@@ -580,3 +582,82 @@ def test_backup_file_is_byte_identical_to_the_reference(
         run_reference("tuning", "DEL", conf, netns=c.path, container_id=CID, in_ns=host_ns).rc == 0
     )
     assert backups(tmp_path) == []
+
+
+# -- netctl run --sysctl (Docker's per-container network sysctls) -----------------------
+
+
+def tuning_backups(netctl: Netctl) -> list[str]:
+    d = netctl.root / "run/netctl/tuning"
+    return sorted(os.listdir(d)) if d.exists() else []
+
+
+def test_netctl_run_sysctl(nc: Netctl) -> None:  # noqa: F811
+    netctl = nc
+    node_before = netctl.node.sysctl("net.core.somaxconn")
+    out = netctl(
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.conf.eth0.arp_ignore=2",
+        "--sysctl",
+        "net.ipv4.conf.IFNAME.arp_announce=1",
+        "--sysctl",
+        "net.core.somaxconn=555",
+        "--",
+        "cat",
+        "/proc/sys/net/ipv4/conf/eth0/arp_ignore",
+        "/proc/sys/net/ipv4/conf/eth0/arp_announce",
+        "/proc/sys/net/core/somaxconn",
+    ).stdout
+    assert out.split() == ["2", "1", "555"]
+    assert netctl.node.sysctl("net.core.somaxconn") == node_before
+    assert tuning_backups(netctl) == [] and netctl.netns_files() == [] and netctl.veths() == []
+    out = netctl(
+        "run", "--rm", "--network", "none", "--sysctl", "net.ipv4.ip_forward=1", "--",
+        "cat", "/proc/sys/net/ipv4/ip_forward",
+    ).stdout  # fmt: skip
+    assert out.strip() == "1"
+    # detached: the saved originals live until the container is removed
+    netctl(
+        "run",
+        "-d",
+        "--name",
+        "tuned",
+        "--sysctl",
+        "net.ipv4.conf.eth0.arp_ignore=1",
+        "--",
+        "sleep",
+        "30",
+    )
+    assert len(tuning_backups(netctl)) == 1
+    assert (
+        netctl("exec", "tuned", "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore").stdout.strip()
+        == "1"
+    )
+    netctl("rm", "-f", "tuned")
+    assert tuning_backups(netctl) == [] and netctl.netns_files() == [] and netctl.veths() == []
+    assert netctl.leases() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sysctl", "kernel.panic=1"], "only net.* sysctls are supported"),
+        (["--sysctl", "net.ipv4.ip_forward"], "expected KEY=VALUE"),
+        (["--sysctl", "net/ipv4/ip_forward=1"], "only net.* sysctls"),
+        (
+            ["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"],
+            "not allowed in host network namespace",
+        ),
+        (["--sysctl", "net.ipv4.nosuch.key=1"], "no sysctl net.ipv4.nosuch.key"),
+        (["--sysctl", "net.ipv4.ip_forward=abc"], "the kernel refused net.ipv4.ip_forward"),
+    ],
+)
+def test_netctl_run_bad_sysctl(nc: Netctl, args: list[str], message: str) -> None:  # noqa: F811
+    netctl = nc
+    proc = netctl("run", "--rm", *args, "--", "true", check=False)
+    assert proc.returncode == 125, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert netctl.netns_files() == [] and netctl.veths() == [] and netctl.leases() == []
+    assert tuning_backups(netctl) == []
