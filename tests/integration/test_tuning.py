@@ -661,3 +661,21 @@ def test_netctl_run_bad_sysctl(nc: Netctl, args: list[str], message: str) -> Non
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert netctl.netns_files() == [] and netctl.veths() == [] and netctl.leases() == []
     assert tuning_backups(netctl) == []
+
+
+def test_versions_gc_and_status(run_plugin, host_ns, container_ns, tmp_path):
+    c = container_ns()
+    veth_in(c)
+    prev = dict(prev_result(c), cniVersion="0.3.1")
+    conf = tconf(tmp_path, prev, mac="02:00:00:00:00:31", cniVersion="0.3.1")
+    r = run_plugin("tuning", "ADD", conf, netns=c.path, container_id=CID, in_ns=host_ns)
+    assert r.rc == 0, r.stdout
+    assert r.json["cniVersion"] == "0.3.1"
+    assert r.json["interfaces"][0]["mac"] == "02:00:00:00:00:31"
+    # GC and STATUS have nothing to do: the backup stays for DEL
+    gc = dict(tconf(tmp_path, None, cniVersion="1.1.0"), **{"cni.dev/valid-attachments": []})
+    assert run_plugin("tuning", "GC", gc, in_ns=host_ns).rc == 0
+    assert run_plugin("tuning", "STATUS", tconf(tmp_path, None, cniVersion="1.1.0")).rc == 0
+    assert backups(tmp_path) == [f"{CID}_eth0.json"]
+    assert run_plugin("tuning", "DEL", conf, netns=c.path, container_id=CID, in_ns=host_ns).rc == 0
+    assert c.link("eth0")["address"] == prev["interfaces"][0]["mac"]
