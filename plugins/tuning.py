@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import conf, errors, netns, skel, sysctl
+from pycni import conf, errors, fault, netns, skel, sysctl
 from pycni.result import Result, parse_result
 
 TYPE_CHECKING = False
@@ -400,8 +400,8 @@ def _add_in_netns(c: TuningConf, cmd: skel.CmdArgs, sysctls: dict[str, tuple[str
         if original:
             saved["sysctl"] = {sysctls[p][0]: v for p, v in original.items()}
         path = backup_path(c.data_dir, cmd.container_id, cmd.ifname)
+        earlier = read_backup(path) if saved else None
         if saved:
-            earlier = read_backup(path)
             if earlier:  # ADD again: the first ADD's originals are the real ones
                 saved.update({k: v for k, v in earlier.items() if k != "sysctl"})
                 if isinstance(earlier.get("sysctl"), dict):
@@ -415,6 +415,7 @@ def _add_in_netns(c: TuningConf, cmd: skel.CmdArgs, sysctls: dict[str, tuple[str
                 except OSError as exc:
                     raise _sysctl_error(key, value, exc) from None
                 written.append(p)
+            fault.point("after-sysctls")
             if link is not None:
                 try:
                     _set_link(nl, link.index, _link_values(c))
@@ -422,6 +423,7 @@ def _add_in_netns(c: TuningConf, cmd: skel.CmdArgs, sysctls: dict[str, tuple[str
                     raise errors.InvalidConfig(
                         f"{WHERE}: cannot set {cmd.ifname}: {exc.strerror}", exc.kernel_msg
                     ) from None
+                fault.point("after-link")
         except BaseException:
             for p in written:
                 if p not in original:
@@ -435,7 +437,9 @@ def _add_in_netns(c: TuningConf, cmd: skel.CmdArgs, sysctls: dict[str, tuple[str
                     _set_link(nl, link.index, _link_values(c, link))
                 except NetlinkError:
                     pass
-            if saved:
+            if earlier:
+                write_backup(path, earlier)  # an earlier ADD's originals stay for its DEL
+            elif saved:
                 remove_backup(path)
             raise
 

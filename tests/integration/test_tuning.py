@@ -679,3 +679,41 @@ def test_versions_gc_and_status(run_plugin, host_ns, container_ns, tmp_path):
     assert backups(tmp_path) == [f"{CID}_eth0.json"]
     assert run_plugin("tuning", "DEL", conf, netns=c.path, container_id=CID, in_ns=host_ns).rc == 0
     assert c.link("eth0")["address"] == prev["interfaces"][0]["mac"]
+
+
+WATCHED = (SYSCTL_IF, SYSCTL_GLOBAL)
+
+
+@pytest.mark.parametrize(
+    ("fault", "rc"), [("fail:after-sysctls", 1), ("fail:after-link", 1), ("after-sysctls", -9)]
+)
+def test_fault_at_each_step(run_plugin, host_ns, container_ns, tmp_path, fault, rc):
+    """An injected failure undoes everything; a kill leaves the backup (written before
+    anything changed), from which DEL restores."""
+    c = container_ns()
+    veth_in(c)
+    before = state(c, sysctls=WATCHED)
+    conf = tconf(tmp_path, prev_result(c), **ALL_KEYS)
+
+    def add(cf: dict[str, Any], spec: str = "") -> PluginRun:
+        env = {"PYCNI_FAULT": spec} if spec else {}
+        kw = {"netns": c.path, "container_id": CID, "in_ns": host_ns, "env_extra": env}
+        return run_plugin("tuning", "ADD", cf, **kw)
+
+    r = add(conf, fault)
+    assert r.rc == rc
+    if rc == 1:
+        assert r.error["msg"].startswith("injected failure")
+        assert state(c, sysctls=WATCHED) == before
+        assert backups(tmp_path) == []
+        # a failed second ADD keeps the first ADD's originals for its DEL
+        assert add(conf).rc == 0
+        assert add(dict(conf, mtu=1300), fault).rc == 1
+        assert c.link("eth0")["mtu"] == 1280
+    else:
+        assert r.stdout == ""
+        assert c.sysctl(SYSCTL_GLOBAL) == "777"  # half done: sysctls written, link untouched
+        assert backups(tmp_path) == [f"{CID}_eth0.json"]
+    assert run_plugin("tuning", "DEL", conf, netns=c.path, container_id=CID, in_ns=host_ns).rc == 0
+    assert state(c, sysctls=WATCHED) == before
+    assert backups(tmp_path) == []
