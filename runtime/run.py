@@ -220,6 +220,8 @@ class Runtime:
         self.names = NameLock(self.paths)
         self._cni: Any = None
         self._networks: Any = None
+        #: sockets that hold the published host ports of the container being run
+        self.held_ports: list[Any] = []  # socket.socket
 
     @property
     def cni(self) -> Any:
@@ -427,6 +429,19 @@ class Runtime:
                 except hostports.PortAllocationError as exc:
                     raise UsageError(str(exc)) from None
                 b = b.with_host_port(port)
+            elif b.host_port in taken.get(b.protocol, set()):
+                raise UsageError(
+                    str(hostports.PortAllocationError(b.protocol, b.host_ip, (b.host_port,) * 2))
+                )
+            try:
+                # Held (bound, never listening) by this process and the supervisor it
+                # forks, for as long as the container lives; closed on exec, so the
+                # workload never sees it.
+                held = hostports.hold_port(b.protocol, b.host_ip, b.host_port)
+            except hostports.PortInUseError as exc:
+                raise UsageError(str(exc)) from None
+            if held is not None:
+                self.held_ports.append(held)
             taken.setdefault(b.protocol, set()).add(b.host_port)
             out.append(b)
         return out
