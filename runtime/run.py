@@ -342,6 +342,13 @@ class Runtime:
                 warn("Published ports are discarded when using the none network mode")
             return
         self._check_requested_ips(network, opts)
+        if opts.publish and network.internal:
+            # An internal network has no gateway to the outside to DNAT through: Docker
+            # publishes nothing for it, and says so.
+            warn(
+                f"Published ports are discarded when using the internal network {network.name}"
+            )
+            opts.publish = []
         bindings = self._bindings(network, opts)
         cap_ports = [
             {"hostPort": b.host_port, "containerPort": b.container_port, "protocol": b.protocol}

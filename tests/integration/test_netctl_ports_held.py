@@ -115,3 +115,20 @@ def test_the_workload_inherits_no_descriptor_of_netctl(netctl: Netctl) -> None: 
         "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
     ).stdout
     assert out.strip() in ("[0, 1, 2]", "[0, 1, 2, 3]"), out  # 3: the listing itself
+
+
+def test_internal_networks_publish_nothing_and_say_so(netctl: Netctl) -> None:  # noqa: F811
+    netctl("network", "create", "--internal", "--subnet", "10.67.0.0/24", "inner")
+    proc = netctl(
+        "run", "-d", "--name", "in1", "--network", "inner", "-p", "18614:80", "--", "sleep", "30"
+    )
+    assert "Published ports are discarded when using the internal network inner" in proc.stderr
+    assert netctl("port", "in1").stdout.strip() == ""
+    assert try_bind(netctl, 18614, "tcp") == "bound"  # not held either
+    nft = subprocess.run(
+        ["nsenter", f"--net={netctl.node.path}", "nft", "list", "ruleset"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "18614" not in nft
+    netctl("rm", "-f", "in1")
