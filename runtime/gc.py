@@ -151,6 +151,9 @@ def _replay_isolation(rt: Runtime) -> int:
                 continue
             internal = bool(plugin.get("internal", False)) if plugin is not None else False
             icc = bool(plugin.get("icc", True)) if plugin is not None else True
-            isolation.apply(isolation.plan_add(link.index, internal, icc))
+            routed = frozenset(
+                f for f in (4, 6) if plugin is not None and plugin.get(f"directRouting{f}") is True
+            )
+            isolation.apply(isolation.plan_add(link.index, internal, icc, routed))
             count += 1
     return count

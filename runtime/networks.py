@@ -65,7 +65,21 @@ OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 OPT_MTU = "com.docker.network.driver.mtu"
-KNOWN_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_HOST_BINDING, OPT_MTU)
+OPT_GATEWAY_MODE = {
+    4: "com.docker.network.bridge.gateway_mode_ipv4",
+    6: "com.docker.network.bridge.gateway_mode_ipv6",
+}
+#: Docker's gateway modes; "nat" (the default) lets routed traffic reach a container only
+#: through a published port, "routed" and "nat-unprotected" allow direct routing to it
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed")
+KNOWN_OPTIONS = (
+    OPT_BRIDGE_NAME,
+    OPT_ICC,
+    OPT_MASQ,
+    OPT_HOST_BINDING,
+    OPT_MTU,
+    *OPT_GATEWAY_MODE.values(),
+)
 
 
 class NetworkError(errors.InvalidConfig):
@@ -128,6 +142,7 @@ class BridgeOptions:
     enable_ip_masquerade: bool = True
     host_binding_ipv4: str = ""  # "" = daemon.json "ip"
     mtu: int | None = None
+    direct_routing: frozenset[int] = frozenset()  # families whose gateway mode allows it
 
 
 def parse_options(options: Mapping[str, str], mtu: int | None = None) -> BridgeOptions:
@@ -151,6 +166,16 @@ def parse_options(options: Mapping[str, str], mtu: int | None = None) -> BridgeO
                 raise NetworkError(f'invalid {key} "{text}": not an IP address') from None
         elif key == OPT_MTU:
             values["mtu"] = _parse_mtu(text, key)
+        elif key in OPT_GATEWAY_MODE.values():
+            if text not in GATEWAY_MODES:
+                raise NetworkError(
+                    f'invalid {key} "{text}"', f"valid modes: {', '.join(GATEWAY_MODES)}"
+                )
+            family = 4 if key == OPT_GATEWAY_MODE[4] else 6
+            routed = set(values.get("direct_routing", ()))
+            if text != "nat":
+                routed.add(family)
+            values["direct_routing"] = frozenset(routed)
         else:
             raise NetworkError(
                 f'unknown option "{key}" for driver bridge',
@@ -405,11 +430,20 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _chain(bridge: dict[str, Any], internal: bool) -> list[dict[str, Any]]:
+def _chain(
+    bridge: dict[str, Any], internal: bool, direct_routing: frozenset[int] = frozenset()
+) -> list[dict[str, Any]]:
+    isolation: dict[str, Any] = {
+        "type": "isolation",
+        "internal": internal,
+        "icc": not bridge.get("portIsolation"),
+    }
+    for family in sorted(direct_routing):
+        isolation[f"directRouting{family}"] = True
     return [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        {"type": "isolation", "internal": internal, "icc": not bridge.get("portIsolation")},
+        isolation,
     ]
 
 
@@ -470,7 +504,7 @@ def network_conflist(
     return {
         "cniVersion": CNI_VERSION,
         "name": name,
-        "plugins": _chain(bridge, internal),
+        "plugins": _chain(bridge, internal, opts.direct_routing),
         "netctl": meta,
     }
 

@@ -345,9 +345,7 @@ class Runtime:
         if opts.publish and network.internal:
             # An internal network has no gateway to the outside to DNAT through: Docker
             # publishes nothing for it, and says so.
-            warn(
-                f"Published ports are discarded when using the internal network {network.name}"
-            )
+            warn(f"Published ports are discarded when using the internal network {network.name}")
             opts.publish = []
         bindings = self._bindings(network, opts)
         cap_ports = [
