@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycni.runtime import etcfiles, hostports, portspec, sandbox
-from pycni.runtime.cli import UsageError
 from pycni.runtime.containers import (
     Attachment,
     ContainerRecord,
@@ -37,6 +36,7 @@ from pycni.runtime.containers import (
     valid_name,
 )
 from pycni.runtime.paths import Paths
+from pycni.runtime.usage import UsageError
 
 from pycni import errors, netns
 
