@@ -156,10 +156,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show tracebacks and every command run"
     )
     sub = parser.add_subparsers(dest="netctl_command", required=True, metavar="COMMAND")
-    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
-    for name in modules:
-        import_module(f"pycni.runtime.{name}").register(sub)
+    if command in COMMANDS:
+        # Only this command's parser is built: each costs about a millisecond, and a
+        # module registers every command of its group.
+        import_module(f"pycni.runtime.{COMMANDS[command]}").register(_OnlyCommand(sub, command))
+    else:
+        for name in dict.fromkeys(COMMANDS.values()):
+            import_module(f"pycni.runtime.{name}").register(sub)
     return parser
+
+
+class _OnlyCommand:
+    """The sub-parsers action as a command module sees it, building only `command`'s
+    parser; every other add_parser() answers a stand-in that takes any call."""
+
+    def __init__(self, sub: argparse._SubParsersAction, command: str) -> None:
+        self._sub = sub
+        self._command = command
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name == self._command or self._command in kwargs.get("aliases", ()):
+            return self._sub.add_parser(name, **kwargs)
+        return _Ignored()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._sub, attr)
+
+
+class _Ignored:
+    def __getattr__(self, attr: str) -> Any:
+        return lambda *args, **kwargs: self
 
 
 def _command_word(argv: list[str]) -> str | None:

@@ -17,7 +17,6 @@ TYPE_CHECKING = False  # typing itself costs a start-up's worth of imports
 if TYPE_CHECKING:
     import argparse
 
-    from pycni.runtime import portspec
     from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
 
@@ -92,26 +91,10 @@ def status_text(rec: ContainerRecord) -> str:
     return rec.status.capitalize()
 
 
-def published(rec: ContainerRecord) -> list[portspec.PublishedPort]:
-    from pycni.runtime import portspec
-
-    return [
-        portspec.PublishedPort(
-            host_ip=p.host_ip,
-            host_port=p.host_port,
-            container_port=p.container_port,
-            protocol=p.protocol,
-        )
-        for p in rec.ports
-    ]
-
-
 def _format_ports(rec: ContainerRecord) -> str:
-    if not rec.ports:
-        return ""
-    from pycni.runtime import portspec
+    from pycni.runtime import portview
 
-    return portspec.format_ports(published(rec))
+    return portview.format_ports(rec.ports)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
@@ -160,12 +143,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_port(args: argparse.Namespace) -> int:
-    from pycni.runtime import portspec
+    from pycni.runtime import portview
 
     rec = _record(args.container)
     try:
-        lines = portspec.format_port_lines(published(rec), args.port or "")
-    except portspec.PortSpecError as exc:
+        lines = portview.format_port_lines(rec.ports, args.port or "")
+    except portview.PortSpecError as exc:
         raise UsageError(str(exc)) from None
     if args.port and not lines:
         raise UsageError(

@@ -242,9 +242,10 @@ _NOUN = [
 
 
 def random_name() -> str:
-    import secrets
-
-    return f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}_{secrets.randbelow(1000)}"
+    # os.urandom rather than secrets (which loads random, hashlib and hmac): a name needs
+    # no cryptographic quality, and the modulo bias over 2**32 is nil.
+    adj, noun, n = (int.from_bytes(os.urandom(4), "big") for _ in range(3))
+    return f"{_ADJ[adj % len(_ADJ)]}_{_NOUN[noun % len(_NOUN)]}_{n % 1000}"
 
 
 def process_start_time(pid: int) -> str:
@@ -282,10 +283,10 @@ class ContainerStore:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         path = self._path(rec.id)
         tmp = f"{path}.tmp-{os.getpid()}"
+        # Atomic for readers (rename); no fsync: the run dir is tmpfs on a real host and
+        # a reboot is meant to forget these records.
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(rec.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
 
     def delete(self, cid: str) -> None:
