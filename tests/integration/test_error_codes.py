@@ -131,7 +131,7 @@ def _valid_prev(ns: Netns) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("plugin", ["bridge", "host-local"])
+@pytest.mark.parametrize("plugin", ["bridge", "host-local", "portmap"])
 def test_check_of_a_container_never_added_is_unknown_container(
     run_plugin: Run, host_ns: Netns, container_ns, tmp_path: Path, plugin: str
 ) -> None:
