@@ -119,8 +119,12 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:
-    conf = load_conf(cmd)
-    with DiskStore(conf.data_dir, conf.name).open(create=False) as store:
+    # Leases are keyed by container ID and interface: DEL needs only the store, so
+    # ranges, requested IPs or a runtimeConfig that cannot be parsed never keep it
+    # from releasing (a DEL that fails is retried forever by the runtime).
+    name, data_dir, _ipam = _name_and_data_dir(cmd.conf)
+    skel.check_cni_args(cmd.cni_args, KNOWN_ARGS)
+    with DiskStore(data_dir, name).open(create=False) as store:
         if store.exists:
             store.release(cmd.container_id, cmd.ifname)
 

@@ -57,7 +57,7 @@ class BridgeConf:
         "vlan",
     )
 
-    def __init__(self, d: dict[str, Any], cni_args: dict[str, str]) -> None:
+    def __init__(self, d: dict[str, Any], cni_args: dict[str, str], for_del: bool = False) -> None:
         #: network name (validated by skel)
         self.name: str = d["name"]
         #: host bridge name; "cni0" when absent
@@ -116,6 +116,11 @@ class BridgeConf:
         self.dns = DNS.from_wire(dns, f"{WHERE}: 'dns'") if dns else DNS()
         #: container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC
         self.mac = ""
+        if for_del:
+            # DEL releases by attachment and never needs the MAC: a malformed
+            # runtimeConfig must not keep it from releasing (the runtime would retry
+            # the DEL forever and leak the veth and the lease).
+            return
         mac = conf.get_str(conf.get_dict(d, "runtimeConfig", WHERE), "mac", "", WHERE)
         if not mac:
             mac = conf.get_str(
@@ -130,7 +135,7 @@ class BridgeConf:
 def load(cmd: skel.CmdArgs) -> BridgeConf:
     args = cmd.cni_args
     skel.check_cni_args(args, KNOWN_ARGS)
-    return BridgeConf(cmd.conf, args)
+    return BridgeConf(cmd.conf, args, for_del=cmd.command == "DEL")
 
 
 def firewall(c: BridgeConf) -> Firewall:

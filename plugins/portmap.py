@@ -29,7 +29,7 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 class PortmapConf:
     __slots__ = ("backend", "conditions", "mappings", "masq_all", "name", "snat")
 
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: dict[str, Any], for_del: bool = False) -> None:
         from pycni.firewall.base import PortMapping
 
         #: network name
@@ -53,10 +53,14 @@ class PortmapConf:
             raise errors.UnsupportedField(
                 f"{WHERE}: 'externalSetMarkChain' is not supported", "pycni marks nothing"
             )
-        rc = conf.get_dict(d, "runtimeConfig", WHERE)
-        raw = conf.get_list(rc, "portMappings", f"{WHERE}: runtimeConfig")
         #: the ports to publish
         self.mappings: list[PortMapping] = []
+        if for_del:
+            # DEL is keyed by attachment: the mappings are not needed, and a malformed
+            # runtimeConfig must not keep a DEL from releasing what the ADD published.
+            return
+        rc = conf.get_dict(d, "runtimeConfig", WHERE)
+        raw = conf.get_list(rc, "portMappings", f"{WHERE}: runtimeConfig")
         for n, item in enumerate(raw):
             where = f"{WHERE}: runtimeConfig.portMappings[{n}]"
             if not isinstance(item, dict):
@@ -162,7 +166,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:
-    c = PortmapConf(cmd.conf)
+    c = PortmapConf(cmd.conf, for_del=True)
     # Keyed by attachment: no prevResult, netns or mappings needed, and "already
     # gone" is success.
     firewall(c).del_port_mappings(c.name, cmd.container_id, cmd.ifname)

@@ -4,6 +4,9 @@ The stdlib `json` package imports `re` (and through it `enum`), which costs more
 a bare interpreter start on small machines. Its C accelerators (`_json`) need none of
 that, so plugins parse and print JSON through them. The output is identical to
 `json.dumps(obj, separators=(",", ":"))`.
+
+`loads(text, go=True)` reads objects the way Go's encoding/json fills a struct, which is
+how the reference plugins and libcni read every config and result: see `GoDict`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,73 @@ class _ScannerContext:
         raise ValueError(f"{name} is not valid JSON")
 
 
+def _go_fold(key: str) -> str:
+    """Go's case folding of JSON object keys (encoding/json foldName): ASCII letters
+    compare without case; other characters through their simple (one-character) case
+    mapping, so the Kelvin sign matches K and the long s matches s, but "ß" never
+    matches "ss"."""
+    if key.isascii():
+        return key.upper()
+    out = []
+    for ch in key:
+        up = ch.upper()
+        out.append(up if len(up) == 1 else ch)
+    return "".join(out).translate(_GO_SPECIAL)
+
+
+_GO_SPECIAL = {0x212A: "K", 0x17F: "S"}
+
+
+class GoDict(dict):
+    """A decoded JSON object whose lookups behave as Go's encoding/json filling a struct.
+
+    The reference plugins decode configs, runtimeConfig, prevResult and IPAM sections into
+    Go structs, and Go matches an object key to a field by its exact spelling, else
+    case-insensitively. Runtimes built on go-cni rely on that: containerd sends
+    portMappings as `{"HostPort":80,"ContainerPort":8080,"Protocol":"tcp","HostIP":""}`
+    (an untagged Go struct), likewise `ipRanges` and `bandwidth`. So `d[key]`, `d.get(key)`
+    and `key in d` here look for the exact key first and then for a key that differs only
+    in case (the last such key of the object wins, as Go assigns fields in document
+    order). Iteration, `len` and serialisation see the keys as they were written, so a
+    config handed on to the next plugin is unchanged.
+    """
+
+    __slots__ = ()
+
+    def _folded(self, key: object) -> str | None:
+        """The key of this object that Go would match to `key` when no key is spelled
+        exactly so (None when there is none)."""
+        if not isinstance(key, str):
+            return None
+        want = _go_fold(key)
+        found = None
+        for k in dict.__iter__(self):
+            if isinstance(k, str) and _go_fold(k) == want:
+                found = k
+        return found
+
+    def __missing__(self, key: str) -> Any:
+        k = self._folded(key)
+        if k is None:
+            raise KeyError(key)
+        return dict.__getitem__(self, k)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        k = self._folded(key)
+        return default if k is None else dict.__getitem__(self, k)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._folded(key) is not None
+
+
+class _GoScannerContext(_ScannerContext):
+    object_pairs_hook = GoDict  # type: ignore[assignment]
+
+
 _scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
+_go_scan = _json.make_scanner(_GoScannerContext())  # type: ignore[arg-type]
 
 
 class JSONError(ValueError):
@@ -42,7 +111,8 @@ class JSONError(ValueError):
         self.pos = pos
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes, go: bool = False) -> Any:
+    """One JSON value; with `go`, every object is a `GoDict` (Go's key matching)."""
     if isinstance(text, bytes | bytearray):
         try:
             text = bytes(text).decode("utf-8")
@@ -53,7 +123,7 @@ def loads(text: str | bytes) -> Any:
     while i < end and text[i] in _WS:
         i += 1
     try:
-        value, i = _scan(text, i)
+        value, i = (_go_scan if go else _scan)(text, i)
     except StopIteration as exc:
         raise JSONError("expecting a JSON value", exc.value) from None
     except RecursionError:

@@ -195,7 +195,7 @@ def delegate_add(plugin_type: str, stdin: bytes, env: Mapping[str, str] | None =
 
     out = delegate(plugin_type, "ADD", stdin, env)
     try:
-        obj = fastjson.loads(out)
+        obj = fastjson.loads(out, go=True)
     except ValueError as exc:
         raise errors.DecodingFailure(
             f"failed to unmarshal the result of {plugin_type}", str(exc)

@@ -83,7 +83,7 @@ def run(command: str, cmd: skel.CmdArgs) -> Result | None:
     from pycni.result import parse_result
 
     try:
-        obj = fastjson.loads(out)
+        obj = fastjson.loads(out, go=True)
     except ValueError as exc:
         raise errors.DecodingFailure(
             f"IPAM plugin {kind} printed an invalid result", str(exc)

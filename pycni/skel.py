@@ -186,7 +186,7 @@ def decode_conf(stdin: bytes) -> dict[str, Any]:
             "network configuration is too large", f"{len(stdin)} bytes; the limit is {MAX_STDIN}"
         )
     try:
-        conf = fastjson.loads(stdin)
+        conf = fastjson.loads(stdin, go=True)
     except ValueError as exc:
         raise errors.DecodingFailure("error unmarshall network config", str(exc)) from None
     if not isinstance(conf, dict):

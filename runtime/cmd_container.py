@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_search=args.dns_search or [],
         dns_option=args.dns_option or [],
         add_host=args.add_host or [],
+        sysctl=args.sysctl or [],
         detach=args.detach,
         rm=args.rm,
     )
@@ -281,6 +282,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--dns-search", action="append")
     run.add_argument("--dns-option", action="append")
     run.add_argument("--add-host", action="append", metavar="HOST:IP")
+    run.add_argument("--sysctl", action="append", metavar="net.KEY=VALUE")
     run.add_argument("-d", "--detach", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")

@@ -150,6 +150,7 @@ def _replay_isolation(rt: Runtime) -> int:
             if link is None:
                 continue
             internal = bool(plugin.get("internal", False)) if plugin is not None else False
-            isolation.apply(isolation.plan_add(link.index, internal))
+            icc = bool(plugin.get("icc", True)) if plugin is not None else True
+            isolation.apply(isolation.plan_add(link.index, internal, icc))
             count += 1
     return count

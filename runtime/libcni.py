@@ -21,6 +21,7 @@ from typing import Any
 
 from pycni import errors, invoke, skel
 from pycni import version as cniver
+from pycni.fastjson import GoDict
 from pycni.result import Result, parse_result
 
 CACHE_KIND = "cniCacheV1"
@@ -110,7 +111,7 @@ def _pick_version(obj: dict[str, Any]) -> str:
 def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
     where = f" ({path})" if path else ""
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw, object_pairs_hook=GoDict)  # libcni's keys match as Go's
     except ValueError as exc:
         raise ConfigError(f"error parsing configuration list{where}: {exc}") from None
     if not isinstance(obj, dict):
@@ -155,6 +156,7 @@ def conflist_from_conf(raw: bytes, path: str = "") -> NetworkConfigList:
         raise ConfigError(f"error parsing {path}: {exc}") from None
     if not isinstance(obj, dict):
         raise ConfigError(f"error parsing {path}: not a JSON object")
+    obj = GoDict(obj)
     if "type" not in obj:
         raise ConfigError(f"error parsing configuration: missing 'type' in {path}")
     wrapped = {

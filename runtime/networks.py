@@ -407,7 +407,7 @@ def _chain(bridge: dict[str, Any], internal: bool) -> list[dict[str, Any]]:
     return [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        {"type": "isolation", "internal": internal},
+        {"type": "isolation", "internal": internal, "icc": not bridge.get("portIsolation")},
     ]
 
 
@@ -443,6 +443,9 @@ def network_conflist(
         "ipMasq": opts.enable_ip_masquerade and not internal,
         "hairpinMode": True,
         "portIsolation": not opts.enable_icc,
+        # a container sends only as itself (MAC, ARP, IP, neighbour discovery): without
+        # it any workload with CAP_NET_RAW can take over a neighbour's traffic
+        "macspoofchk": True,
     }
     if opts.mtu is not None:
         bridge["mtu"] = opts.mtu
@@ -500,6 +503,7 @@ def default_conflist(
         "ipMasq": cfg.ip_masq,
         "hairpinMode": True,
         "portIsolation": not cfg.icc,
+        "macspoofchk": True,  # as for user-defined networks
     }
     if cfg.mtu is not None:
         bridge["mtu"] = cfg.mtu

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv)
+PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv
+      containerd runc busybox-static util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -299,6 +299,12 @@ class Backend:
             if part == PORTS:
                 self.store.release(old.bindings(), key)
             self.store.save(new)
+            if new.empty and not self.store.has_records(key[0]):
+                # The network's last attachment is gone: drop the shared "same subnet"
+                # pairs nothing needs any more, so an idle network leaves no entry
+                # behind (runtimes such as containerd 1.6 never call GC). Once per
+                # network emptying, never on the per-container path.
+                self._prune()
         if part == PORTS:
             self._flush_udp(old.bindings())
 

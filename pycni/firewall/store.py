@@ -160,6 +160,11 @@ class Store:
         except OSError:
             pass  # other attachments of the network remain
 
+    def has_records(self, network: str) -> bool:
+        """Whether any attachment of `network` has a record (its directory exists only
+        while it holds one: `remove` drops it with the last)."""
+        return os.path.isdir(os.path.join(self.root, encode(network)))
+
     def records(self, network: str | None = None) -> Iterator[Record]:
         try:
             networks = (

@@ -77,6 +77,12 @@ def confs(tmp: Path) -> dict[str, dict[str, Any]]:
             },
         },
         "loopback": {"cniVersion": "1.0.0", "name": "codenet", "type": "loopback"},
+        "tuning": {
+            "cniVersion": "1.0.0",
+            "name": "codenet",
+            "type": "tuning",
+            "sysctl": {"net.ipv4.conf.eth0.rp_filter": "1"},
+        },
     }
 
 
@@ -88,7 +94,9 @@ def _exec(run_plugin: Run, host: Netns, ns: Netns, plugin: str, verb: str, conf:
 
 
 @pytest.mark.parametrize("shape", sorted(MALFORMED_PREV))
-@pytest.mark.parametrize("plugin", ["bridge", "host-local", "static", "portmap", "loopback"])
+@pytest.mark.parametrize(
+    "plugin", ["bridge", "host-local", "static", "portmap", "loopback", "tuning"]
+)
 def test_check_with_malformed_prev_result_is_a_decode_or_config_error(
     run_plugin: Run, host_ns: Netns, container_ns, tmp_path: Path, plugin: str, shape: str
 ) -> None:
@@ -110,7 +118,7 @@ def test_check_with_malformed_prev_result_is_a_decode_or_config_error(
 
 
 @pytest.mark.parametrize("shape", ["ips-string", "interfaces-number", "prev-string"])
-@pytest.mark.parametrize("plugin", ["portmap", "loopback"])
+@pytest.mark.parametrize("plugin", ["portmap", "loopback", "tuning"])
 def test_add_with_malformed_prev_result_is_a_decode_or_config_error(
     run_plugin: Run, host_ns: Netns, container_ns, tmp_path: Path, plugin: str, shape: str
 ) -> None:

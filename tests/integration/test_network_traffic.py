@@ -99,12 +99,40 @@ def test_icc_false_blocks_siblings_but_the_gateway_answers(host_ns, container_ns
     assert reach(c1, host_ns, "10.63.0.1") == (True, True)
 
 
+def test_icc_false_cannot_be_bypassed_through_the_gateway(host_ns, container_ns, tmp_path) -> None:
+    """A container that routes to its neighbour via the gateway (layer 3, which bridge
+    port isolation does not see) is dropped on an icc=false network, IPv4 and IPv6, TCP
+    and UDP; the gateway still answers."""
+    create(
+        host_ns,
+        tmp_path,
+        "quiet6",
+        "--subnet",
+        "10.66.0.0/24",
+        "--subnet",
+        "fd00:66::/64",
+        "--ipv6",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+    )
+    c1, c2 = container_ns(), container_ns()
+    attach(host_ns, tmp_path, "quiet6", c1, "c1")
+    ip2 = attach(host_ns, tmp_path, "quiet6", c2, "c2")
+    c1.run("ip", "route", "add", f"{ip2['4']}/32", "via", "10.66.0.1")
+    c1.run("ip", "-6", "route", "add", f"{ip2['6']}/128", "via", "fd00:66::1")
+    for fam in ("4", "6"):
+        assert reach(c1, c2, ip2[fam]) == (False, False), f"IPv{fam} through the gateway"
+        with server(c2, ip2[fam], 5353, "dns", proto="udp"):
+            assert connect(c1, ip2[fam], 5353, proto="udp", timeout=1) is None, f"UDP IPv{fam}"
+    assert reach(c1, host_ns, "10.66.0.1") == (True, True)
+
+
 def test_internal_network_has_no_way_out(host_ns, container_ns, tmp_path) -> None:
     outside = container_ns()
     wire_outside(host_ns, outside)
     conf = create(host_ns, tmp_path, "intnet", "--internal", "--subnet", "10.64.0.0/24")
     assert conf["plugins"][0]["isDefaultGateway"] is False and conf["plugins"][0]["ipMasq"] is False
-    assert conf["plugins"][2] == {"type": "isolation", "internal": True}
+    assert conf["plugins"][2] == {"type": "isolation", "internal": True, "icc": True}
     create(host_ns, tmp_path, "pubnet", "--subnet", "10.65.0.0/24")
     inner, inner2, pub = container_ns(), container_ns(), container_ns()
     ip_in = attach(host_ns, tmp_path, "intnet", inner, "in1")
@@ -277,3 +305,29 @@ def test_isolation_plugin_verbs(run_plugin, host_ns, container_ns) -> None:
     host_ns.run("ip", "link", "del", "pytiso0")
     assert run_plugin("isolation", "GC", _conf(None), in_ns=host_ns).rc == 0
     assert f"net-{index}" not in host_ns.run("nft", "list", "table", "inet", "pycni_isolation")
+
+
+def test_netctl_networks_guard_against_spoofing_by_default(host_ns, container_ns, tmp_path) -> None:
+    """Every container of a netctl network sends only as itself: the spoof check is on
+    without asking (a workload with CAP_NET_RAW cannot poison the gateway's ARP cache to
+    take over a neighbour's traffic, icc=false or not)."""
+    create(host_ns, tmp_path, "guarded", "--subnet", "10.63.0.0/24")
+    attacker, victim = container_ns(), container_ns()
+    attach(host_ns, tmp_path, "guarded", attacker, "att")
+    v_ip = attach(host_ns, tmp_path, "guarded", victim, "vic")["4"]
+    guarded = host_ns.run("nft", "-j", "list", "set", "bridge", "pycni_spoof", "guarded")
+    elems = json.loads(guarded)["nftables"][1]["set"]["elem"]
+    assert len(elems) == 2
+    assert ping(host_ns, v_ip)
+    v_mac = victim.link("eth0")["address"]
+    a_mac = attacker.link("eth0")["address"]
+    from tests.integration.test_security import scapy
+
+    scapy(
+        attacker,
+        f"sendp(Ether(src='{a_mac}', dst='ff:ff:ff:ff:ff:ff') / ARP(op=2, hwsrc='{a_mac}', "
+        f"psrc='{v_ip}', pdst='10.63.0.1'), iface='eth0', count=3)",
+    )
+    neigh = host_ns.run("ip", "neigh", "show", v_ip)
+    assert v_mac in neigh and a_mac not in neigh, neigh
+    assert reach(host_ns, victim, v_ip) == (True, True)

@@ -68,6 +68,10 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/isolation.py", "cmd_check"): DRIFT,
     ("plugins/loopback.py", "cmd_check"): DRIFT,
     ("ipam/static.py", "cmd_check"): DRIFT,
+    ("plugins/tuning.py", "cmd_check"): DRIFT,
+    ("plugins/tuning.py", "_sysctl_error"): "an errno other than the caller's mistakes "
+    "(missing key, refused value: 7 above it): " + KERNEL,
+    ("plugins/tuning.py", "restore"): "never answered: DEL's best-effort restore only logs it",
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -150,6 +154,14 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/firewall/nftables.py", "Nft._run_exec", "NftError"): "NftablesFirewall._raise",
     ("pycni/firewall/nftables.py", "NftablesFirewall._raise", "KernelConflict"): "Backend._commit",
     ("pycni/entry.py", "main", "SystemExit"): "the process exit itself",
+    ("pycni/fastjson.py", "GoDict.__missing__", "KeyError"): "the dict protocol after the "
+    "case-insensitive lookup; config is read with conf.py getters and .get",
+    ("pycni/firewall/nftables.py", "Nft.run_script", "NftError"): "spoofcheck._run",
+    **{
+        ("plugins/tuning.py", fn, "_sysctl_error"): "returns InvalidConfig, or a CniError "
+        "listed in INTERNAL_999"
+        for fn in ("_add_in_netns", "cmd_check")
+    },
 }
 
 

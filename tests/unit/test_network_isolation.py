@@ -169,3 +169,14 @@ def test_internal_must_be_a_boolean(value: object) -> None:
         return
     with pytest.raises(errors.InvalidConfig, match="'internal' must be true or false"):
         isolation.IsolationConf(conf)
+
+
+def test_icc_false_adds_the_same_bridge_drop_with_a_dnat_exemption() -> None:
+    rules = _rule_exprs(plan_add(9, internal=False, icc=False), "net-9")
+    assert len(rules) == 2
+    last = rules[-1]
+    assert {"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": 9}} in last
+    assert {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": 9}} in last
+    assert any("ct" in json.dumps(e) and "dnat" in json.dumps(e) for e in last)
+    assert last[-1] == {"drop": None}
+    assert len(_rule_exprs(plan_add(9, internal=False), "net-9")) == 1

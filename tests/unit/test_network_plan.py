@@ -353,6 +353,7 @@ def test_conflist_shape() -> None:
         "ipMasq": True,
         "hairpinMode": True,
         "portIsolation": False,
+        "macspoofchk": True,
         "ipam": {
             "type": "host-local",
             "ranges": [
@@ -376,7 +377,7 @@ def test_conflist_shape() -> None:
         },
     }
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
-    assert isolation == {"type": "isolation", "internal": False}
+    assert isolation == {"type": "isolation", "internal": False, "icc": True}
     meta = c["netctl"]
     assert meta["id"].startswith("0123456789ab") and meta["driver"] == "bridge"
     assert meta["subnets"] == ["172.26.0.0/16", "fd00:26::/64"]
@@ -390,7 +391,7 @@ def test_internal_and_options_change_the_chain() -> None:
     assert bridge["bridge"] == "mine0" and bridge["mtu"] == 1400
     assert bridge["isDefaultGateway"] is False and bridge["ipMasq"] is False
     assert bridge["portIsolation"] is True
-    assert c["plugins"][2] == {"type": "isolation", "internal": True}
+    assert c["plugins"][2] == {"type": "isolation", "internal": True, "icc": False}
     assert c["netctl"]["hostBindingIPv4"] == "127.0.0.1"
     # masquerade stays on for a normal network unless the option turns it off
     assert (
