@@ -31,8 +31,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -946,7 +944,7 @@ class NetworkStore:
         meta = meta if isinstance(meta, dict) else {}
         net_id = meta.get("id")
         if not (isinstance(net_id, str) and len(net_id) == 64):
-            net_id = secrets.token_hex(32)
+            net_id = os.urandom(32).hex()  # secrets.token_hex(32), without loading secrets
         created = meta.get("created")
         if not isinstance(created, str) or not created:
             created = now_rfc3339()
@@ -1040,7 +1038,7 @@ class NetworkStore:
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
         self.ensure_default_network()  # before the lock: it takes the lock itself
-        net_id = secrets.token_hex(32)
+        net_id = os.urandom(32).hex()  # secrets.token_hex(32), without loading secrets
         with self._locked():
             existing = self._load()
             if any(n.name == name for n in existing):
@@ -1136,6 +1134,8 @@ class NetworkStore:
         if not any(w.startswith(f"bridge {net.bridge} still has ports") for w in warnings):
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.
+            import shutil
+
             shutil.rmtree(os.path.join(self.ipam_dir, net.name), ignore_errors=True)
             from pycni.ipam.store import INDEX_PREFIX
 

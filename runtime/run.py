@@ -15,16 +15,14 @@ for containers whose supervisor was killed.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pycni.runtime import etcfiles, hostports, portspec, sandbox
-from pycni.runtime.cli import UsageError
+from pycni.runtime import etcfiles, sandbox
 from pycni.runtime.containers import (
     Attachment,
     ContainerRecord,
@@ -37,8 +35,12 @@ from pycni.runtime.containers import (
     valid_name,
 )
 from pycni.runtime.paths import Paths
+from pycni.runtime.usage import UsageError
 
 from pycni import errors, netns
+
+if TYPE_CHECKING:
+    from pycni.runtime import portspec
 
 EXIT_SETUP = 125
 IFNAME = "eth0"
@@ -105,6 +107,8 @@ def validate(opts: RunOptions) -> None:
         raise UsageError("conflicting options: mac-address and the network mode")
     for flag, value, version in (("--ip", opts.ip, 4), ("--ip6", opts.ip6, 6)):
         if value:
+            import ipaddress
+
             try:
                 addr = ipaddress.ip_address(value)
             except ValueError:
@@ -379,6 +383,8 @@ class Runtime:
             att.gateways = [str(ip.gateway) for ip in result.ips if ip.gateway is not None]
         rec.attachments = [att]
         has_v6 = any(":" in ip for ip in att.ips)
+        from pycni.runtime import portspec
+
         rec.ports = [
             PublishedPort(
                 host_ip=p.host_ip,
@@ -398,6 +404,8 @@ class Runtime:
                 raise UsageError(
                     "user specified IP address is supported only when connecting to networks with user configured subnets"
                 )
+            import ipaddress
+
             addr = ipaddress.ip_address(value)
             subnets = [ipaddress.ip_network(str(s)) for s in getattr(network, "subnets", [])]
             if subnets and not any(addr in s for s in subnets):
@@ -406,6 +414,8 @@ class Runtime:
                 )
 
     def _bindings(self, network: Any, opts: RunOptions) -> list[portspec.PortBinding]:
+        from pycni.runtime import hostports, portspec
+
         try:
             parsed = portspec.parse_publish_all(opts.publish)
         except portspec.PortSpecError as exc:
