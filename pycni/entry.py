@@ -14,6 +14,7 @@ import sys
 
 
 def main(name: str, module: str) -> None:
+    os.umask(0o022)  # skel.UMASK: state root trusts is never writable by others
     command = os.environ.get("CNI_COMMAND", "")
     if command == "VERSION":
         from pycni import version
