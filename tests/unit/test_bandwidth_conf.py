@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pycni.plugins.bandwidth import BandwidthConf, ifb_name
 
 from pycni import errors, tc
-from pycni.plugins.bandwidth import BandwidthConf, ifb_name
 
 
 def test_ifb_name_is_the_references() -> None:
