@@ -13,4 +13,5 @@ PLUGINS = {
     "portmap": "pycni.plugins.portmap",
     "isolation": "pycni.plugins.isolation",
     "bandwidth": "pycni.plugins.bandwidth",
+    "sbr": "pycni.plugins.sbr",
 }

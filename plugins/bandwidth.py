@@ -21,7 +21,7 @@ import hashlib
 import os
 
 from pycni import conf, errors, netns, skel
-from pycni.result import Interface, Result, parse_result
+from pycni.result import Interface, Result, chained_prev_result, parse_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,15 +102,6 @@ def ifb_name(network: str, container_id: str) -> str:
     return ("bwp" + hashlib.sha512((network + container_id).encode()).hexdigest())[:15]
 
 
-def _prev(cmd: skel.CmdArgs) -> Result:
-    if cmd.conf.get("prevResult") is None:
-        raise errors.InvalidConfig(
-            "must be called as chained plugin",
-            "bandwidth needs the interface plugin's result as prevResult",
-        )
-    return parse_result(cmd.conf["prevResult"])
-
-
 def _peer_index(cmd: skel.CmdArgs) -> int:
     """The ifindex (in this namespace) of the veth peer of CNI_IFNAME, 0 if none."""
     from pycni.netlink import Netlink
@@ -159,7 +150,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         if cmd.conf.get("prevResult") is None:
             return Result(cmd.cni_version)
         return parse_result(cmd.conf["prevResult"])
-    prev = _prev(cmd)
+    prev = chained_prev_result(cmd.conf, WHERE)
     from pycni import tc
     from pycni.netlink import Netlink
 
@@ -271,7 +262,7 @@ def _check_tbf(nl: Netlink, index: int, rate: int, burst: int, what: str) -> Non
 
 def cmd_check(cmd: skel.CmdArgs) -> None:
     c = BandwidthConf(cmd.conf)
-    prev = _prev(cmd)
+    prev = chained_prev_result(cmd.conf, WHERE)
     from pycni import tc
     from pycni.netlink import Netlink
 

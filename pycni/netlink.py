@@ -267,6 +267,7 @@ class RouteEntry:
         "gateway",
         "mtu",
         "oif",
+        "prefsrc",
         "priority",
         "protocol",
         "scope",
@@ -286,6 +287,8 @@ class RouteEntry:
         self.oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         self.priority = struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
         self.gateway = ipaddress.ip_address(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
+        #: the source address hint (`src` in `ip route`)
+        self.prefsrc = ipaddress.ip_address(attrs[RTA_PREFSRC]) if RTA_PREFSRC in attrs else None
         metrics = parse_attrs(attrs.get(RTA_METRICS, b""))
         self.mtu = struct.unpack("=I", metrics[RTAX_MTU])[0] if RTAX_MTU in metrics else 0
         self.advmss = struct.unpack("=I", metrics[RTAX_ADVMSS])[0] if RTAX_ADVMSS in metrics else 0
@@ -759,8 +762,11 @@ class Netlink:
         advmss: int = 0,
         replace: bool = False,
         protocol: int = RTPROT_BOOT,
+        src: IPAddress | None = None,
     ) -> None:
-        body = self._route_body(dst, gateway, oif, priority, table, scope, mtu, advmss, protocol)
+        body = self._route_body(
+            dst, gateway, oif, priority, table, scope, mtu, advmss, protocol, src
+        )
         nlflags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         via = f" via {gateway}" if gateway is not None else ""
         self.request(RTM_NEWROUTE, nlflags, body, f"add route {dst}{via}")
@@ -776,6 +782,25 @@ class Netlink:
         body = self._route_body(dst, gateway, oif, priority, table, RT_SCOPE_UNIVERSE, 0, 0, 0)
         try:
             self.request(RTM_DELROUTE, 0, body, f"delete route {dst}")
+        except NotFound:
+            return False
+        return True
+
+    def copy_route(self, r: RouteEntry, table: int) -> None:
+        """Add (or replace) route `r` as it is, in another table."""
+        self.add_route(
+            r.dst, r.gateway, r.oif, r.priority, table, r.scope, r.mtu, r.advmss,
+            replace=True, protocol=r.protocol, src=r.prefsrc,
+        )  # fmt: skip
+
+    def del_route_entry(self, r: RouteEntry) -> bool:
+        """Delete exactly route `r` as listed by `routes()` (any scope, e.g. the kernel's
+        link-scope subnet routes); False when it was already gone."""
+        body = self._route_body(
+            r.dst, r.gateway, r.oif, r.priority, r.table, r.scope, 0, 0, 0, r.prefsrc
+        )
+        try:
+            self.request(RTM_DELROUTE, 0, body, f"delete route {r.dst} table {r.table}")
         except NotFound:
             return False
         return True

@@ -281,7 +281,7 @@ def test_not_chained_or_not_a_veth(run_plugin, host_ns, container_ns, tmp_path) 
     r = run_plugin(
         "bandwidth", "ADD", bw_conf(None, **LIMITS), netns=c.path, container_id="n1", in_ns=host_ns
     )
-    assert r.error["code"] == 7 and "chained" in r.error["msg"]
+    assert r.error["code"] == 7 and "chained plugin" in r.error["msg"]
     # prevResult naming an interface that is not a veth (loopback's result)
     prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "lo", "sandbox": c.path}]}
     r = run_plugin(
