@@ -14,4 +14,5 @@ PLUGINS = {
     "isolation": "pycni.plugins.isolation",
     "bandwidth": "pycni.plugins.bandwidth",
     "sbr": "pycni.plugins.sbr",
+    "vrf": "pycni.plugins.vrf",
 }

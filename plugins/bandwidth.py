@@ -136,14 +136,6 @@ def host_veth(nl: Netlink, cmd: skel.CmdArgs, prev: Result) -> Link:
     return link
 
 
-def _nl_error(exc: OSError, doing: str) -> errors.CniError:
-    from pycni import netlink, netsetup
-
-    if isinstance(exc, netlink.NetlinkError):
-        return netsetup.nl_error(exc, doing)
-    return errors.CniError(f"failed to {doing}: {exc}")
-
-
 def cmd_add(cmd: skel.CmdArgs) -> Result:
     c = BandwidthConf(cmd.conf)
     if c.is_zero:
@@ -206,7 +198,9 @@ def _add_error(exc: OSError, doing: str) -> errors.CniError:
             f"failed to {doing}: {exc.strerror}",
             "the container already has bandwidth limits (was ADD called twice?)",
         )
-    return _nl_error(exc, doing)
+    from pycni import netsetup
+
+    return netsetup.kernel_error(exc, doing)
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:

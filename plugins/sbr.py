@@ -147,14 +147,6 @@ def _belongs(r: RouteEntry, ip: IPConfig) -> bool:
     )
 
 
-def _nl_error(exc: OSError, doing: str) -> errors.CniError:
-    from pycni import netlink, netsetup
-
-    if isinstance(exc, netlink.NetlinkError):
-        return netsetup.nl_error(exc, doing)
-    return errors.CniError(f"failed to {doing}: {exc}")
-
-
 def setup(nl: Netlink, c: SbrConf, ips: list[IPConfig], ifname: str) -> None:
     """The ADD's kernel changes, undone if one fails."""
     from pycni import netlink
@@ -229,7 +221,9 @@ def setup(nl: Netlink, c: SbrConf, ips: list[IPConfig], ifname: str) -> None:
             except OSError:
                 pass
         if isinstance(exc, OSError):
-            raise _nl_error(exc, doing) from None
+            from pycni import netsetup
+
+            raise netsetup.kernel_error(exc, doing) from None
         raise
 
 
@@ -285,7 +279,9 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
             try:
                 _del_rules(nl, sources, table)
             except OSError as exc:
-                raise _nl_error(exc, "delete rules") from None
+                from pycni import netsetup
+
+                raise netsetup.kernel_error(exc, "delete rules") from None
 
 
 def _on(prev: Result, cmd: skel.CmdArgs) -> list[IPConfig]:
