@@ -69,7 +69,10 @@ def tick_in_usec() -> float:
 
 def tbf_params(rate_bits: int, burst_bits: int) -> tuple[int, int, int]:
     """(rate in bytes/s, buffer in ticks, limit in bytes) for a rate in bits/s and a burst
-    in bits: the same numbers the reference plugin gives the kernel."""
+    in bits: the same numbers the reference plugin gives the kernel, wrapped to 32 bits
+    as its Go conversions wrap them. (containerd asks for a burst of 2^32-1 bits, whose
+    bucket time does not fit 32 bits of ticks at common rates; the reference sends the
+    wrapped value and its CHECK expects it, so ours does the same.)"""
     rate = rate_bits // 8
     burst = (burst_bits // 8) & 0xFFFFFFFF
     buffer = int(float(int(burst * TIME_UNITS_PER_SEC / rate) & 0xFFFFFFFF) * tick_in_usec())

@@ -46,6 +46,7 @@ def test_top_level_keys_win_over_runtime_config() -> None:
         {"ingressRate": 1000},
         {"ingressBurst": 1000},
         {"egressRate": 1000, "egressBurst": 8 * (2**32 - 1)},
+        {"egressRate": 7, "egressBurst": 1000},
         {"egressRate": -5, "egressBurst": 1},
         {"egressRate": 2**64, "egressBurst": 1},
         {"egressRate": 1.5, "egressBurst": 1},
