@@ -64,3 +64,80 @@ def test_vrf_conf() -> None:
     for d in ({}, {"vrfname": ""}, {"vrfname": "a b"}, {"vrfname": "v", "table": -1}):
         with pytest.raises(errors.InvalidConfig):
             VrfConf(d)
+
+
+# -- vrf's enslave sequence against a recording fake (the kernel here has no VRF; the
+#    integration test runs it for real where one exists) -------------------------------
+
+
+class _Obj:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+class FakeNetlink:
+    """Just enough of pycni.netlink.Netlink: a kernel that drops global IPv6 addresses
+    when a link changes master (net.ipv6.conf.all.keep_addr_on_down=0)."""
+
+    def __init__(self) -> None:
+        from pycni import netlink
+
+        self.nl = netlink
+        self.eth0 = _Obj(index=2, name="eth0", master=0, kind="veth")
+        self.v6 = [
+            _Obj(interface=ipaddress.ip_interface("fd83::5/64"), flags=0x02, scope=0, family=6)
+        ]
+        self.main = [
+            _Obj(dst=ipaddress.ip_network("0.0.0.0/0"), oif=2, scope=0, table=254),
+            _Obj(dst=ipaddress.ip_network("10.83.0.0/24"), oif=2, scope=253, table=254),
+            _Obj(dst=ipaddress.ip_network("198.51.100.0/24"), oif=3, scope=0, table=254),
+        ]
+        self.vrf_table: list[Any] = []
+        self.calls: list[tuple[Any, ...]] = []
+
+    def link(self, name: str) -> Any:
+        return self.eth0 if name == "eth0" else None
+
+    def link_by_index(self, index: int) -> Any:
+        return None
+
+    def addrs(self, index: int, family: int) -> list[Any]:
+        return list(self.v6)
+
+    def routes(self, family: int = 0, table: int = 254) -> list[Any]:
+        return list(self.main) if table == 254 else list(self.vrf_table)
+
+    def set_link(self, index: int, master: int | None = None) -> None:
+        self.calls.append(("master", index, master))
+        self.eth0.master = master
+        self.v6 = []
+
+    def add_addr(self, index: int, interface: Any, nodad: bool = False) -> None:
+        self.calls.append(("addr", index, str(interface), nodad))
+        self.vrf_table.append(_Obj(dst=ipaddress.ip_network(f"{interface.ip}/128")))
+
+    def copy_route(self, r: Any, table: int) -> None:
+        self.calls.append(("route", str(r.dst), table))
+
+
+def test_vrf_enslave_restores_ipv6_and_copies_gateway_routes() -> None:
+    from pycni.plugins.vrf import enslave
+
+    nl = FakeNetlink()
+    vrf = _Obj(index=9, name="blue", kind="vrf")
+    enslave(nl, vrf, 7, "eth0")  # type: ignore[arg-type]
+    assert nl.calls == [
+        ("master", 2, 9),
+        ("addr", 2, "fd83::5/64", True),
+        ("route", "0.0.0.0/0", 7),  # scope universe on eth0: copied; link scope and
+    ]  # other links' routes are not
+
+
+def test_vrf_enslave_refuses_an_enslaved_interface() -> None:
+    from pycni.plugins.vrf import enslave
+
+    nl = FakeNetlink()
+    nl.eth0.master = 5
+    with pytest.raises(errors.InvalidConfig, match="already a master"):
+        enslave(nl, _Obj(index=9, name="blue"), 7, "eth0")  # type: ignore[arg-type]
+    assert nl.calls == []
