@@ -143,23 +143,26 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         veth = host_veth(nl, cmd, prev)
         ifb = ifb_name(c.name, cmd.container_id)
         done: list[str] = []
-        doing = f"add a tbf qdisc to {veth.name}"
+        # what the current step does, and the kernel module it needs
+        doing, module = f"add a tbf qdisc to {veth.name}", "sch_tbf"
         try:
             if c.ingress_rate:
                 tc.add_tbf(nl, veth.index, c.ingress_rate, c.ingress_burst)
                 done.append("tbf")
             if c.egress_rate:
-                doing = f"create ifb device {ifb}"
+                doing, module = f"create ifb device {ifb}", "ifb"
                 nl.add_link(ifb, "ifb", mtu=veth.mtu, txqlen=0, up=True)
                 done.append("ifb")
                 ifb_link = nl.link(ifb)
                 if ifb_link is None:
                     raise errors.CniError(f"ifb device {ifb} vanished after its creation")
-                doing = f"redirect {veth.name}'s ingress to {ifb}"
+                doing, module = f"add an ingress qdisc to {veth.name}", "sch_ingress"
                 tc.add_ingress(nl, veth.index)
                 done.append("ingress")
+                doing = f"redirect {veth.name}'s ingress to {ifb}"
+                module = "cls_u32 and act_mirred"
                 tc.add_redirect(nl, veth.index, ifb_link.index)
-                doing = f"add a tbf qdisc to {ifb}"
+                doing, module = f"add a tbf qdisc to {ifb}", "sch_tbf"
                 tc.add_tbf(nl, ifb_link.index, c.egress_rate, c.egress_burst)
                 prev.interfaces.append(Interface(ifb, ifb_link.mac))
         except BaseException as exc:
@@ -173,18 +176,22 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             if "tbf" in done:
                 tc.del_qdisc(nl, veth.index, tc.TC_H_ROOT)
             if isinstance(exc, OSError):
-                raise _add_error(exc, doing) from None
+                raise _add_error(exc, doing, module) from None
             raise
     return prev
 
 
-def _add_error(exc: OSError, doing: str) -> errors.CniError:
+def _add_error(exc: OSError, doing: str, module: str) -> errors.CniError:
     from pycni import netlink
 
-    if isinstance(exc, netlink.NetlinkError) and exc.errno == 95:  # EOPNOTSUPP
-        return errors.CniError(
-            f"failed to {doing}: the kernel lacks traffic control support",
-            "load the kernel modules ifb, sch_tbf, sch_ingress, cls_u32 and act_mirred",
+    # A link kind the kernel lacks is EOPNOTSUPP ("Unknown device type"), a qdisc,
+    # classifier or action kind ENOENT with an extended ack saying so.
+    if isinstance(exc, netlink.NetlinkError) and (
+        exc.errno == 95 or (exc.errno == 2 and "unknown" in exc.kernel_msg.lower())
+    ):
+        return errors.InvalidConfig(
+            f"failed to {doing}: this kernel has no support for it ({exc.kernel_msg or exc.strerror})",
+            f"load the kernel module {module} (modprobe), or remove the bandwidth limits",
         )
     if isinstance(exc, netlink.LinkExists):
         return errors.CniError(

@@ -60,3 +60,20 @@ def test_invalid_limits(keys: dict[str, Any]) -> None:
 
 def test_del_ignores_bad_limits() -> None:
     assert BandwidthConf({"name": "n", "ingressRate": "x"}, for_del=True).name == "n"
+
+
+def test_missing_kernel_support_names_the_module() -> None:
+    from pycni.plugins.bandwidth import _add_error
+
+    from pycni.netlink import LinkExists, NetlinkError
+
+    err = _add_error(
+        NetlinkError(95, "create ifb bwp1", "Unknown device type"), "create ifb", "ifb"
+    )
+    assert err.code == 7 and "modprobe" in err.details and "ifb" in err.details
+    err = _add_error(
+        NetlinkError(2, "add qdisc", "Specified qdisc kind is unknown"), "add tbf", "sch_tbf"
+    )
+    assert err.code == 7 and "sch_tbf" in err.details
+    err = _add_error(LinkExists(17, "create ifb"), "create ifb", "ifb")
+    assert "ADD called twice" in err.details
