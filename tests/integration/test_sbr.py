@@ -232,3 +232,28 @@ def test_not_chained_no_ips_and_gone_netns(run_plugin, container_ns) -> None:
     subprocess.run(["ip", "netns", "del", w.c.name], check=True)
     d = run_plugin("sbr", "DEL", sbr_conf(w.prev1), netns=path, ifname="eth1", container_id="x")
     assert d.rc == 0, d.stdout + d.stderr
+
+
+def test_two_addresses_in_one_subnet(run_plugin, container_ns) -> None:
+    """Each address gets its own table, and both tables get the subnet's routes (main
+    is emptied only after every address took its copy)."""
+    w = build(container_ns)
+    w.c.run("ip", "addr", "add", "10.82.0.6/24", "dev", "eth1")
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth1", "sandbox": w.c.path}],
+        "ips": [
+            {"address": "10.82.0.5/24", "gateway": "10.82.0.1", "interface": 0},
+            {"address": "10.82.0.6/24", "gateway": "10.82.0.1", "interface": 0},
+        ],
+    }
+    r = run(run_plugin, w, "ADD", "eth1", prev)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert rules(w.c) == [("10.82.0.5", 100), ("10.82.0.6", 101)]
+    for t in (100, 101):
+        assert {d for d, _ in table(w.c, "-4", t)} == {"default", "10.82.0.0/24"}
+    with server(w.r2, FAR4, 7003, "r2"):
+        for src in ("10.82.0.5", "10.82.0.6"):
+            assert connect(w.c, FAR4, 7003, source=src) == f"r2 {src}"
+    d = run(run_plugin, w, "DEL", "eth1", prev)
+    assert d.rc == 0 and rules(w.c) == []
