@@ -18,6 +18,7 @@ of either plugin accepts the other's qdisc.
 
 from __future__ import annotations
 
+import _socket
 import struct
 
 from pycni import netlink
@@ -159,7 +160,7 @@ def add_redirect(nl: Netlink, index: int, target_index: int) -> None:
         netlink.nla_u32(TCA_U32_CLASSID, HANDLE_TBF | 1),
         nla_nested(TCA_U32_ACT, action),
     )
-    info = (1 << 16) | struct.unpack("<H", struct.pack(">H", ETH_P_ALL))[0]
+    info = (1 << 16) | _socket.htons(ETH_P_ALL)  # tcm_info: priority, protocol
     body = _TCMSG.pack(0, index, 0, HANDLE_INGRESS, info) + nla_str(TCA_KIND, "u32") + opts
     nl.request(
         RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, body, f"add redirect filter on link {index}"
