@@ -491,3 +491,20 @@ def test_containerd_pod_annotations(plugin_dir, tmp_path, impl) -> None:
         if cd is not None:
             cd.stop()
         _delete_netns(host)
+
+
+def test_failed_add_undoes_its_own_steps_only(run_plugin, host_ns, container_ns, tmp_path) -> None:
+    """The veth already has an ingress qdisc (someone else's): ADD fails at that step,
+    after it made the veth's tbf and the ifb; both are removed again, the other's qdisc
+    stays."""
+    c = container_ns()
+    prev = attach(run_plugin, host_ns, c, tmp_path, "f1")
+    veth = host_veth(prev)
+    host_ns.run("tc", "qdisc", "add", "dev", veth, "ingress")
+    r = run_plugin(
+        "bandwidth", "ADD", bw_conf(prev, **LIMITS), netns=c.path, container_id="f1", in_ns=host_ns
+    )
+    err = r.error
+    assert "ingress qdisc" in err["msg"], err
+    assert [q["kind"] for q in qdiscs(host_ns, veth)] == ["ingress"]
+    assert ifb_name(NET, "f1") not in link_names(host_ns)
