@@ -186,7 +186,15 @@ def setup(nl: Netlink, c: SbrConf, ips: list[IPConfig], ifname: str) -> None:
             if gw is not None:
                 default = ipaddress.ip_network("0.0.0.0/0" if ip.family == 4 else "::/0")
                 doing = f"add default route via {gw} to table {table}"
-                nl.add_route(default, gw, link.index, table=table, replace=True)
+                try:
+                    nl.add_route(default, gw, link.index, table=table, replace=True)
+                except netlink.NetlinkError as exc:
+                    if exc.errno not in (22, 101):  # EINVAL, ENETUNREACH
+                        raise
+                    raise errors.InvalidConfig(
+                        f"{WHERE}: gateway {gw} is not reachable through {ifname}",
+                        f"{exc.kernel_msg or exc.strerror}; give a gateway in {ip.address.network}",
+                    ) from None
             for n, r in enumerate(routes):
                 if r.dst.version == ip.family and _belongs(r, ip):
                     doing = f"copy route {r.dst} to table {table}"

@@ -257,3 +257,22 @@ def test_two_addresses_in_one_subnet(run_plugin, container_ns) -> None:
             assert connect(w.c, FAR4, 7003, source=src) == f"r2 {src}"
     d = run(run_plugin, w, "DEL", "eth1", prev)
     assert d.rc == 0 and rules(w.c) == []
+
+
+def test_unreachable_gateway_undoes_everything(run_plugin, container_ns) -> None:
+    """The second address's gateway is not on the link: ADD fails after the first
+    address's rule and table were made, and takes them back; main is untouched."""
+    w = build(container_ns)
+    w.c.run("ip", "addr", "add", "10.82.0.6/24", "dev", "eth1")
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth1", "sandbox": w.c.path}],
+        "ips": [
+            {"address": "10.82.0.5/24", "gateway": "10.82.0.1", "interface": 0},
+            {"address": "10.82.0.6/24", "gateway": "10.99.0.1", "interface": 0},
+        ],
+    }
+    before = (rules(w.c), w.c.ip_json("route", "show", "table", "all"))
+    err = run(run_plugin, w, "ADD", "eth1", prev).error
+    assert err["code"] == 7 and "not reachable" in err["msg"], err
+    assert (rules(w.c), w.c.ip_json("route", "show", "table", "all")) == before
