@@ -234,19 +234,24 @@ def test_not_chained_no_ips_and_gone_netns(run_plugin, container_ns) -> None:
     assert d.rc == 0, d.stdout + d.stderr
 
 
-def test_two_addresses_in_one_subnet(run_plugin, container_ns) -> None:
-    """Each address gets its own table, and both tables get the subnet's routes (main
-    is emptied only after every address took its copy)."""
-    w = build(container_ns)
+def second_address(w: World, gateway: str) -> dict[str, Any]:
+    """eth1 gets 10.82.0.6/24 too; prevResult lists both, the second with `gateway`."""
     w.c.run("ip", "addr", "add", "10.82.0.6/24", "dev", "eth1")
-    prev = {
+    return {
         "cniVersion": "1.0.0",
         "interfaces": [{"name": "eth1", "sandbox": w.c.path}],
         "ips": [
             {"address": "10.82.0.5/24", "gateway": "10.82.0.1", "interface": 0},
-            {"address": "10.82.0.6/24", "gateway": "10.82.0.1", "interface": 0},
+            {"address": "10.82.0.6/24", "gateway": gateway, "interface": 0},
         ],
     }
+
+
+def test_two_addresses_in_one_subnet(run_plugin, container_ns) -> None:
+    """Each address gets its own table, and both tables get the subnet's routes (main
+    is emptied only after every address took its copy)."""
+    w = build(container_ns)
+    prev = second_address(w, "10.82.0.1")
     r = run(run_plugin, w, "ADD", "eth1", prev)
     assert r.rc == 0, r.stdout + r.stderr
     assert rules(w.c) == [("10.82.0.5", 100), ("10.82.0.6", 101)]
@@ -263,15 +268,7 @@ def test_unreachable_gateway_undoes_everything(run_plugin, container_ns) -> None
     """The second address's gateway is not on the link: ADD fails after the first
     address's rule and table were made, and takes them back; main is untouched."""
     w = build(container_ns)
-    w.c.run("ip", "addr", "add", "10.82.0.6/24", "dev", "eth1")
-    prev = {
-        "cniVersion": "1.0.0",
-        "interfaces": [{"name": "eth1", "sandbox": w.c.path}],
-        "ips": [
-            {"address": "10.82.0.5/24", "gateway": "10.82.0.1", "interface": 0},
-            {"address": "10.82.0.6/24", "gateway": "10.99.0.1", "interface": 0},
-        ],
-    }
+    prev = second_address(w, "10.99.0.1")
     before = (rules(w.c), w.c.ip_json("route", "show", "table", "all"))
     err = run(run_plugin, w, "ADD", "eth1", prev).error
     assert err["code"] == 7 and "not reachable" in err["msg"], err
