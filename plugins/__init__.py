@@ -12,6 +12,7 @@ PLUGINS = {
     "bridge": "pycni.plugins.bridge",
     "portmap": "pycni.plugins.portmap",
     "isolation": "pycni.plugins.isolation",
+    "tuning": "pycni.plugins.tuning",
     "bandwidth": "pycni.plugins.bandwidth",
     "sbr": "pycni.plugins.sbr",
     "vrf": "pycni.plugins.vrf",

@@ -29,3 +29,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -c "import pycni.runtime.cli, pyroute2, pydantic, scapy, pytest" # fail loudly if pip failed
     touch "$stamp"
 fi
+# `netctl` starts like the plugins: `python -IS` with the package path written in (pip's
+# entry-point script would first scan site-packages, most of a short command's start-up).
+.venv/bin/python -m pycni.runtime.install --launcher .venv/bin/netctl
