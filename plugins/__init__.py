@@ -13,4 +13,7 @@ PLUGINS = {
     "portmap": "pycni.plugins.portmap",
     "isolation": "pycni.plugins.isolation",
     "tuning": "pycni.plugins.tuning",
+    "bandwidth": "pycni.plugins.bandwidth",
+    "sbr": "pycni.plugins.sbr",
+    "vrf": "pycni.plugins.vrf",
 }
