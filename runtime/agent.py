@@ -22,6 +22,11 @@ The parent never runs a verb and never enters a namespace: it holds no netlink s
 no nft context and no state that a worker could inherit from another call. Workers
 are independent processes, so killing the agent does not interrupt a call in flight
 (run it under systemd with KillMode=process, see docs/netctl-agent.service).
+
+On demand: the first plugin call that finds no agent starts one (agent_client.
+start_agent -> autostart() here), holding a lock file beside the socket for its whole
+life so that concurrent first calls start one agent; it exits after a while without
+calls (PYCNI_AGENT_IDLE seconds, default agent_client.AUTOSTART_IDLE).
 """
 
 from __future__ import annotations
@@ -523,10 +528,19 @@ class Agent:
 
     def bind(self) -> None:
         """Create the socket directory (0700) and the socket (0600); refuse when another
-        agent answers on it; replace a stale socket nobody listens on."""
+        agent answers on it; replace a stale socket nobody listens on. Refuse a
+        directory that another user owns or that group or others may write to: clients
+        do not trust a socket there (agent_client.trusted_socket)."""
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not wire.trusted_dir(directory):
+            raise OSError(
+                errno.EPERM,
+                "the socket directory must be owned by root (or this user) and not "
+                "writable by group or others; plugins would not trust a socket there",
+                directory,
+            )
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -589,13 +603,22 @@ class Agent:
                 self.idle.discard(pid)
                 self.busy.add(pid)
 
-    def serve(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Serve until SIGTERM, SIGINT or SIGHUP; then remove the socket. Calls in
-        flight are not waited for: their workers finish and answer on their own."""
+    def serve(
+        self,
+        on_ready: Callable[[], None] | None = None,
+        idle_exit: float = 0.0,
+        keep_fds: tuple[int, ...] = (),
+    ) -> None:
+        """Serve until SIGTERM, SIGINT or SIGHUP (or `idle_exit` seconds without a call
+        when it is set); then remove the socket. Calls in flight are not waited for:
+        their workers finish and answer on their own. `keep_fds` are the parent's own
+        (a lock): workers close them."""
         assert self.listener is not None
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         busy_r, busy_w = os.pipe2(os.O_CLOEXEC)
-        pool = _Pool(self.listener, busy_w, (wake_r, wake_w, busy_r), self.verbs, self.uid)
+        private = (wake_r, wake_w, busy_r, *keep_fds)
+        pool = _Pool(self.listener, busy_w, private, self.verbs, self.uid)
+        last_call = time.monotonic()
         stopping: list[int] = []
         handlers = {
             sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
@@ -620,7 +643,11 @@ class Agent:
                         continue
                     if fd == busy_r:
                         self._mark_busy(data)
+                        last_call = time.monotonic()
                 self._reap()
+                if idle_exit and not self.busy and time.monotonic() - last_call > idle_exit:
+                    log(f"no call for {idle_exit:g} s: exiting")
+                    break
                 while (
                     not stopping
                     and len(self.idle) < self.spare
@@ -677,6 +704,37 @@ def notify_systemd(state: str) -> None:
             sock.sendto(state.encode(), address)
         except OSError as exc:
             log(f"sd_notify failed: {exc}")
+
+
+def autostart(path: str, lock_fd: int) -> None:
+    """The agent a plugin started on demand (agent_client.start_agent): it runs in a
+    session of its own with stdio on /dev/null, holds `lock_fd` (flock'ed by the
+    starter) until it exits, logs to `<socket>.log`, and exits when idle. Never
+    returns."""
+    code = 0
+    try:
+        os.closerange(3, lock_fd)
+        os.closerange(lock_fd + 1, 1 << 16)  # nothing of the caller's (its pipes) stays open
+        os.set_inheritable(lock_fd, False)
+        os.chdir("/")
+        os.umask(0o022)
+        log_fd = os.open(path + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        try:
+            idle = float(os.environ.get(wire.IDLE_ENV) or wire.AUTOSTART_IDLE)
+        except ValueError:
+            idle = wire.AUTOSTART_IDLE
+        server = Agent(path)
+        server.load()
+        server.bind()
+        log("started on demand")
+        server.serve(idle_exit=max(idle, 0.1), keep_fds=(lock_fd,))
+    except OSError as exc:  # e.g. another agent listens already
+        log(f"not starting: {exc}")
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def default_socket() -> str:
