@@ -648,9 +648,13 @@ class Agent:
                 if idle_exit and not self.busy and time.monotonic() - last_call > idle_exit:
                     log(f"no call for {idle_exit:g} s: exiting")
                     break
+                # While calls run, keep one worker ready and fork the rest when they
+                # are done: a fork (page tables of the whole agent) competing with a
+                # call for the CPU costs that call more than the fork saves the next.
+                target = self.spare if not self.busy else 1
                 while (
                     not stopping
-                    and len(self.idle) < self.spare
+                    and len(self.idle) < target
                     and len(self.idle) + len(self.busy) < self.max_workers
                 ):
                     try:
