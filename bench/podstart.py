@@ -38,7 +38,6 @@ from chain import (
     AgentProc,
     Sandbox,
     Way,
-    entered,
     forget_ns_fds,
     machine,
     report_serial,
@@ -158,7 +157,10 @@ def report_micro(title: str, samples: dict[str, Any], ways: list[Way]) -> None:
     for case, by_way in samples.items():
         if case == "bare interpreter":
             vals = by_way["-"]
-            rows.append([case, f"{median(vals):.1f} ms (p90 {pct(vals, 90):.1f})"] + [""] * (2 * len(names) - 2))
+            rows.append(
+                [case, f"{median(vals):.1f} ms (p90 {pct(vals, 90):.1f})"]
+                + [""] * (2 * len(names) - 2)
+            )
             continue
         ref = median(by_way["reference"])
         cells = [f"{median(by_way[w]):.1f} ms" if w in by_way else "-" for w in names]
@@ -190,8 +192,18 @@ def main() -> None:
         ways = [
             Way("reference", REFERENCE_DIR, os.path.join(sandbox.root, "ref"), {}),
             Way("exec", pybin, os.path.join(sandbox.root, "exec"), {"PYCNI_AGENT": "0"}),
-            Way("agent", pybin, os.path.join(sandbox.root, "agent"), {"PYCNI_AGENT_SOCKET": agent.socket}),
-            Way("native", nativebin, os.path.join(sandbox.root, "native"), {"PYCNI_AGENT_SOCKET": on_demand}),
+            Way(
+                "agent",
+                pybin,
+                os.path.join(sandbox.root, "agent"),
+                {"PYCNI_AGENT_SOCKET": agent.socket},
+            ),
+            Way(
+                "native",
+                nativebin,
+                os.path.join(sandbox.root, "native"),
+                {"PYCNI_AGENT_SOCKET": on_demand},
+            ),
         ]
         with open(os.path.join(pybin, "loopback")) as fh:
             interpreter = fh.readline()[2:].split()[0]
@@ -210,8 +222,6 @@ def main() -> None:
             )
         agents = on_demand_agents(sandbox.root)
         print(f"\nagents started on demand during the run: {len(agents)}")
-        with open(os.path.join(sandbox.root, "loadavg"), "w") as fh:
-            pass
         with open("/proc/loadavg") as fh:
             print(f"load average at the end: {fh.read().split()[0]}")
         print(f"total {time.perf_counter() - started:.0f} s")

@@ -722,7 +722,9 @@ def autostart(path: str, lock_fd: int) -> None:
         os.set_inheritable(lock_fd, False)
         os.chdir("/")
         os.umask(0o022)
-        log_fd = os.open(path + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_fd = os.open(
+            path + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         os.dup2(log_fd, 2)
         os.close(log_fd)
         try:

@@ -31,7 +31,6 @@ from pycni.plugins import PLUGINS
 import pycni
 from pycni import invoke
 
-
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(pycni.__file__)), "native", "cniclient.c")
 TRAILER_TAG = b"\n#pycni-trailer "
 NATIVE_ENV = "PYCNI_NATIVE"
@@ -60,7 +59,11 @@ def _script(name: str, module: str) -> str:
         f"sys.path.insert(0, {package_parent!r})\n"
         f"sys.path.append({site_packages!r})\n"
         "from pycni.entry import main\n"
-        + (f"main({name!r}, {module!r})\n" if _autostart() else f"main({name!r}, {module!r}, autostart=False)\n")
+        + (
+            f"main({name!r}, {module!r})\n"
+            if _autostart()
+            else f"main({name!r}, {module!r}, autostart=False)\n"
+        )
     )
 
 

@@ -880,14 +880,15 @@ def test_native_client_hands_over_before_any_python(
     ever starting Python: with its fallback interpreter made unusable, both still work;
     without an agent it prints a CNI error (never silence)."""
     directory = tmp_path / "bin"
-    env = dict(os.environ, PYCNI_NATIVE="1")
     sh(sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", str(directory))
     data = (directory / "loopback").read_bytes()
     assert data.startswith(b"\x7fELF"), "no C compiler: scripts/setup.sh installs gcc"
     python = re.search(rb"\npython=([^\n]+)\n", data)
     assert python is not None
     broken = b"/" + b"x" * (len(python.group(1)) - 1)  # same length: the trailer keeps its size
-    (directory / "loopback").write_bytes(data.replace(b"python=" + python.group(1), b"python=" + broken))
+    (directory / "loopback").write_bytes(
+        data.replace(b"python=" + python.group(1), b"python=" + broken)
+    )
     c = container_ns()
     stdin = json.dumps(LOOPBACK).encode()
     run = lambda **e: subprocess.run(  # noqa: E731
@@ -900,7 +901,6 @@ def test_native_client_hands_over_before_any_python(
     assert agent.served() == 1
     res = run(PYCNI_AGENT_SOCKET=str(tmp_path / "none" / "agent.sock"))
     assert res.returncode == 1 and "code" in json.loads(res.stdout), res
-    del env
 
 
 def test_on_demand_start_one_agent_for_concurrent_first_calls(
@@ -973,7 +973,9 @@ def test_on_demand_agent_exits_when_idle(tmp_path: Path) -> None:
             _stop_pid(pid)
 
 
-@pytest.mark.parametrize("how", ["world-writable dir", "socket of another user", "dir of another user"])
+@pytest.mark.parametrize(
+    "how", ["world-writable dir", "socket of another user", "dir of another user"]
+)
 def test_untrusted_socket_is_never_used(
     how: str, plugin_dir: Path, state_dir: Path, tmp_path: Path, container_ns
 ) -> None:
