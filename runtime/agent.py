@@ -358,6 +358,11 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         # Another pycni version (the agent predates an upgrade) or a plugin it does not
         # have: the client runs its own code.
         conn.sendall(wire.FALLBACK)
+        if ON_DEMAND and req.version != _own_version() and _upgraded():
+            # Started on demand and overtaken by an upgrade: stop, so that the next
+            # call finds no agent and starts one of the new version.
+            log(f"pycni {req.version} installed over {_own_version()}: stopping")
+            os.kill(os.getppid(), signal.SIGTERM)
         return
     try:
         _join_client(pid)
@@ -382,6 +387,18 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
 
 
 _VERSION = ""
+# Set by autostart(): this agent was started on demand by a plugin.
+ON_DEMAND = False
+# The package's __init__ as loaded: (path, mtime); an upgrade replaces it.
+_LOADED: tuple[str, int] = ("", 0)
+
+
+def _upgraded() -> bool:
+    path, mtime = _LOADED
+    try:
+        return bool(path) and os.stat(path).st_mtime_ns != mtime
+    except OSError:
+        return True
 
 
 def _own_version() -> str:
@@ -569,6 +586,10 @@ class Agent:
         self._inode = os.stat(self.path).st_ino
 
     def load(self) -> None:
+        global _LOADED
+        import pycni
+
+        _LOADED = (pycni.__file__ or "", os.stat(pycni.__file__ or "/").st_mtime_ns)
         self.verbs = warm()
         # Everything imported so far lives as long as the agent: keep it out of the
         # collector, so no worker's collection touches (and copies) those pages.
@@ -715,6 +736,7 @@ def autostart(path: str, lock_fd: int) -> None:
     session of its own with stdio on /dev/null, holds `lock_fd` (flock'ed by the
     starter) until it exits, logs to `<socket>.log`, and exits when idle. Never
     returns."""
+    global ON_DEMAND
     code = 0
     try:
         os.closerange(3, lock_fd)
@@ -731,6 +753,7 @@ def autostart(path: str, lock_fd: int) -> None:
             idle = float(os.environ.get(wire.IDLE_ENV) or wire.AUTOSTART_IDLE)
         except ValueError:
             idle = wire.AUTOSTART_IDLE
+        ON_DEMAND = True
         server = Agent(path)
         server.load()
         server.bind()

@@ -24,7 +24,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,7 +249,8 @@ static int socket_trusted(const char *path)
 static int send_all(int fd, struct iovec *iov, int cnt)
 {
     while (cnt > 0) {
-        ssize_t n = writev(fd, iov, cnt);
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL); /* EPIPE, not SIGPIPE */
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -445,7 +445,6 @@ static const char *forward(void)
         {env, env_len},
         {in_buf, in_len},
     };
-    signal(SIGPIPE, SIG_IGN);
     char kind = 0;
     if (send_all(fd, iov, 5) < 0 || recv_exact(fd, &kind, 1) < 0) {
         close(fd);
