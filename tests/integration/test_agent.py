@@ -850,15 +850,7 @@ def _wait_for(cond: Callable[[], object], what: str, timeout: float = 30) -> Non
 
 def _forwarded(path: Path, env: dict[str, str], stdin: bytes) -> Any:
     """wire.forward from this process with `env` as its environment."""
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        os.environ[wire.SOCKET_ENV] = str(path)
-        return wire.forward("pycni.plugins.loopback", _version(), stdin)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return _forwarded_as(path, env, stdin, _version())
 
 
 def _lo_env(c: Netns, **extra: str) -> dict[str, str]:
@@ -1050,3 +1042,50 @@ def test_agent_refuses_a_world_writable_directory(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0 and "not writable by group or others" in proc.stderr, proc
     assert not (d / "a.sock").exists()
+
+
+def test_on_demand_agent_overtaken_by_an_upgrade_stops(tmp_path: Path) -> None:
+    """A plugin of another pycni version gets "F" (it runs its own code); an agent
+    started on demand whose package changed on disk also stops, so that the next call
+    starts one of the new version. Without the change on disk it keeps serving."""
+    import pycni
+
+    path = tmp_path / "up" / "agent.sock"
+    saved = dict(os.environ)
+    os.environ.update(PYCNI_AGENT_AUTOSTART="1", PYCNI_AGENT_IDLE="60")
+    try:
+        wire.start_agent(str(path))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    init = Path(pycni.__file__ or "")
+    st = init.stat()
+    try:
+        _wait_for(path.exists, "the agent's socket")
+        (agent_pid,) = _autostarted_agents(tmp_path)
+        env = {"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"}
+        assert _forwarded_as(path, env, b"", "99.0.0") is None
+        time.sleep(0.5)
+        assert _autostarted_agents(tmp_path) == [agent_pid]  # same package: still there
+        os.utime(init, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert _forwarded_as(path, env, b"", "99.0.0") is None
+        _wait_for(lambda: not _autostarted_agents(tmp_path), "the overtaken agent to stop")
+        assert not path.exists()
+        assert "installed over" in Path(str(path) + ".log").read_text()
+    finally:
+        os.utime(init, ns=(st.st_atime_ns, st.st_mtime_ns))
+        for pid in _autostarted_agents(tmp_path):
+            _stop_pid(pid)
+
+
+def _forwarded_as(path: Path, env: dict[str, str], stdin: bytes, version: str) -> Any:
+    """wire.forward of a plugin of pycni `version`, with `env` as its environment."""
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.environ[wire.SOCKET_ENV] = str(path)
+        return wire.forward("pycni.plugins.loopback", version, stdin)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
