@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,8 @@ def main() -> None:
                 samples[name].append((time.perf_counter() - t) * 1000)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+        for directory in (bindir, nativedir):
+            shutil.rmtree(directory, ignore_errors=True)
     rows = [["case", "p50 ms", "p90 ms"]]
     for name, vals in samples.items():
         rows.append([name, f"{median(vals):.2f}", f"{pct(vals, 90):.2f}"])
