@@ -57,8 +57,11 @@ MAX_MODULE = 256
 MAX_ENV = 1 << 20
 MAX_ENV_ITEMS = 4096
 MAX_STDIN = skel.MAX_STDIN
-# A worker waits this long for the request and for "G"; then it gives up.
-CLIENT_TIMEOUT = 30.0
+# A client sends its whole request, and later "G", as soon as it can: a worker waits
+# at most this long for each, then closes. (A connection that sends nothing, or a byte
+# at a time, must not hold a worker: as many of them as --max-workers would make every
+# plugin call wait for its fallback.)
+CLIENT_TIMEOUT = 2.0
 # A request answered unread (refused, malformed): how long to wait for the client to
 # hang up, and the most we read from it meanwhile.
 REFUSE_LINGER = 2.0
@@ -171,6 +174,10 @@ class BadRequest(Exception):
     """A request that does not follow the wire format; the message says how."""
 
 
+class SlowRequest(Exception):
+    """No complete request within CLIENT_TIMEOUT: the connection is closed unanswered."""
+
+
 def parse_header(head: bytes) -> tuple[int, list[int]]:
     """umask and the five field lengths; BadRequest when they are not acceptable."""
     if head[:4] != wire.MAGIC[: len(head[:4])]:
@@ -246,10 +253,27 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
-def _recv_request(conn: socket.socket) -> Request:
-    """One request; BadRequest when it does not follow the wire format."""
+def _recv_request(conn: socket.socket, timeout: float = CLIENT_TIMEOUT) -> Request:
+    """One request; BadRequest when it does not follow the wire format, SlowRequest
+    when it is not complete within `timeout` (in all, not per read)."""
+    deadline = time.monotonic() + timeout
+
+    def wait() -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SlowRequest(f"no complete request within {timeout:g} s")
+        conn.settimeout(left)
+
+    try:
+        return _read_request(conn, wait)
+    except TimeoutError:
+        raise SlowRequest(f"no complete request within {timeout:g} s") from None
+
+
+def _read_request(conn: socket.socket, wait: Callable[[], None]) -> Request:
     buf = bytearray()
     while len(buf) < wire.HEADER_LEN:
+        wait()
         data, fds = _recvmsg_fds(conn, 1 << 16)
         _close_all(fds)  # none belong with a request
         if not data:
@@ -260,6 +284,7 @@ def _recv_request(conn: socket.socket) -> Request:
     umask, lengths = parse_header(bytes(buf[: wire.HEADER_LEN]))
     total = wire.HEADER_LEN + sum(lengths)
     while len(buf) < total:
+        wait()
         data = conn.recv(min(total - len(buf), 1 << 20))
         if not data:
             raise BadRequest(f"truncated request ({len(buf)} of {total} bytes)")
@@ -340,9 +365,11 @@ def run_verb(verbs: skel.Verbs, stdin: bytes) -> tuple[bytes, int]:
 
 def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, skel.Verbs]) -> None:
     """The worker: one request on `conn` from the process `pid`."""
-    conn.settimeout(CLIENT_TIMEOUT)
     try:
         req = _recv_request(conn)
+    except SlowRequest as exc:
+        log(f"request from pid {pid}: {exc}; closed")
+        return
     except BadRequest as exc:
         log(f"malformed request from pid {pid}: {exc}")
         answer_unread(
@@ -372,8 +399,12 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         conn.sendall(wire.FALLBACK)
         return
     _become_client(req)
+    conn.settimeout(CLIENT_TIMEOUT)
     conn.sendall(wire.READY)
-    stderr_fd = _recv_go(conn)
+    try:
+        stderr_fd = _recv_go(conn)
+    except TimeoutError:
+        stderr_fd = None
     if stderr_fd is None:
         return  # the client went away (or gave up waiting): nothing ran
     _take_stderr(stderr_fd)

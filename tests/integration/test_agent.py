@@ -1089,3 +1089,37 @@ def _forwarded_as(path: Path, env: dict[str, str], stdin: bytes, version: str) -
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_idle_connections_do_not_stall_plugin_calls(
+    run_plugin, tmp_path: Path, container_ns
+) -> None:
+    """As many connections that send nothing (or a byte now and then) as the agent has
+    workers: a worker waits at most 2 s for a request, so a plugin call is served (or
+    falls back) in about that, not after the client's 10 s fallback timeout."""
+    import socket as socketmod
+
+    a = Agent(tmp_path / "stall" / "agent.sock", tmp_path / "stall.log").start("--max-workers", "2")
+    held = []
+    try:
+        for n in range(4):
+            s = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+            s.connect(str(a.socket))
+            if n % 2:
+                s.sendall(b"P")  # the start of a request, never finished
+            held.append(s)
+        time.sleep(0.2)
+        c = container_ns()
+        started = time.monotonic()
+        res = run_plugin(
+            "loopback", "ADD", LOOPBACK, netns=c.path, container_id="stall",
+            env_extra={"PYCNI_AGENT_SOCKET": str(a.socket)},
+        )  # fmt: skip
+        took = time.monotonic() - started
+        assert res.rc == 0, res.stdout + res.stderr
+        assert took < 5.0, f"the call waited {took:.1f} s behind idle connections"
+        assert "no complete request within 2 s" in a.log()
+    finally:
+        for s in held:
+            s.close()
+        a.stop()
