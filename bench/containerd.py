@@ -103,8 +103,11 @@ def main() -> None:
         print(f"{opts.rounds} rounds x {opts.pods} pods {kind}, alternating ours/reference")
         print(table(rows))
     finally:
+        from bench.podstart import stop_on_demand_agents
+
         for cd in nodes.values():
             cd.stop()
+        stop_on_demand_agents(str(work))  # what our plugins started on demand, by PID
         for ns in netns:
             subprocess.run(["ip", "netns", "del", ns], check=False)
         subprocess.run(["rm", "-rf", str(work)], check=False)

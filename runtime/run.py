@@ -94,7 +94,9 @@ def _foreground_tty() -> bool:
         return False
 
 
-def _take_back_tty() -> None:
+def _take_foreground() -> None:
+    """Make our process group the terminal's foreground job (the container's init on
+    start, the supervisor again when it ended); SIGTTOU blocked, as a shell does."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
     try:
         os.tcsetpgrp(0, os.getpgrp())
@@ -177,16 +179,6 @@ def _container_init(
             if done == workload:
                 code = os.waitstatus_to_exitcode(status)
                 os._exit(128 - code if code < 0 else code)
-
-
-def _take_foreground() -> None:
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-    try:
-        os.tcsetpgrp(0, os.getpgrp())
-    except OSError:
-        pass
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # -- validation (Docker's rejections, Docker's words) ----------------------------------
@@ -825,7 +817,7 @@ class Runtime:
             os.close(ready_fd)
         code = self._wait(pid)
         if took_tty:
-            _take_back_tty()
+            _take_foreground()
         rec.exit_code = code
         rec.status = "exited"
         rec.finished = time.time()
