@@ -12,4 +12,5 @@ PLUGINS = {
     "bridge": "pycni.plugins.bridge",
     "portmap": "pycni.plugins.portmap",
     "isolation": "pycni.plugins.isolation",
+    "firewall": "pycni.plugins.firewall",
 }

@@ -409,6 +409,9 @@ def _chain(bridge: dict[str, Any], internal: bool) -> list[dict[str, Any]]:
     return [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        # forward-accept for the container's addresses: works on a host whose FORWARD
+        # policy is drop (Docker's); isolation's drops stay final (a drop always is)
+        {"type": "firewall"},
         {"type": "isolation", "internal": internal},
     ]
 

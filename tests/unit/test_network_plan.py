@@ -344,7 +344,7 @@ def test_conflist_shape() -> None:
     c = _conflist()
     assert list(c) == ["cniVersion", "name", "plugins", "netctl"]
     assert c["cniVersion"] == "1.1.0" and c["name"] == "mybr0"
-    bridge, portmap, isolation = c["plugins"]
+    bridge, portmap, firewall, isolation = c["plugins"]
     assert bridge == {
         "type": "bridge",
         "bridge": "br-0123456789ab",
@@ -376,6 +376,7 @@ def test_conflist_shape() -> None:
         },
     }
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+    assert firewall == {"type": "firewall"}
     assert isolation == {"type": "isolation", "internal": False}
     meta = c["netctl"]
     assert meta["id"].startswith("0123456789ab") and meta["driver"] == "bridge"
@@ -390,7 +391,7 @@ def test_internal_and_options_change_the_chain() -> None:
     assert bridge["bridge"] == "mine0" and bridge["mtu"] == 1400
     assert bridge["isDefaultGateway"] is False and bridge["ipMasq"] is False
     assert bridge["portIsolation"] is True
-    assert c["plugins"][2] == {"type": "isolation", "internal": True}
+    assert c["plugins"][3] == {"type": "isolation", "internal": True}
     assert c["netctl"]["hostBindingIPv4"] == "127.0.0.1"
     # masquerade stays on for a normal network unless the option turns it off
     assert (
