@@ -79,11 +79,9 @@ def _backend(c: FirewallConf) -> str:
 
     if c.backend == "firewalld" or (not c.backend and forward.firewalld_running()):
         return "firewalld"
-    if c.backend:
-        return c.backend
-    from pycni.firewall import choose
-
-    return choose()[0].name
+    # "" is nftables without a probe of its own: its `list chains` is the probe, and
+    # where nftables cannot answer Forward falls back to the reference's iptables rules
+    return c.backend or "auto"
 
 
 def _forward(c: FirewallConf, backend: str) -> Forward:
@@ -137,7 +135,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         return
     # The record names where ADD put its rules, whatever backend is chosen today;
     # without one, the reference's iptables rules of prevResult's addresses go.
-    _forward(c, c.backend or "nftables").delete(_key(c, cmd), ips)
+    _forward(c, c.backend or "auto").delete(_key(c, cmd), ips)
 
 
 def cmd_check(cmd: skel.CmdArgs) -> None:
@@ -159,7 +157,7 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
     c = FirewallConf(cmd.conf)
     valid = skel.valid_attachments(cmd.conf)
     if valid is not None:
-        _forward(c, c.backend or "nftables").gc(c.name, valid)
+        _forward(c, c.backend or "auto").gc(c.name, valid)
 
 
 VERBS = skel.Verbs(

@@ -495,6 +495,7 @@ class Forward:
     def __init__(
         self, backend: str, admin: str = ADMIN_DEFAULT, store: Store | None = None
     ) -> None:
+        #: "iptables", "nftables", or "auto" (nftables; iptables when nft cannot answer)
         self.backend = backend
         self.admin = admin
         self.records = ForwardStore(store)
@@ -504,9 +505,17 @@ class Forward:
         families: list[int] = sorted({ip.version for ip in ips})
         if self.backend == "iptables":
             return families, []
+        try:
+            dropping = NftPlaces().dropping_chains()
+        except errors.CniError:
+            if self.backend != "auto":
+                raise
+            # no usable nftables here: the reference's placement
+            self.backend = "iptables"
+            return families, []
         ipt: list[int] = []
         nft: list[tuple[str, str, str]] = []
-        for family, table, chain in NftPlaces().dropping_chains():
+        for family, table, chain in dropping:
             if is_iptables_chain(family, table, chain):
                 f = 4 if family == "ip" else 6
                 if f in families and f not in ipt:
@@ -520,7 +529,8 @@ class Forward:
         with self.records.store.lock():
             old = self.records.load(key)
             ipt, nft = self._placements(ips)
-            record = ForwardRecord(key, self.backend, ips, self.admin, ipt, nft)
+            backend = "nftables" if self.backend == "auto" else self.backend
+            record = ForwardRecord(key, backend, ips, self.admin, ipt, nft)
             try:
                 for family in ipt:
                     self.ipt.add(family, ips, self.admin)
@@ -580,7 +590,7 @@ class Forward:
         ipt: list[int]
         nft: list[tuple[str, str, str]]
         if record is None:
-            if self.backend != "iptables":
+            if self.backend == "nftables":
                 return [f"no saved firewall state for container {key[1]} ifname {key[2]}"]
             ipt, nft = sorted({ip.version for ip in ips}), []
         else:

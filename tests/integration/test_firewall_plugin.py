@@ -245,6 +245,17 @@ def test_traffic_through_a_dropping_host(
         assert (connect(outside, "198.18.0.1", 8086) or "").startswith("ctr ")
         # outside -> container directly, unpublished: still dropped
         assert connect(outside, ip, 81, timeout=1) is None
+        # the admin chain runs first: a drop there wins over our accepts
+        if where == "nft":
+            admin = ("nft", "add rule inet tdrop CNI-ADMIN ip daddr 198.18.0.2 drop")
+            flush = ("nft", "flush chain inet tdrop CNI-ADMIN")
+        else:
+            admin = ("iptables", "-A", "CNI-ADMIN", "-d", "198.18.0.2", "-j", "DROP")
+            flush = ("iptables", "-F", "CNI-ADMIN")
+        host_ns.run(*admin)
+        assert connect(c, "198.18.0.2", 9090, timeout=1) is None
+        host_ns.run(*flush)
+        assert connect(c, "198.18.0.2", 9090) == "out 198.18.0.1"
         d = chain.fw(run_plugin, "DEL", **fw)
         assert d.rc == 0, d.stdout + d.stderr
         assert connect(c, "198.18.0.2", 9090, timeout=1) is None
