@@ -566,9 +566,11 @@ class Forward:
                 except errors.CniError as exc:
                     os.write(2, f"pycni firewall: {exc}\n".encode())
 
-    def delete(self, key: Key, prev_ips: list[IPInterface]) -> None:
+    def delete(self, key: Key, prev_ips: list[IPInterface], keep: set[str] | None = None) -> None:
         """The record's placements; without one (a reference ADD, lost state), the
-        reference's DEL: its iptables rules of prevResult's addresses."""
+        reference's DEL: its iptables rules of prevResult's addresses. iptables rules
+        are keyed by address only (the reference's layout): addresses in `keep` are
+        in use by another attachment, and their rules stay."""
         with self.records.store.lock():
             record = self.records.load(key)
             if record is None:
@@ -577,8 +579,9 @@ class Forward:
                         self.ipt.remove(fam, prev_ips)
                 return
             tag = owner_tag(key)
+            ips = [ip for ip in record.ips if str(ip.ip) not in (keep or set())]
             for family in record.iptables:
-                self.ipt.remove(family, record.ips)
+                self.ipt.remove(family, ips)
             if record.nft:
                 places = NftPlaces()
                 for place in record.nft:
@@ -606,10 +609,13 @@ class Forward:
 
     def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
         removed = []
-        for record in self.records.records(network):
+        records = self.records.records(network)
+        # a stale record's address may belong to a live attachment by now
+        live = {str(ip.ip) for r in records if (r.key[1], r.key[2]) in valid for ip in r.ips}
+        for record in records:
             if (record.key[1], record.key[2]) in valid:
                 continue
-            self.delete(record.key, record.ips)
+            self.delete(record.key, record.ips, keep=live)
             removed.append(f"removed forward-accept rules of container {record.key[1]}")
         return removed
 

@@ -340,3 +340,47 @@ def test_gc_removes_what_is_not_valid(run_plugin, host_ns, container_ns, tmp_pat
     rules = filter_rules(host_ns)
     assert len(ip_rules(rules, ip_keep)) == 2
     assert ip_rules(rules, ip_gone) == []
+
+
+def test_gc_keeps_rules_of_an_address_a_live_attachment_reuses(run_plugin, host_ns, tmp_path):
+    """A stale record (its DEL never came) whose address was handed to a new container
+    since: GC drops the record, and the reference-keyed rules of that address stay."""
+    prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.76.0.44/24"}]}
+    conf = chained("firewall", prev, backend="iptables")
+    for cid in ("fwstale", "fwlive"):
+        r = run_plugin("firewall", "ADD", conf, container_id=cid, netns=host_ns.path, in_ns=host_ns)
+        assert r.rc == 0, r.stdout + r.stderr
+    gc = {
+        "cniVersion": "1.1.0",
+        "name": NET,
+        "type": "firewall",
+        "cni.dev/valid-attachments": [{"containerID": "fwlive", "ifname": "eth0"}],
+    }
+    assert run_plugin("firewall", "GC", gc, in_ns=host_ns).rc == 0
+    assert len(ip_rules(filter_rules(host_ns), "10.76.0.44")) == 2
+    assert [p.stem for p in forward_records(tmp_path)] == ["fwlive-eth0"]
+
+
+def test_dual_stack_layout_equals_the_references_line_for_line(
+    run_plugin, run_reference, host_ns, container_ns
+):
+    """Same ADD, reference binary in one throwaway host, ours in another: the same
+    iptables and ip6tables filter tables, but for our one shared published-ports rule."""
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "pytfw0"}],
+        "ips": [{"address": "10.76.0.7/24"}, {"address": "fd00:76::7/64"}],
+    }
+    conf = chained("firewall", prev, backend="iptables", iptablesAdminChainName="MY-ADMIN")
+    other = container_ns()
+    for runner, ns in ((run_reference, host_ns), (run_plugin, other)):
+        r = runner("firewall", "ADD", conf, container_id="fwds1", netns=ns.path, in_ns=ns)
+        assert r.rc == 0, r.stdout + r.stderr
+    for family in (4, 6):
+        ref, ours = filter_rules(host_ns, family), filter_rules(other, family)
+        assert [r for r in ours if "published ports" not in r] == ref
+        assert any("MY-ADMIN" in r for r in ref)
+    # and the reference's DEL takes ours away in both families
+    assert run_reference("firewall", "DEL", conf, container_id="fwds1", in_ns=other).rc == 0
+    assert not [r for r in filter_rules(other, 6) if "fd00:76::7" in r]
+    assert not [r for r in filter_rules(other, 4) if "10.76.0.7" in r]
