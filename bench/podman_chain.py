@@ -26,7 +26,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from chain import NETWORK, Container, Sandbox, Way, entered, forget_ns_fds, run_ok
+from chain import (
+    NETWORK,
+    AgentProc,
+    Container,
+    Sandbox,
+    Way,
+    entered,
+    forget_ns_fds,
+    rotate,
+    run_ok,
+)
 from common import REFERENCE_DIR, ensure_root, median, pct, table
 
 PLUGINS = ("bridge", "portmap", "firewall", "tuning")
@@ -94,12 +104,12 @@ def run(ways: list[Way], sandbox: Sandbox, n: int, kind: str) -> dict[str, dict[
                 run_ok(["iptables", "-P", "FORWARD", "DROP"])
     containers = {w.name: [] for w in ways}  # type: dict[str, list[Container]]
     for i in range(n):
-        for w in ways if i % 2 == 0 else list(reversed(ways)):  # interleaved
+        for w in rotate(ways, i):  # interleaved, each way first in turn
             c = Container(i, sandbox.netns(f"c-{w.name}-{kind}-{i}"))
             times[w.name]["add"].append(add(w, c, times[w.name]))
             containers[w.name].append(c)
     for i in range(n):
-        for w in ways if i % 2 == 0 else list(reversed(ways)):
+        for w in rotate(ways, i):
             c = containers[w.name][i]
             times[w.name]["del"].append(delete(w, c, times[w.name]))
             sandbox.drop(c.ns)
@@ -109,6 +119,7 @@ def run(ways: list[Way], sandbox: Sandbox, n: int, kind: str) -> dict[str, dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=60, help="containers per host kind")
+    ap.add_argument("--agent", action="store_true", help="also ours through `netctl agent`")
     args = ap.parse_args()
     ensure_root()
     sandbox = Sandbox()
@@ -121,8 +132,12 @@ def main() -> None:
         ours = Way("ours", bindir, os.path.join(work, "ours"), {"PYCNI_AGENT": "0"})
         ref = Way("reference", str(REFERENCE_DIR), os.path.join(work, "ref"), {})
         ways = [ref, ours]
+        if args.agent:
+            agent = AgentProc(sandbox)
+            env = {"PYCNI_AGENT_SOCKET": agent.socket}
+            ways.append(Way("ours+agent", bindir, os.path.join(work, "agent"), env))
         rows = [["host", "way", "ADD p50 ms", "ADD p90 ms", "DEL p50 ms", "DEL p90 ms"]]
-        per = [["host", "plugin call", "reference p50 ms", "ours p50 ms"]]
+        per = [["host", "plugin call", *(f"{w.name} p50 ms" for w in ways)]]
         for kind in ("open", "drop"):
             t = run(ways, sandbox, args.n, kind)
             for w in ways:
@@ -134,9 +149,7 @@ def main() -> None:
             for p in PLUGINS:
                 for v in ("ADD", "DEL"):
                     k = f"{p} {v}"
-                    per.append(
-                        [kind, k, f"{median(t['reference'][k]):.1f}", f"{median(t['ours'][k]):.1f}"]
-                    )
+                    per.append([kind, k, *(f"{median(t[w.name][k]):.1f}" for w in ways)])
         tuning = "ours" if not os.path.islink(os.path.join(bindir, "tuning")) else "reference"
         print(f"podman-style chain (bridge, portmap, firewall, tuning[{tuning}]), N={args.n}")
         print(f"load average: {os.getloadavg()[0]:.2f} (2 vCPU shared; figures are noisy)")
