@@ -620,6 +620,32 @@ class Forward:
         return removed
 
 
+def replay(store: Store | None = None) -> int:
+    """Re-apply every saved forward-accept record (after someone flushed the ruleset,
+    as `netctl system reload` does for the backends' records); the placements are
+    probed again, since the drop may live elsewhere now. Returns how many."""
+    fs = ForwardStore(store)
+    try:
+        networks = sorted(os.listdir(fs.root))
+    except OSError:
+        return 0
+    count = 0
+    for net in networks:
+        directory = os.path.join(fs.root, net)
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            record = fs._read(os.path.join(directory, name)) if name.endswith(".json") else None
+            if record is None:
+                continue
+            backend = "iptables" if record.backend == "iptables" else "auto"
+            Forward(backend, record.admin, fs.store).add(record.key, record.ips)
+            count += 1
+    return count
+
+
 def add_ingress_policy(policy: str, bridge: str, families: list[int]) -> None:
     """The reference's bridge isolation chains (iptables on every backend, as the
     reference). Never torn down on DEL: the bridge may still serve other containers."""

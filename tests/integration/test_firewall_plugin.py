@@ -6,6 +6,7 @@ test's own, and in iptables' filter FORWARD), bad input, firewalld refusal, GC."
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +385,25 @@ def test_dual_stack_layout_equals_the_references_line_for_line(
     assert run_reference("firewall", "DEL", conf, container_id="fwds1", in_ns=other).rc == 0
     assert not [r for r in filter_rules(other, 6) if "fd00:76::7" in r]
     assert not [r for r in filter_rules(other, 4) if "10.76.0.7" in r]
+
+
+def test_replay_after_a_flush_restores_the_accepts(run_plugin, host_ns, tmp_path, state_dir):
+    """`nft flush ruleset` (a firewall reload) takes the accepts away; replay() puts
+    them back where the drop lives now, from the saved records."""
+    prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.76.0.55/24"}]}
+    drop_in_iptables(host_ns)
+    r = run_plugin(
+        "firewall", "ADD", chained("firewall", prev), container_id="fwrp1",
+        netns=host_ns.path, in_ns=host_ns,
+    )  # fmt: skip
+    assert r.rc == 0, r.stdout + r.stderr
+    assert len(ip_rules(filter_rules(host_ns), "10.76.0.55")) == 2
+    host_ns.run("nft", "flush ruleset")
+    drop_in_iptables(host_ns)  # the admin's own policy comes back first
+    assert ip_rules(filter_rules(host_ns), "10.76.0.55") == []
+    code = "from pycni.firewall.forward import replay; print(replay())"
+    out = host_ns.run("env", f"PYCNI_STATE_DIR={state_dir}", sys.executable, "-c", code)
+    assert out.strip() == "1"
+    assert len(ip_rules(filter_rules(host_ns), "10.76.0.55")) == 2
+    assert run_plugin("firewall", "CHECK", chained("firewall", prev), container_id="fwrp1",
+                      netns=host_ns.path, in_ns=host_ns).rc == 0  # fmt: skip
