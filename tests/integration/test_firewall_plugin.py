@@ -407,3 +407,38 @@ def test_replay_after_a_flush_restores_the_accepts(run_plugin, host_ns, tmp_path
     assert len(ip_rules(filter_rules(host_ns), "10.76.0.55")) == 2
     assert run_plugin("firewall", "CHECK", chained("firewall", prev), container_id="fwrp1",
                       netns=host_ns.path, in_ns=host_ns).rc == 0  # fmt: skip
+
+
+def test_ingress_policy_same_bridge_isolates_networks_for_real(
+    run_plugin, host_ns, container_ns, tmp_path
+):
+    """Two bridge networks on one host: traffic between them flows until both are
+    chained with ingressPolicy same-bridge; then it is dropped, while each container
+    still reaches its own gateway."""
+    nets = []
+    for n, (bridge, subnet) in enumerate(
+        (("pytfwa", "10.76.10.0/24"), ("pytfwb", "10.76.11.0/24"))
+    ):
+        c = container_ns()
+        conf = bridge_conf(tmp_path / f"n{n}")
+        conf.update(name=f"fwiso{n}", bridge=bridge)
+        conf["ipam"]["ranges"] = [[{"subnet": subnet}]]
+        b = run_plugin("bridge", "ADD", conf, netns=c.path, container_id=f"fwsb{n}", in_ns=host_ns)
+        assert b.rc == 0, b.stdout + b.stderr
+        nets.append((c, b.json, conf))
+    (ca, _, _), (cb, prevb, _) = nets
+    ip_b = prevb["ips"][0]["address"].split("/")[0]
+    with server(cb, "0.0.0.0", 8080, "b"):
+        assert (connect(ca, ip_b, 8080) or "").startswith("b ")
+        for n, (c, prev, conf) in enumerate(nets):
+            f = run_plugin(
+                "firewall", "ADD",
+                {"cniVersion": "1.0.0", "name": conf["name"], "type": "firewall",
+                 "ingressPolicy": "same-bridge", "prevResult": prev},
+                netns=c.path, container_id=f"fwsb{n}", in_ns=host_ns,
+            )  # fmt: skip
+            assert f.rc == 0, f.stdout + f.stderr
+        assert connect(ca, ip_b, 8080, timeout=1) is None
+        gw_b = prevb["ips"][0]["gateway"]
+        with server(host_ns, gw_b, 8081, "gw"):
+            assert (connect(cb, gw_b, 8081) or "").startswith("gw ")
