@@ -11,8 +11,8 @@ Two host kinds, each a throwaway node namespace per way (nothing outside is touc
          its record
   drop   iptables FORWARD policy DROP (Docker's): both write the reference's layout
 
-Until our `tuning` lands (issue 15) both chains run the reference `tuning`; the figure
-then compares bridge + portmap + firewall and carries the same tuning cost on each side.
+Ours is all ours (tuning included, once installed by `netctl plugins install`); where
+an older tree lacks `tuning`, the reference's is linked in and the header says so.
 """
 
 from __future__ import annotations

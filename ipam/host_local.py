@@ -25,7 +25,7 @@ from pycni.ipam.allocator import allocate_all, assign_requested
 from pycni.ipam.store import DiskStore, status
 
 from pycni import errors, skel
-from pycni.result import DNS, IPConfig, Result
+from pycni.result import DNS, IPConfig, Result, parse_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,11 +131,13 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
 def cmd_check(cmd: skel.CmdArgs) -> None:
     conf = load_conf(cmd)
+    if cmd.conf.get("prevResult") is not None:
+        parse_result(cmd.conf["prevResult"])  # a malformed one is the caller's mistake (6/7)
     # Without the lock: leases appear and vanish atomically (link/unlink).
     store = DiskStore(conf.data_dir, conf.name)
     store.scan(locked=False)
     if not store.held_by(cmd.container_id, cmd.ifname):
-        raise errors.CniError(
+        raise errors.UnknownContainer(
             f"host-local: Failed to find address added by container {cmd.container_id}",
             f"no lease for {cmd.container_id}/{cmd.ifname} in {store.directory}",
         )

@@ -12,5 +12,6 @@ PLUGINS = {
     "bridge": "pycni.plugins.bridge",
     "portmap": "pycni.plugins.portmap",
     "isolation": "pycni.plugins.isolation",
+    "tuning": "pycni.plugins.tuning",
     "firewall": "pycni.plugins.firewall",
 }

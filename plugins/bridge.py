@@ -579,6 +579,11 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
                     missing.extend(firewall(c).check_masquerade(att))
     finally:
         os.close(fd)
+    if link is None and attstore.load("bridge", c.name, cmd.container_id, cmd.ifname) is None:
+        raise errors.UnknownContainer(
+            f"{WHERE}: unknown container {cmd.container_id}",
+            f"no {cmd.ifname} in {cmd.netns} and no record of an ADD for it on network {c.name}",
+        )
     if missing:
         raise errors.CniError(f"{WHERE} CHECK failed: " + "; ".join(missing))
 

@@ -16,6 +16,12 @@ nftables transaction, inside a table of its own:
         (with "internal": true, instead:
             iif <br> oif != <br> drop                    nothing routed out of the network
             oif <br> iif != <br> drop                    nothing routed into it)
+        (and with "icc": false, also:
+            iif <br> oif <br> ct status & dnat == 0 drop  no detour through the gateway)
+        (and, unless "directRouting4"/"directRouting6" allows it, for each family:
+            oif <br> iif != <br> ct state & (established|related) == 0
+                ct status & dnat == 0 meta nfproto ipv4 drop   nothing routed in that
+                                                  was not published or asked for)
     }
 
 An ADD costs the same whatever the number of networks: one chain flushed and refilled,
@@ -30,8 +36,22 @@ filter-priority forward chains; a drop in any base chain is final anyway.
 
 DEL succeeds without doing anything: the rules belong to the network, not to one
 attachment. GC (and `netctl network rm`) removes the rules of bridges that no longer
-exist. CHECK verifies this bridge's element and chain. The bridge plugin's
-`portIsolation` (icc=false) is kernel bridge port isolation and needs nothing here.
+exist. CHECK verifies this bridge's element and chain.
+
+icc=false is two things: the bridge plugin's `portIsolation` (kernel bridge port
+isolation: no frame from one container port to another), and here, with `"icc": false`,
+no packet routed from the bridge back into the same bridge (a container whose route to
+a neighbour points at the gateway would otherwise reach it at layer 3, as Docker's
+`-i docker0 -o docker0 -j DROP` prevents). Connections DNATed by a published port stay
+allowed: reaching a neighbour's published port through the host is what publishing is.
+
+Routed traffic that enters the bridge from anywhere else (a LAN neighbour with a route
+to the container subnet via this host, another host-side interface) is dropped unless
+a published port DNATed it or it belongs to a connection the container opened: a
+container is reachable from outside only on what it publishes (Docker 28 closed the
+same "direct routing" hole). `"directRouting4": true` / `"directRouting6": true` lift
+that per family (Docker's -o com.docker.network.bridge.gateway_mode_ipv4=routed or
+nat-unprotected), for administrators who route to their containers on purpose.
 """
 
 from __future__ import annotations
@@ -57,7 +77,7 @@ T = {"family": FAMILY, "table": TABLE}
 
 
 class IsolationConf:
-    __slots__ = ("internal", "name")
+    __slots__ = ("direct_routing", "icc", "internal", "name")
 
     def __init__(self, d: dict[str, Any]) -> None:
         from pycni import conf
@@ -66,6 +86,16 @@ class IsolationConf:
         self.name: str = d["name"]
         #: no routed traffic in or out of the network at all (docker network create --internal)
         self.internal = conf.get_bool(d, "internal", False, "isolation")
+        #: containers of the network may talk to each other (false: not even routed
+        #: through the gateway; docker's com.docker.network.bridge.enable_icc)
+        self.icc = conf.get_bool(d, "icc", True, "isolation")
+        #: the families whose containers may be reached by routed traffic they did
+        #: not publish or ask for (Docker's gateway_mode_ipvN=routed)
+        self.direct_routing = frozenset(
+            family
+            for family in (4, 6)
+            if conf.get_bool(d, f"directRouting{family}", False, "isolation")
+        )
 
 
 # -- plan (pure) -------------------------------------------------------------------------
@@ -83,22 +113,55 @@ def _match(key: str, op: str, right: object) -> dict[str, Any]:
     return {"match": {"op": op, "left": _meta(key), "right": right}}
 
 
-def network_rules(index: int, internal: bool) -> list[list[dict[str, Any]]]:
+def network_rules(
+    index: int, internal: bool, icc: bool = True, direct_routing: frozenset[int] = frozenset()
+) -> list[list[dict[str, Any]]]:
     """The expressions of chain net-<index>."""
     drop = {"drop": None}
     if internal:
-        return [
+        rules = [
             [_match("iif", "==", index), _match("oif", "!=", index), drop],
             [_match("oif", "==", index), _match("iif", "!=", index), drop],
         ]
-    return [
-        [
-            _match("iif", "==", index),
-            _match("oif", "!=", index),
-            _match("oif", "==", "@" + SET),
-            drop,
+    else:
+        rules = [
+            [
+                _match("iif", "==", index),
+                _match("oif", "!=", index),
+                _match("oif", "==", "@" + SET),
+                drop,
+            ]
         ]
-    ]
+    if not icc:
+        rules.append(
+            [
+                _match("iif", "==", index),
+                _match("oif", "==", index),
+                _flags_clear("status", ["dnat"]),
+                drop,
+            ]
+        )
+    if not internal:
+        for family in (4, 6):
+            if family in direct_routing:
+                continue
+            rules.append(
+                [
+                    _match("oif", "==", index),
+                    _match("iif", "!=", index),
+                    _match("nfproto", "==", f"ipv{family}"),
+                    _flags_clear("state", ["established", "related"]),
+                    _flags_clear("status", ["dnat"]),
+                    drop,
+                ]
+            )
+    return rules
+
+
+def _flags_clear(key: str, flags: list[str]) -> dict[str, Any]:
+    """ct <key> & (flags) == 0: none of the connection-tracking flags is set."""
+    mask: object = flags[0] if len(flags) == 1 else {"|": flags}
+    return {"match": {"op": "==", "left": {"&": [{"ct": {"key": key}}, mask]}, "right": 0}}
 
 
 def skeleton() -> list[Cmd]:
@@ -127,13 +190,15 @@ def skeleton() -> list[Cmd]:
     return cmds
 
 
-def plan_add(index: int, internal: bool) -> list[Cmd]:
+def plan_add(
+    index: int, internal: bool, icc: bool = True, direct_routing: frozenset[int] = frozenset()
+) -> list[Cmd]:
     """One transaction: the skeleton, this network's chain, its set and map elements."""
     chain = chain_name(index)
     cmds = skeleton()
     cmds.append({"add": {"chain": {**T, "name": chain}}})
     cmds.append({"flush": {"chain": {**T, "name": chain}}})
-    for expr in network_rules(index, internal):
+    for expr in network_rules(index, internal, icc, direct_routing):
         cmds.append({"add": {"rule": {**T, "chain": chain, "expr": expr}}})
     cmds.append({"add": {"element": {**T, "name": SET, "elem": [index]}}})
     jump = {"jump": {"target": chain}}
@@ -191,7 +256,14 @@ class TableView:
                 out.append(int(suffix))
         return sorted(set(out))
 
-    def problems(self, index: int, internal: bool, bridge: str) -> list[str]:
+    def problems(
+        self,
+        index: int,
+        internal: bool,
+        bridge: str,
+        icc: bool = True,
+        direct_routing: frozenset[int] = frozenset(),
+    ) -> list[str]:
         chain = chain_name(index)
         out = []
         if BASE_CHAIN not in self.chains or len(self.rules.get(BASE_CHAIN, [])) != 2:
@@ -201,7 +273,7 @@ class TableView:
         if chain not in self.map_targets:
             out.append(f"bridge {bridge} is not in map {MAP}")
         rules = self.rules.get(chain, [])
-        want = len(network_rules(index, internal))
+        want = len(network_rules(index, internal, icc, direct_routing))
         if len(rules) != want or not all(r and "drop" in r[-1] for r in rules):
             kind = "internal" if internal else "isolated"
             out.append(f"chain {chain} does not hold the {want} drop rule(s) of an {kind} network")
@@ -312,7 +384,7 @@ def _prev_bridge(cmd: skel.CmdArgs) -> tuple[Result, str]:
 def cmd_add(cmd: skel.CmdArgs) -> Result:
     c = IsolationConf(cmd.conf)
     prev, bridge = _prev_bridge(cmd)
-    apply(plan_add(bridge_index(bridge), c.internal))
+    apply(plan_add(bridge_index(bridge), c.internal, c.icc, c.direct_routing))
     return prev
 
 
@@ -328,7 +400,7 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
     view = read_table()
     if view is None:
         raise errors.CniError(f"isolation CHECK failed: table {FAMILY} {TABLE} does not exist")
-    problems = view.problems(index, c.internal, bridge)
+    problems = view.problems(index, c.internal, bridge, c.icc, c.direct_routing)
     if problems:
         raise errors.CniError("isolation CHECK failed: " + "; ".join(problems))
 

@@ -60,6 +60,8 @@ def cmd_del(args: skel.CmdArgs) -> None:
 
 
 def cmd_check(args: skel.CmdArgs) -> None:
+    if args.conf.get("prevResult") is not None:
+        parse_result(args.conf["prevResult"])  # a malformed one is the caller's mistake (6/7)
     fd = netns.open_netns(args.netns)
     try:
         with Netlink(netns_fd=fd) as nl:

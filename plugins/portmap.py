@@ -177,7 +177,13 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
     prev = _prev(cmd)
     if not c.mappings:
         return
-    missing = firewall(c).check_port_mappings(attachment(c, cmd, prev), c.mappings, c.conditions)
+    fw = firewall(c)
+    missing = fw.check_port_mappings(attachment(c, cmd, prev), c.mappings, c.conditions)
+    if missing and (c.name, cmd.container_id, cmd.ifname) not in fw.attachments():
+        raise errors.UnknownContainer(
+            f"{WHERE}: unknown container {cmd.container_id}",
+            f"no port mappings were ever added for {cmd.container_id}/{cmd.ifname} on {c.name}",
+        )
     if missing:
         raise errors.CniError(f"{WHERE} CHECK failed: " + "; ".join(missing))
 

@@ -47,11 +47,12 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 
-IFF_UP, IFF_PROMISC, IFF_LOWER_UP = 0x1, 0x100, 0x10000
+IFF_UP, IFF_PROMISC, IFF_ALLMULTI, IFF_LOWER_UP = 0x1, 0x100, 0x200, 0x10000
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
 IFLA_MASTER, IFLA_PROTINFO, IFLA_OPERSTATE, IFLA_LINKINFO = 10, 12, 16, 18
-IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 26, 28, 37
+IFLA_TXQLEN, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 13, 26, 28, 37
+IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND = 1, 2, 4
 VETH_INFO_PEER = 1
 IFLA_BR_VLAN_FILTERING = 7
@@ -184,11 +185,14 @@ class Link:
         "link_netnsid",
         "mac",
         "master",
+        "max_mtu",
+        "min_mtu",
         "mtu",
         "name",
         "operstate",
         "peer_index",
         "slave_kind",
+        "txqlen",
     )
 
     def __init__(self, index: int, flags: int, attrs: dict[int, bytes]) -> None:
@@ -206,6 +210,10 @@ class Link:
         self.mac = format_mac(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else ""
         self.mtu = struct.unpack("=I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
         self.master = struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0
+        self.txqlen = struct.unpack("=I", attrs[IFLA_TXQLEN])[0] if IFLA_TXQLEN in attrs else 0
+        #: the MTU range the device accepts (0: the kernel did not say)
+        self.min_mtu = struct.unpack("=I", attrs[IFLA_MIN_MTU])[0] if IFLA_MIN_MTU in attrs else 0
+        self.max_mtu = struct.unpack("=I", attrs[IFLA_MAX_MTU])[0] if IFLA_MAX_MTU in attrs else 0
         self.operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else 0
         # For a veth, IFLA_LINK is the peer's ifindex (in the peer's namespace).
         self.peer_index = struct.unpack("=I", attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else 0
@@ -223,6 +231,10 @@ class Link:
     @property
     def promisc(self) -> bool:
         return bool(self.flags & IFF_PROMISC)
+
+    @property
+    def allmulti(self) -> bool:
+        return bool(self.flags & IFF_ALLMULTI)
 
     def __repr__(self) -> str:
         return f"Link({self.index}, {self.name!r}, kind={self.kind!r}, master={self.master})"
@@ -491,6 +503,8 @@ class Netlink:
         mac: str = "",
         promisc: bool | None = None,
         name: str = "",
+        allmulti: bool | None = None,
+        txqlen: int | None = None,
     ) -> None:
         flags = change = 0
         if up is not None:
@@ -499,6 +513,9 @@ class Netlink:
         if promisc is not None:
             change |= IFF_PROMISC
             flags |= IFF_PROMISC if promisc else 0
+        if allmulti is not None:
+            change |= IFF_ALLMULTI
+            flags |= IFF_ALLMULTI if allmulti else 0
         attrs = []
         if master is not None:
             attrs.append(_u32(IFLA_MASTER, master))
@@ -508,6 +525,8 @@ class Netlink:
             attrs.append(_attr(IFLA_ADDRESS, _mac_bytes(mac)))
         if name:
             attrs.append(_str(IFLA_IFNAME, name))
+        if txqlen is not None:
+            attrs.append(_u32(IFLA_TXQLEN, txqlen))
         body = _IFINFO.pack(AF_UNSPEC, 0, index, flags, change) + b"".join(attrs)
         self.request(RTM_NEWLINK, 0, body, f"set link {index}")
 

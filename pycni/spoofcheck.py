@@ -13,6 +13,16 @@ One nftables table of our own in the bridge family, `table bridge pycni_spoof`:
         arp: iifname . arp saddr ip != @ip4  drop           ARP claiming another's IP
         ip:  iifname . ip saddr != @ip4  drop               IP spoofing
         ip6: saddr not link-local/unspecified and iifname . ip6 saddr != @ip6  drop
+        icmpv6 router-advert / redirect  drop              a container is no router
+        icmpv6 NS/NA longer than one option  drop           (a second link-layer option)
+        icmpv6 NA: iifname . target != @nd_target  drop     claiming another's address
+        icmpv6 NS/NA with a link-layer option:
+            iifname . option address != @nd_lladdr  drop    pointing a neighbour elsewhere
+    set nd_target  { typeof iifname . @th,64,128 }    each port's addresses as NA targets
+                                                      (its IPv6 ones and its EUI-64 link-local)
+    set nd_lladdr  { typeof iifname . @th,208,48 }    each port's MAC as ND option
+  nft 1.0.6's JSON cannot declare sets over raw payload, so these two are declared with
+  a constant text script before each batch; their elements go through JSON like all.
 
 Each ADD/DEL is one transaction of set elements: O(1) whatever the number of
 containers, no per-container chains, no jumps. Elements are found again on DEL from a
@@ -22,6 +32,7 @@ config is ever parsed as nft syntax.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from pycni import errors, fastjson
@@ -60,6 +71,27 @@ def _rule(*expr: object) -> dict[str, Any]:
 
 def _pair(field: dict[str, Any]) -> dict[str, Any]:
     return {"concat": [_meta("iifname"), field]}
+
+
+# Offsets in an ICMPv6 neighbour solicitation/advertisement (RFC 4861 4.3/4.4), in bits
+# from the ICMPv6 header: the target address after type, code, checksum and 4 bytes of
+# flags; then the options. One link-layer address option (type 1 source, 2 target) of
+# 8 bytes makes the message 32 bytes long; a nonce option (enhanced DAD) is as long.
+ND_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
+ND_OPT_TYPE = {"payload": {"base": "th", "offset": 192, "len": 8}}
+ND_OPT_LLADDR = {"payload": {"base": "th", "offset": 208, "len": 48}}
+ND_ONE_OPTION = 32
+
+ND_SETS = (
+    f"add table {FAMILY} {TABLE}\n"
+    f"add set {FAMILY} {TABLE} nd_target {{ typeof iifname . @th,64,128 ; }}\n"
+    f"add set {FAMILY} {TABLE} nd_lladdr {{ typeof iifname . @th,208,48 ; }}\n"
+)
+
+
+def _icmpv6(*types: str) -> dict[str, Any]:
+    right: object = types[0] if len(types) == 1 else {"set": list(types)}
+    return _match(_payload("icmpv6", "type"), right)
 
 
 def skeleton() -> list[dict[str, Any]]:
@@ -105,7 +137,33 @@ def skeleton() -> list[dict[str, Any]]:
             _match(_pair(_payload("ip6", "saddr")), "@ip6", "!="),
             drop,
         ),
+        # Neighbour discovery: a port may only advertise itself. Without these an
+        # advertisement from the attacker's own link-local address naming the victim's
+        # global address passes the checks above and poisons the gateway's cache.
+        _rule(_icmpv6("nd-router-advert", "nd-redirect"), drop),
+        _rule(
+            _icmpv6("nd-neighbor-solicit", "nd-neighbor-advert"),
+            _match(_payload("ip6", "length"), ND_ONE_OPTION, ">"),
+            drop,
+        ),
+        _rule(_icmpv6("nd-neighbor-advert"), _match(_pair(ND_TARGET), "@nd_target", "!="), drop),
+        _rule(
+            _icmpv6("nd-neighbor-solicit", "nd-neighbor-advert"),
+            _match(_payload("ip6", "length"), ND_ONE_OPTION),
+            _match(ND_OPT_TYPE, {"set": [1, 2]}),
+            _match(_pair(ND_OPT_LLADDR), "@nd_lladdr", "!="),
+            drop,
+        ),
     ]
+
+
+def eui64_link_local(mac: str) -> str:
+    """The link-local address the kernel gives an interface with this MAC (RFC 4291
+    appendix A; addr_gen_mode eui64, the default)."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    iid = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80, 0, 0, 0, 0, 0, 0, *iid])))
 
 
 def elements(host_veth: str, mac: str, ips: list[str]) -> dict[str, list[object]]:
@@ -114,10 +172,19 @@ def elements(host_veth: str, mac: str, ips: list[str]) -> dict[str, list[object]
         "mac": [{"concat": [host_veth, mac]}],
         "ip4": [],
         "ip6": [],
+        "nd_lladdr": [{"concat": [host_veth, int(mac.replace(":", ""), 16)]}],
+        "nd_target": [],
     }
+    targets = [eui64_link_local(mac)]
     for ip in ips:
         addr = ip.split("/")[0]
         out["ip6" if ":" in addr else "ip4"].append({"concat": [host_veth, addr]})
+        if ":" in addr:
+            targets.append(addr)
+    for addr in targets:
+        # a raw 128-bit key: nft reads the hex literal as the integer it is
+        packed = int(ipaddress.IPv6Address(addr))
+        out["nd_target"].append({"concat": [host_veth, f"0x{packed:032x}"]})
     return out
 
 
@@ -125,7 +192,9 @@ def _run(batch: list[dict[str, Any]]) -> None:
     from pycni.firewall.nftables import Nft, NftError
 
     try:
-        Nft().run(batch)
+        nft = Nft()
+        nft.run_script(ND_SETS)
+        nft.run(batch)
     except NftError as exc:
         raise errors.CniError("macspoofchk: nftables refused the rules", str(exc)) from None
 

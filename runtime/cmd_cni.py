@@ -8,8 +8,9 @@ import os
 import sys
 
 from pycni.runtime import libcni
-from pycni.runtime.cli import UsageError, print_json
+from pycni.runtime.cli import print_json
 from pycni.runtime.paths import Paths
+from pycni.runtime.usage import UsageError
 
 from pycni import errors
 

@@ -1,19 +1,23 @@
-"""`netctl run/ps/port/inspect/exec/stop/rm/logs` and `netctl system gc|prune`."""
+"""`netctl run/ps/port/inspect/exec/stop/rm/logs`.
+
+`ps` and `port` are on the CLI's fast path (no argparse): this module imports only
+what listing records needs; `run` and the rest load theirs when called.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
-from pycni.runtime import portspec
-from pycni.runtime.cli import UsageError, print_json
-from pycni.runtime.containers import ContainerRecord
+from pycni.runtime.cli import print_json
+from pycni.runtime.usage import ArgumentError, UsageError
 
+TYPE_CHECKING = False  # typing itself costs a start-up's worth of imports
 if TYPE_CHECKING:
+    import argparse
+
+    from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
 
 
@@ -21,6 +25,22 @@ def _runtime() -> Runtime:
     from pycni.runtime.run import Runtime
 
     return Runtime()
+
+
+def _records() -> list[ContainerRecord]:
+    from pycni.runtime.containers import ContainerStore
+
+    return ContainerStore().all()
+
+
+def _record(ref: str) -> ContainerRecord:
+    """Runtime.get without loading the runtime: what the read-only commands need."""
+    from pycni.runtime.containers import ContainerStore
+
+    rec = ContainerStore().find(ref)
+    if rec is None:
+        raise UsageError(f"No such container: {ref}")
+    return rec
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_search=args.dns_search or [],
         dns_option=args.dns_option or [],
         add_host=args.add_host or [],
+        sysctl=args.sysctl or [],
         detach=args.detach,
         rm=args.rm,
     )
@@ -71,25 +92,21 @@ def status_text(rec: ContainerRecord) -> str:
     return rec.status.capitalize()
 
 
-def published(rec: ContainerRecord) -> list[portspec.PublishedPort]:
-    return [
-        portspec.PublishedPort(
-            host_ip=p.host_ip,
-            host_port=p.host_port,
-            container_port=p.container_port,
-            protocol=p.protocol,
-        )
-        for p in rec.ports
-    ]
+def _format_ports(rec: ContainerRecord) -> str:
+    from pycni.runtime import portview
+
+    return portview.format_ports(rec.ports)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    records = [r for r in _runtime().store.all() if args.all or r.status == "running"]
+    records = [r for r in _records() if args.all or r.status == "running"]
     if args.quiet:
         for r in records:
             print(r.short_id)
         return 0
     if args.format == "json":
+        import json
+
         for r in records:
             print(
                 json.dumps(
@@ -99,7 +116,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                         "Command": " ".join(r.command),
                         "Status": status_text(r),
                         "State": r.status,
-                        "Ports": portspec.format_ports(published(r)),
+                        "Ports": _format_ports(r),
                         "Networks": r.network_mode,
                     }
                 )
@@ -116,7 +133,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 f'"{command}"',
                 f"{_ago(time.time() - r.created)} ago",
                 status_text(r),
-                portspec.format_ports(published(r)),
+                _format_ports(r),
                 r.name,
             ]
         )
@@ -127,10 +144,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_port(args: argparse.Namespace) -> int:
-    rec = _runtime().get(args.container)
+    from pycni.runtime import portview
+
+    rec = _record(args.container)
     try:
-        lines = portspec.format_port_lines(published(rec), args.port or "")
-    except portspec.PortSpecError as exc:
+        lines = portview.format_port_lines(rec.ports, args.port or "")
+    except portview.PortSpecError as exc:
         raise UsageError(str(exc)) from None
     if args.port and not lines:
         raise UsageError(
@@ -199,9 +218,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise UsageError(
-            '"netctl exec" requires at least 2 arguments: CONTAINER -- COMMAND [ARG...]'
-        )
+        raise ArgumentError('"netctl exec" requires at least 2 arguments.')
     code: int = _runtime().exec(args.container, command)
     return code
 
@@ -222,7 +239,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
             rt.remove(ref, force=args.force)
             print(ref)
         except UsageError as exc:
-            sys.stderr.write(f"Error response from netctl: {exc}\n")
+            sys.stderr.write(f"Error: {exc}\n")
             failed = 1
     return failed
 
@@ -236,34 +253,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_system_prune(args: argparse.Namespace) -> int:
-    removed = _runtime().prune()
-    if removed:
-        print("Deleted Containers:")
-        for cid in removed:
-            print(cid)
-    print(f"Total reclaimed containers: {len(removed)}")
-    return 0
-
-
-def cmd_system_gc(args: argparse.Namespace) -> int:
-    from pycni.runtime import gc
-
-    report = gc.system_gc(_runtime())
-    for line in report:
-        print(line)
-    return 0
-
-
-def cmd_system_reload(args: argparse.Namespace) -> int:
-    from pycni.runtime import gc
-
-    for line in gc.reload(_runtime()):
-        print(line)
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
+    import argparse
+
     run = sub.add_parser(
         "run", help="run a command in a new network namespace (like docker run)", add_help=False
     )
@@ -290,6 +282,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--dns-search", action="append")
     run.add_argument("--dns-option", action="append")
     run.add_argument("--add-host", action="append", metavar="HOST:IP")
+    run.add_argument("--sysctl", action="append", metavar="net.KEY=VALUE")
     run.add_argument("-d", "--detach", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
@@ -328,15 +321,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     logs = sub.add_parser("logs", help="output of a container started with -d")
     logs.add_argument("container")
     logs.set_defaults(func=cmd_logs)
-
-    system = sub.add_parser("system", help="housekeeping")
-    ssub = system.add_subparsers(dest="system_cmd", required=True, metavar="COMMAND")
-    ssub.add_parser(
-        "prune", help="remove exited containers and release their resources"
-    ).set_defaults(func=cmd_system_prune)
-    ssub.add_parser(
-        "gc", help="CNI GC for every network against the containers that exist"
-    ).set_defaults(func=cmd_system_gc)
-    ssub.add_parser("reload", help="re-apply saved firewall state (after a flush)").set_defaults(
-        func=cmd_system_reload
-    )

@@ -8,15 +8,17 @@ shaped like Docker's plus "ConfigFile", `rm` the names it removed, `prune` a
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycni.runtime.cli import print_json
 from pycni.runtime.networks import Network, NetworkError, NetworkStore
 
 from pycni import errors
+
+if TYPE_CHECKING:
+    import argparse
 
 FILTER_KEYS = ("name", "id", "driver", "label", "type", "scope")
 
@@ -226,7 +228,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if out or not missing:
         print_json(out)
     for ref in missing:
-        sys.stderr.write(f"netctl: no such network: {ref}\n")
+        sys.stderr.write(f"Error: No such network: {ref}\n")
     return 125 if missing else 0
 
 
@@ -240,7 +242,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         try:
             _net, warnings = store.remove(ref)
         except errors.CniError as exc:
-            sys.stderr.write(f"netctl: {exc}\n")
+            sys.stderr.write(f"Error: {exc}\n")
             failed = True
             continue
         _warn(warnings)

@@ -10,91 +10,197 @@ shows up as "exited" at the next `ps`.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
 from pycni.runtime.paths import Paths
+
+TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more than `ps` itself
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-@dataclass
-class Attachment:
+class _Plain:
+    """Fields, equality and repr from the class's annotations-free FIELDS list: the
+    records are read by `netctl ps` and `port`, whose whole run costs less than
+    importing dataclasses."""
+
+    FIELDS: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Plain)
+            and type(other) is type(self)
+            and self.to_dict() == other.to_dict()
+        )
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
+        return f"{type(self).__name__}({inner})"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Plain):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class Attachment(_Plain):
     """One network interface of the container, as CNI returned it."""
 
-    network: str
-    ifname: str = "eth0"
-    ips: list[str] = field(default_factory=list)  # CIDR form, e.g. 172.17.0.2/16
-    gateways: list[str] = field(default_factory=list)
-    mac: str = ""
-    host_veth: str = ""
+    FIELDS = ("network", "ifname", "ips", "gateways", "mac", "host_veth")
+
+    def __init__(
+        self,
+        network: str,
+        ifname: str = "eth0",
+        ips: list[str] | None = None,  # CIDR form, e.g. 172.17.0.2/16
+        gateways: list[str] | None = None,
+        mac: str = "",
+        host_veth: str = "",
+    ) -> None:
+        self.network = network
+        self.ifname = ifname
+        self.ips: list[str] = list(ips or [])
+        self.gateways: list[str] = list(gateways or [])
+        self.mac = mac
+        self.host_veth = host_veth
 
 
-@dataclass
-class PublishedPort:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""  # "0.0.0.0" / "::" / a specific address
+class PublishedPort(_Plain):
+    FIELDS = ("host_port", "container_port", "protocol", "host_ip")
+
+    def __init__(
+        self, host_port: int, container_port: int, protocol: str = "tcp", host_ip: str = ""
+    ) -> None:
+        self.host_port = host_port
+        self.container_port = container_port
+        self.protocol = protocol
+        self.host_ip = host_ip  # "0.0.0.0" / "::" / a specific address
 
 
-@dataclass
-class ContainerRecord:
-    """netctl's own state file (not a wire format: plain dataclasses, no pydantic on
-    the `netctl run` path, which starts one Python process per container)."""
+class ContainerRecord(_Plain):
+    """netctl's own state file (not a wire format: plain classes, no pydantic on the
+    `netctl run` path, which starts one Python process per container)."""
 
-    id: str
-    name: str
-    command: list[str]
-    created: float = field(default_factory=time.time)
-    network_mode: str = "bridge"  # none | host | bridge | <network name> | container:<name>
-    netns: str = ""  # path of the netns bind mount ("" for host mode)
-    owns_netns: bool = True  # False for container:<name> and host modes
-    hostname: str = ""
-    attachments: list[Attachment] = field(default_factory=list)
-    ports: list[PublishedPort] = field(default_factory=list)
-    cap_args: dict[str, Any] = field(default_factory=dict)  # what CNI got, reused for DEL
-    dns: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_options: list[str] = field(default_factory=list)
-    extra_hosts: list[str] = field(default_factory=list)
-    detach: bool = False
-    auto_remove: bool = False
-    pid: int = 0  # the workload
-    supervisor_pid: int = 0  # netctl itself (foreground) or the -d supervisor
-    supervisor_start: str = ""  # /proc/<pid>/stat start time, guards against pid reuse
-    status: str = "created"  # created | running | exited | removing
-    exit_code: int | None = None
-    started: float = 0.0
-    finished: float = 0.0
-    torn_down: bool = False  # CNI DEL done and netns removed
-    log_path: str = ""
+    FIELDS = (
+        "id",
+        "name",
+        "command",
+        "created",
+        "network_mode",
+        "netns",
+        "owns_netns",
+        "hostname",
+        "attachments",
+        "ports",
+        "cap_args",
+        "dns",
+        "dns_search",
+        "dns_options",
+        "extra_hosts",
+        "detach",
+        "auto_remove",
+        "pid",
+        "supervisor_pid",
+        "supervisor_start",
+        "status",
+        "exit_code",
+        "started",
+        "finished",
+        "torn_down",
+        "log_path",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        name: str,
+        command: list[str],
+        created: float | None = None,
+        network_mode: str = "bridge",  # none | host | bridge | <network name> | container:<name>
+        netns: str = "",  # path of the netns bind mount ("" for host mode)
+        owns_netns: bool = True,  # False for container:<name> and host modes
+        hostname: str = "",
+        attachments: list[Attachment] | None = None,
+        ports: list[PublishedPort] | None = None,
+        cap_args: dict[str, Any] | None = None,  # what CNI got, reused for DEL
+        dns: list[str] | None = None,
+        dns_search: list[str] | None = None,
+        dns_options: list[str] | None = None,
+        extra_hosts: list[str] | None = None,
+        detach: bool = False,
+        auto_remove: bool = False,
+        pid: int = 0,  # the workload
+        supervisor_pid: int = 0,  # netctl itself (foreground) or the -d supervisor
+        supervisor_start: str = "",  # /proc/<pid>/stat start time, guards against pid reuse
+        status: str = "created",  # created | running | exited | removing
+        exit_code: int | None = None,
+        started: float = 0.0,
+        finished: float = 0.0,
+        torn_down: bool = False,  # CNI DEL done and netns removed
+        log_path: str = "",
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.command = command
+        self.created = time.time() if created is None else created
+        self.network_mode = network_mode
+        self.netns = netns
+        self.owns_netns = owns_netns
+        self.hostname = hostname
+        self.attachments: list[Attachment] = list(attachments or [])
+        self.ports: list[PublishedPort] = list(ports or [])
+        self.cap_args: dict[str, Any] = dict(cap_args or {})
+        self.dns: list[str] = list(dns or [])
+        self.dns_search: list[str] = list(dns_search or [])
+        self.dns_options: list[str] = list(dns_options or [])
+        self.extra_hosts: list[str] = list(extra_hosts or [])
+        self.detach = detach
+        self.auto_remove = auto_remove
+        self.pid = pid
+        self.supervisor_pid = supervisor_pid
+        self.supervisor_start = supervisor_start
+        self.status = status
+        self.exit_code = exit_code
+        self.started = started
+        self.finished = finished
+        self.torn_down = torn_down
+        self.log_path = log_path
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        from pycni import fastjson
+
+        return fastjson.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> ContainerRecord:
-        data = json.loads(text)
+        from pycni import fastjson
+
+        data = fastjson.loads(text)
         if not isinstance(data, dict):
             raise ValueError("a container record must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
+        data = {k: v for k, v in data.items() if k in cls.FIELDS}
         data["attachments"] = [Attachment(**a) for a in data.get("attachments") or []]
         data["ports"] = [PublishedPort(**p) for p in data.get("ports") or []]
         return cls(**data)
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # what secrets.token_hex(32) returns
 
 
 def valid_name(name: str) -> bool:
@@ -136,7 +242,10 @@ _NOUN = [
 
 
 def random_name() -> str:
-    return f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}_{secrets.randbelow(1000)}"
+    # os.urandom rather than secrets (which loads random, hashlib and hmac): a name needs
+    # no cryptographic quality, and the modulo bias over 2**32 is nil.
+    adj, noun, n = (int.from_bytes(os.urandom(4), "big") for _ in range(3))
+    return f"{_ADJ[adj % len(_ADJ)]}_{_NOUN[noun % len(_NOUN)]}_{n % 1000}"
 
 
 def process_start_time(pid: int) -> str:
@@ -174,10 +283,10 @@ class ContainerStore:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         path = self._path(rec.id)
         tmp = f"{path}.tmp-{os.getpid()}"
+        # Atomic for readers (rename); no fsync: the run dir is tmpfs on a real host and
+        # a reboot is meant to forget these records.
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(rec.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
 
     def delete(self, cid: str) -> None:

@@ -31,6 +31,7 @@ import ipaddress
 import os
 from typing import Annotated, Any
 
+from pycni.runtime import etcfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pycni import errors
@@ -228,16 +229,20 @@ class DaemonConfig(BaseModel):
     @classmethod
     def _dns_search(cls, value: list[str]) -> list[str]:
         for v in value:
-            if not v or len(v) > 253 or any(c.isspace() for c in v):
-                raise ValueError(f"invalid dns-search {v!r}: not a domain name")
+            try:
+                etcfiles.check_dns_search(v)
+            except etcfiles.EtcValueError:
+                raise ValueError(f"invalid dns-search {v!r}: not a domain name") from None
         return value
 
     @field_validator("dns_opts")
     @classmethod
     def _dns_opts(cls, value: list[str]) -> list[str]:
         for v in value:
-            if not v or any(c.isspace() for c in v):
-                raise ValueError(f"invalid dns-opts {v!r}: an option has no whitespace")
+            try:
+                etcfiles.check_dns_option(v)
+            except etcfiles.EtcValueError:
+                raise ValueError(f"invalid dns-opts {v!r}: an option has no whitespace") from None
         return value
 
     @field_validator("ip")

@@ -26,6 +26,68 @@ class AddHostError(ValueError):
     pass
 
 
+class EtcValueError(ValueError):
+    """A value that would not stay one line, one word, of resolv.conf or hosts."""
+
+
+def _one_word(value: str) -> bool:
+    # Every value lands on a line of a file the container's resolver parses: no
+    # whitespace (a second word) and no control character (a second line, a NUL).
+    return bool(value) and value.isprintable() and not any(c.isspace() for c in value)
+
+
+def check_dns(value: str, flag: str = "--dns") -> str:
+    """A nameserver: an IP address (as Docker: 'x is not an ip address')."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise EtcValueError(
+            f'invalid argument "{value}" for "{flag}" flag: {value} is not an ip address'
+        ) from None
+
+
+def check_dns_search(value: str, flag: str = "--dns-search") -> str:
+    """A search domain ("." clears the list, as Docker)."""
+    if value == ".":
+        return value
+    if not _one_word(value) or len(value) > 253 or not value.isascii():
+        raise EtcValueError(
+            f'invalid argument "{value!s}" for "{flag}" flag: not a valid domain name'
+        )
+    return value
+
+
+def check_dns_option(value: str, flag: str = "--dns-option") -> str:
+    """A resolv.conf option such as ndots:2 or edns0."""
+    if not _one_word(value) or len(value) > 253:
+        raise EtcValueError(
+            f'invalid argument "{value}" for "{flag}" flag: an option is one word, e.g. ndots:2'
+        )
+    return value
+
+
+def check_hostname(value: str, flag: str = "--hostname") -> str:
+    """A host name for /etc/hosts and /etc/hostname: RFC 1123 labels, at most 253."""
+    labels = value.split(".")
+    if (
+        not value
+        or len(value) > 253
+        or not all(
+            0 < len(label) <= 63
+            and label.isascii()
+            and all(c.isalnum() or c == "-" for c in label)
+            and label[0] != "-"
+            and label[-1] != "-"
+            for label in labels
+        )
+    ):
+        raise EtcValueError(
+            f'invalid argument "{value}" for "{flag}" flag: invalid hostname format, '
+            "use letters, digits, '-' and '.', at most 63 characters a label"
+        )
+    return value
+
+
 def parse_resolv_conf(text: str) -> tuple[list[str], list[str], list[str]]:
     nameservers: list[str] = []
     search: list[str] = []
@@ -87,7 +149,7 @@ def parse_add_host(spec: str, host_gateway: str = "") -> tuple[str, str]:
     """HOST:IP (also HOST=IP, [v6] brackets, and host-gateway) -> (host, ip)."""
     sep = "=" if "=" in spec else ":"
     host, _, ip = spec.partition(sep)
-    if not host or not ip:
+    if not host or not ip or not _one_word(spec):
         raise AddHostError(
             f'invalid argument "{spec}" for "--add-host" flag: bad format for add-host: "{spec}"'
         )

@@ -150,6 +150,10 @@ def _replay_isolation(rt: Runtime) -> int:
             if link is None:
                 continue
             internal = bool(plugin.get("internal", False)) if plugin is not None else False
-            isolation.apply(isolation.plan_add(link.index, internal))
+            icc = bool(plugin.get("icc", True)) if plugin is not None else True
+            routed = frozenset(
+                f for f in (4, 6) if plugin is not None and plugin.get(f"directRouting{f}") is True
+            )
+            isolation.apply(isolation.plan_add(link.index, internal, icc, routed))
             count += 1
     return count

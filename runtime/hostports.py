@@ -23,6 +23,10 @@ import errno
 import os
 import socket
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 PROTOCOLS = ("tcp", "udp", "sctp")
 #: moby's fallback when ip_local_port_range cannot be read
 DEFAULT_DYNAMIC_RANGE = (49153, 65535)
@@ -148,26 +152,68 @@ def port_is_free(protocol: str, host_ip: str, port: int) -> bool:
     not need the address. Errors other than EADDRINUSE (EACCES below
     ip_unprivileged_port_start, say) are raised: retrying other ports would not help.
     """
+    sock = _bind_port(protocol, host_ip, port)
+    if sock is None:
+        return False
+    if sock is not _NO_SOCKET:
+        sock.close()
+    return True
+
+
+class PortInUseError(Exception):
+    """A host socket holds the port: Docker's "bind: address already in use"."""
+
+    def __init__(self, protocol: str, host_ip: str, port: int) -> None:
+        family = "6" if ":" in host_ip else "4"
+        shown = f"[{host_ip}]" if ":" in host_ip else host_ip or "0.0.0.0"
+        super().__init__(
+            f"driver failed programming external connectivity: Error starting userland "
+            f"proxy: listen {protocol}{family} {shown}:{port}: bind: address already in use"
+        )
+
+
+def hold_port(protocol: str, host_ip: str, port: int) -> socket.socket | None:
+    """Bind host_ip:port for as long as the returned socket stays open (never listening,
+    so nothing is accepted on it): a host service that holds the port already makes
+    this fail with PortInUseError instead of being silently overridden by the DNAT of
+    the published port, and while it is held no host process can bind it unnoticed
+    (podman's conmon holds published ports the same way). None where no socket of the
+    protocol can exist (SCTP without the module)."""
+    sock = _bind_port(protocol, host_ip, port)
+    if sock is None:
+        raise PortInUseError(protocol, host_ip, port)
+    return None if sock is _NO_SOCKET else sock
+
+
+_NO_SOCKET = socket.socket  # sentinel: "no socket of this protocol can exist here"
+
+
+def _bind_port(protocol: str, host_ip: str, port: int) -> Any:
+    """A socket bound to host_ip:port, None when the port is in use, or _NO_SOCKET."""
     if protocol == "sctp" and not os.path.exists("/proc/net/sctp"):
         # Without the sctp module no SCTP socket exists; creating one to find out
         # would load the module into the host's kernel.
-        return True
+        return _NO_SOCKET
     kind, proto = _SOCKET_TYPES[protocol]
     if host_ip:
         family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
-        return _bind_ok(family, kind, proto, host_ip, port, dual_stack=False)
+        return _bind(family, kind, proto, host_ip, port, dual_stack=False)
     try:
         # One dual-stack socket on [::] conflicts with anything bound on the port in
         # either family, so it answers for both at once.
-        return _bind_ok(socket.AF_INET6, kind, proto, "::", port, dual_stack=True)
+        return _bind(socket.AF_INET6, kind, proto, "::", port, dual_stack=True)
     except OSError as exc:
         if exc.errno != errno.EAFNOSUPPORT:  # kernel without IPv6
             raise
-    return _bind_ok(socket.AF_INET, kind, proto, "0.0.0.0", port, dual_stack=False)
+    return _bind(socket.AF_INET, kind, proto, "0.0.0.0", port, dual_stack=False)
 
 
-def _bind_ok(family: int, kind: int, proto: int, addr: str, port: int, dual_stack: bool) -> bool:
-    with socket.socket(family, kind, proto) as sock:
+def _bind(
+    family: int, kind: int, proto: int, addr: str, port: int, dual_stack: bool
+) -> socket.socket | None:
+    # No SO_REUSEADDR: a later bind() by anyone, with or without it, then conflicts.
+    sock = socket.socket(family, kind, proto)
+    try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
             level, option = socket.IPPROTO_IPV6, _IPV6_FREEBIND
@@ -181,9 +227,13 @@ def _bind_ok(family: int, kind: int, proto: int, addr: str, port: int, dual_stac
             sock.bind((addr, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                return False
+                sock.close()
+                return None
             raise
-    return True
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def pick_free_port(

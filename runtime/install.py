@@ -20,19 +20,51 @@ import pycni
 from pycni import invoke
 
 
-def _script(name: str, module: str) -> str:
+def _prelude() -> str:
+    """The interpreter line and the package location, shared by every launcher."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pycni.__file__)))
     site_packages = sysconfig.get_paths()["purelib"]
     return (
         f"#!{os.path.abspath(sys.executable)} -IS\n"
-        f"{invoke.MARKER.decode()}{name} {pycni.__version__}\n"
-        "# Written by `netctl plugins install`; rewrite it with the same command.\n"
+        "{marker}"
         "import sys\n"
         f"sys.path.insert(0, {package_parent!r})\n"
         f"sys.path.append({site_packages!r})\n"
-        "from pycni.entry import main\n"
-        f"main({name!r}, {module!r})\n"
     )
+
+
+def _script(name: str, module: str) -> str:
+    head, tail = _prelude().split("{marker}")
+    return (
+        head
+        + f"{invoke.MARKER.decode()}{name} {pycni.__version__}\n"
+        + "# Written by `netctl plugins install`; rewrite it with the same command.\n"
+        + tail
+        + "from pycni.entry import main\n"
+        + f"main({name!r}, {module!r})\n"
+    )
+
+
+def launcher_script() -> str:
+    """The `netctl` command itself, started the way the plugins are: `-IS` skips the
+    site-packages scan (and an editable install's import hook), most of a short
+    command's start-up."""
+    head, tail = _prelude().split("{marker}")
+    return (
+        head
+        + "# netctl, written by `python -m pycni.runtime.install --launcher PATH`.\n"
+        + tail
+        + "from pycni.runtime.cli import main\n"
+        + "main()\n"
+    )
+
+
+def _write_executable(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)  # a runtime exec'ing the old file mid-write never sees half a script
 
 
 def install(directory: str, names: list[str] | None = None) -> list[str]:
@@ -43,11 +75,7 @@ def install(directory: str, names: list[str] | None = None) -> list[str]:
         if names and name not in names:
             continue
         path = os.path.join(directory, name)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(_script(name, module))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)  # a runtime exec'ing the old file mid-write never sees half a script
+        _write_executable(path, _script(name, module))
         written.append(path)
     return written
 
@@ -104,3 +132,10 @@ def listing(directories: list[str]) -> list[dict[str, object]]:
                 entry["name"] = name
                 out.append(entry)
     return out
+
+
+if __name__ == "__main__":
+    # scripts/setup.sh: `python -m pycni.runtime.install --launcher .venv/bin/netctl`
+    if len(sys.argv) != 3 or sys.argv[1] != "--launcher":
+        sys.exit("usage: python -m pycni.runtime.install --launcher PATH")
+    _write_executable(os.path.abspath(sys.argv[2]), launcher_script())

@@ -31,8 +31,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,7 +63,21 @@ OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 OPT_MTU = "com.docker.network.driver.mtu"
-KNOWN_OPTIONS = (OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_HOST_BINDING, OPT_MTU)
+OPT_GATEWAY_MODE = {
+    4: "com.docker.network.bridge.gateway_mode_ipv4",
+    6: "com.docker.network.bridge.gateway_mode_ipv6",
+}
+#: Docker's gateway modes; "nat" (the default) lets routed traffic reach a container only
+#: through a published port, "routed" and "nat-unprotected" allow direct routing to it
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed")
+KNOWN_OPTIONS = (
+    OPT_BRIDGE_NAME,
+    OPT_ICC,
+    OPT_MASQ,
+    OPT_HOST_BINDING,
+    OPT_MTU,
+    *OPT_GATEWAY_MODE.values(),
+)
 
 
 class NetworkError(errors.InvalidConfig):
@@ -128,6 +140,7 @@ class BridgeOptions:
     enable_ip_masquerade: bool = True
     host_binding_ipv4: str = ""  # "" = daemon.json "ip"
     mtu: int | None = None
+    direct_routing: frozenset[int] = frozenset()  # families whose gateway mode allows it
 
 
 def parse_options(options: Mapping[str, str], mtu: int | None = None) -> BridgeOptions:
@@ -151,6 +164,16 @@ def parse_options(options: Mapping[str, str], mtu: int | None = None) -> BridgeO
                 raise NetworkError(f'invalid {key} "{text}": not an IP address') from None
         elif key == OPT_MTU:
             values["mtu"] = _parse_mtu(text, key)
+        elif key in OPT_GATEWAY_MODE.values():
+            if text not in GATEWAY_MODES:
+                raise NetworkError(
+                    f'invalid {key} "{text}"', f"valid modes: {', '.join(GATEWAY_MODES)}"
+                )
+            family = 4 if key == OPT_GATEWAY_MODE[4] else 6
+            routed = set(values.get("direct_routing", ()))
+            if text != "nat":
+                routed.add(family)
+            values["direct_routing"] = frozenset(routed)
         else:
             raise NetworkError(
                 f'unknown option "{key}" for driver bridge',
@@ -405,14 +428,23 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _chain(bridge: dict[str, Any], internal: bool) -> list[dict[str, Any]]:
+def _chain(
+    bridge: dict[str, Any], internal: bool, direct_routing: frozenset[int] = frozenset()
+) -> list[dict[str, Any]]:
+    isolation: dict[str, Any] = {
+        "type": "isolation",
+        "internal": internal,
+        "icc": not bridge.get("portIsolation"),
+    }
+    for family in sorted(direct_routing):
+        isolation[f"directRouting{family}"] = True
     return [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         # forward-accept for the container's addresses: works on a host whose FORWARD
         # policy is drop (Docker's); isolation's drops stay final (a drop always is)
         {"type": "firewall"},
-        {"type": "isolation", "internal": internal},
+        isolation,
     ]
 
 
@@ -448,6 +480,9 @@ def network_conflist(
         "ipMasq": opts.enable_ip_masquerade and not internal,
         "hairpinMode": True,
         "portIsolation": not opts.enable_icc,
+        # a container sends only as itself (MAC, ARP, IP, neighbour discovery): without
+        # it any workload with CAP_NET_RAW can take over a neighbour's traffic
+        "macspoofchk": True,
     }
     if opts.mtu is not None:
         bridge["mtu"] = opts.mtu
@@ -470,7 +505,7 @@ def network_conflist(
     return {
         "cniVersion": CNI_VERSION,
         "name": name,
-        "plugins": _chain(bridge, internal),
+        "plugins": _chain(bridge, internal, opts.direct_routing),
         "netctl": meta,
     }
 
@@ -505,6 +540,7 @@ def default_conflist(
         "ipMasq": cfg.ip_masq,
         "hairpinMode": True,
         "portIsolation": not cfg.icc,
+        "macspoofchk": True,  # as for user-defined networks
     }
     if cfg.mtu is not None:
         bridge["mtu"] = cfg.mtu
@@ -911,7 +947,7 @@ class NetworkStore:
         meta = meta if isinstance(meta, dict) else {}
         net_id = meta.get("id")
         if not (isinstance(net_id, str) and len(net_id) == 64):
-            net_id = secrets.token_hex(32)
+            net_id = os.urandom(32).hex()  # secrets.token_hex(32), without loading secrets
         created = meta.get("created")
         if not isinstance(created, str) or not created:
             created = now_rfc3339()
@@ -1005,7 +1041,7 @@ class NetworkStore:
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
         self.ensure_default_network()  # before the lock: it takes the lock itself
-        net_id = secrets.token_hex(32)
+        net_id = os.urandom(32).hex()  # secrets.token_hex(32), without loading secrets
         with self._locked():
             existing = self._load()
             if any(n.name == name for n in existing):
@@ -1101,6 +1137,8 @@ class NetworkStore:
         if not any(w.startswith(f"bridge {net.bridge} still has ports") for w in warnings):
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.
+            import shutil
+
             shutil.rmtree(os.path.join(self.ipam_dir, net.name), ignore_errors=True)
             from pycni.ipam.store import INDEX_PREFIX
 

@@ -38,10 +38,16 @@ Types:
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
+
+from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exported)
+    PortSpecError,
+    format_port_lines,
+    format_ports,
+)
+from pycni.runtime.portview import port_number as _port_number
 
 from pycni.firewall.base import PortMapping
 
@@ -55,14 +61,6 @@ PUBLISH_MODES = ("host", "ingress")
 
 IPV4_ANY = "0.0.0.0"
 IPV6_ANY = "::"
-
-# Go's strconv.ParseInt(s, 10, 0): an optional sign, then ASCII digits only (no
-# spaces, no underscores, no other Unicode digits, which Python's int() accepts).
-_DECIMAL = re.compile(r"[+-]?[0-9]+")
-
-
-class PortSpecError(ValueError):
-    """A `-p/--publish` value Docker would refuse; the message is Docker's own."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -236,13 +234,6 @@ def _parse_short(raw: str) -> list[PortBinding]:
     ]
 
 
-def _port_number(text: str) -> int | None:
-    if not _DECIMAL.fullmatch(text):
-        return None
-    port = int(text)
-    return port if 0 <= port <= 65535 else None
-
-
 def _port_range(text: str) -> tuple[int, int] | None:
     """A port or a range, "80" or "80-90" (nat.ParsePortRange); None when invalid."""
     start_text, sep, end_text = text.partition("-")
@@ -373,96 +364,3 @@ def expand(bindings: Iterable[PortBinding], *, ipv6: bool = True) -> list[Publis
             for addr in addrs
         )
     return published
-
-
-# -- display: docker ps PORTS and docker port --------------------------------------------
-
-
-def _join_host_port(host: str, port: str | int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _addr_key(ip: str) -> tuple[int, int]:
-    # netip.Addr ordering: IPv4 before IPv6, then numerically (so 9.0.0.1 < 10.0.0.2).
-    addr = ipaddress.ip_address(ip)
-    return (addr.version, int(addr))
-
-
-def format_ports(ports: Iterable[PublishedPort]) -> str:
-    """The PORTS column of `docker ps`, e.g. "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp".
-
-    Docker's rules (cli/command/formatter DisplayablePorts): sort by container port,
-    host address, host port, protocol; consecutive ports whose host port equals the
-    container port collapse per address and protocol ("0.0.0.0:8000-8002->8000-8002/tcp");
-    translated ports (host port != container port) are never collapsed and come last.
-    """
-    ordered = sorted(
-        ports, key=lambda p: (p.container_port, _addr_key(p.host_ip), p.host_port, p.protocol)
-    )
-    groups: dict[tuple[str, str], list[int]] = {}  # (ip, proto) -> [first, last]
-    result: list[str] = []
-    translated: list[str] = []
-    for port in ordered:
-        if port.host_port != port.container_port:
-            translated.append(
-                f"{_join_host_port(port.host_ip, port.host_port)}->"
-                f"{port.container_port}/{port.protocol}"
-            )
-            continue
-        key = (port.host_ip, port.protocol)
-        group = groups.get(key)
-        if group is not None and port.container_port == group[1] + 1:
-            group[1] = port.container_port
-            continue
-        if group is not None:
-            # A gap: this run is finished and printed before the still-open runs.
-            result.append(_group(key, group))
-        # Re-assigning an existing key keeps its first-seen position, like Docker's
-        # separately kept list of keys.
-        groups[key] = [port.container_port, port.container_port]
-    result.extend(_group(key, group) for key, group in groups.items())
-    return ", ".join(result + translated)
-
-
-def _group(key: tuple[str, str], group: list[int]) -> str:
-    ip, protocol = key
-    ports = str(group[0]) if group[0] == group[1] else f"{group[0]}-{group[1]}"
-    return f"{_join_host_port(ip, ports)}->{ports}/{protocol}"
-
-
-def _natural_key(text: str) -> list[tuple[int, ...]]:
-    # github.com/fvbommel/sortorder.NaturalLess, which `docker port` sorts with:
-    # digit runs compare by value (fewer leading zeros first on a tie) and sort before
-    # any other byte; other bytes compare one by one.
-    key: list[tuple[int, ...]] = []
-    for match in re.finditer(r"[0-9]+|[^0-9]", text):
-        chunk = match.group()
-        if "0" <= chunk[0] <= "9":
-            digits = chunk.lstrip("0")
-            key.append((0, len(digits), int(digits or "0"), len(chunk) - len(digits)))
-        else:
-            key.extend((1, byte) for byte in chunk.encode())
-    return key
-
-
-def format_port_lines(ports: Iterable[PublishedPort], container_port: str = "") -> list[str]:
-    """What `docker port CONTAINER [PRIVATE_PORT[/PROTO]]` prints, one line each:
-    "80/tcp -> 0.0.0.0:8080" for every port, or just "0.0.0.0:8080" for the
-    PRIVATE_PORT[/PROTO] asked for (tcp when no protocol is given)."""
-    if container_port:
-        number_text, _, proto = container_port.partition("/")
-        number = _port_number(number_text)
-        protocol = _PROTOCOLS.get(proto.lower() or "tcp")
-        if not number or protocol is None:
-            raise PortSpecError(f"invalid port: {container_port}")
-        lines = [
-            _join_host_port(p.host_ip, p.host_port)
-            for p in ports
-            if p.container_port == number and p.protocol == protocol
-        ]
-    else:
-        lines = [
-            f"{p.container_port}/{p.protocol} -> {_join_host_port(p.host_ip, p.host_port)}"
-            for p in ports
-        ]
-    return sorted(lines, key=_natural_key)

@@ -15,16 +15,14 @@ for containers whose supervisor was killed.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pycni.runtime import etcfiles, hostports, portspec, sandbox
-from pycni.runtime.cli import UsageError
+from pycni.runtime import etcfiles, sandbox
 from pycni.runtime.containers import (
     Attachment,
     ContainerRecord,
@@ -37,8 +35,12 @@ from pycni.runtime.containers import (
     valid_name,
 )
 from pycni.runtime.paths import Paths
+from pycni.runtime.usage import UsageError
 
 from pycni import errors, netns
+
+if TYPE_CHECKING:
+    from pycni.runtime import portspec
 
 EXIT_SETUP = 125
 IFNAME = "eth0"
@@ -58,6 +60,7 @@ class RunOptions:
     dns_search: list[str] = field(default_factory=list)
     dns_option: list[str] = field(default_factory=list)
     add_host: list[str] = field(default_factory=list)
+    sysctl: list[str] = field(default_factory=list)
     detach: bool = False
     rm: bool = False
 
@@ -104,6 +107,8 @@ def validate(opts: RunOptions) -> None:
         raise UsageError("conflicting options: mac-address and the network mode")
     for flag, value, version in (("--ip", opts.ip, 4), ("--ip6", opts.ip6, 6)):
         if value:
+            import ipaddress
+
             try:
                 addr = ipaddress.ip_address(value)
             except ValueError:
@@ -126,6 +131,42 @@ def validate(opts: RunOptions) -> None:
             etcfiles.parse_add_host(spec, host_gateway="0.0.0.0")
         except etcfiles.AddHostError as exc:
             raise UsageError(str(exc)) from None
+    # Each of these becomes a line of the container's resolv.conf, hosts or hostname:
+    # the validators daemon.json's keys go through too.
+    try:
+        opts.dns = [etcfiles.check_dns(v) for v in opts.dns]
+        for v in opts.dns_search:
+            etcfiles.check_dns_search(v)
+        for v in opts.dns_option:
+            etcfiles.check_dns_option(v)
+        if opts.hostname:
+            etcfiles.check_hostname(opts.hostname)
+    except etcfiles.EtcValueError as exc:
+        raise UsageError(str(exc)) from None
+    parse_sysctls(opts)
+
+
+def parse_sysctls(opts: RunOptions) -> dict[str, str]:
+    """--sysctl KEY=VALUE: Docker's per-container sysctls, the net.* ones (applied in the
+    container's namespace by a chained `tuning`; see Runtime._with_sysctls)."""
+    from pycni.plugins.tuning import validate_sysctl_key
+
+    out = {}
+    for spec in opts.sysctl:
+        key, sep, value = spec.partition("=")
+        bad = f'invalid argument "{spec}" for "--sysctl" flag'
+        if not sep or not key:
+            raise UsageError(f"{bad}: expected KEY=VALUE")
+        try:
+            validate_sysctl_key(key, "--sysctl")
+        except errors.CniError:
+            raise UsageError(f"{bad}: only net.* sysctls are supported (net.a.b=value)") from None
+        if opts.network == "host" or opts.network.startswith("container:"):
+            raise UsageError(
+                f"{bad}: sysctl '{key}' is not allowed in {opts.network.split(':')[0]} network namespace"
+            )
+        out[key] = value
+    return out
 
 
 # -- names -----------------------------------------------------------------------------
@@ -183,6 +224,8 @@ class Runtime:
         self.names = NameLock(self.paths)
         self._cni: Any = None
         self._networks: Any = None
+        #: sockets that hold the published host ports of the container being run
+        self.held_ports: list[Any] = []  # socket.socket
 
     @property
     def cni(self) -> Any:
@@ -226,6 +269,25 @@ class Runtime:
         )
         return libcni.conflist_from_bytes(raw)
 
+    def _with_sysctls(self, net: Any, rec: ContainerRecord) -> Any:
+        """The chain with `tuning` appended for the container's --sysctl values (its
+        backups in the run dir); the chain as it is without them."""
+        if not rec.cap_args.get("sysctl"):
+            return net
+        import dataclasses
+
+        tuning = {
+            "type": "tuning",
+            "sysctl": rec.cap_args["sysctl"],
+            "dataDir": os.path.join(self.paths.run, "tuning"),
+        }
+        return dataclasses.replace(net, plugins=[*net.plugins, tuning], raw=b"")
+
+    def _lo_chain(self, rec: ContainerRecord) -> Any:
+        """loopback, with the --sysctl values when there is no network chain to carry them."""
+        net = self._loopback_net()
+        return self._with_sysctls(net, rec) if rec.network_mode == "none" else net
+
     def _runtime_conf(self, rec: ContainerRecord, ifname: str = IFNAME) -> Any:
         from pycni.runtime import libcni
 
@@ -242,6 +304,7 @@ class Runtime:
         """Everything before the workload starts. On failure, teardown() undoes it."""
         mode = opts.network
         if mode == "host":
+            parse_sysctls(opts)  # refuses net.* sysctls, also for a network of kind host
             rec.network_mode, rec.owns_netns = "host", False
             if opts.publish:
                 warn("Published ports are discarded when using host network mode")
@@ -274,20 +337,26 @@ class Runtime:
             raise errors.CniError(
                 f"failed to create the network namespace {rec.netns}: {exc.strerror}"
             ) from None
+        if opts.sysctl:
+            rec.cap_args["sysctl"] = parse_sysctls(opts)
         self.store.save(rec)  # from here on, teardown knows what to undo
-        self.cni.add(self._loopback_net(), self._runtime_conf(rec, "lo"))
+        self.cni.add(self._lo_chain(rec), self._runtime_conf(rec, "lo"))
         if network is None:
             if opts.publish:
                 warn("Published ports are discarded when using the none network mode")
             return
         self._check_requested_ips(network, opts)
+        if opts.publish and network.internal:
+            # An internal network has no gateway to the outside to DNAT through: Docker
+            # publishes nothing for it, and says so.
+            warn(f"Published ports are discarded when using the internal network {network.name}")
+            opts.publish = []
         bindings = self._bindings(network, opts)
         cap_ports = [
             {"hostPort": b.host_port, "containerPort": b.container_port, "protocol": b.protocol}
             | ({"hostIP": b.host_ip} if b.host_ip else {})
             for b in bindings
         ]
-        rec.cap_args = {}
         if cap_ports:
             rec.cap_args["portMappings"] = cap_ports
         ips = [ip for ip in (opts.ip, opts.ip6) if ip]
@@ -296,7 +365,7 @@ class Runtime:
         if opts.mac:
             rec.cap_args["mac"] = opts.mac
         self.store.save(rec)
-        result = self.cni.add(network.conflist, self._runtime_conf(rec))
+        result = self.cni.add(self._with_sysctls(network.conflist, rec), self._runtime_conf(rec))
         att = Attachment(network=network.name, ifname=IFNAME)
         for i, iface in enumerate(result.interfaces):
             if iface.name == IFNAME and iface.sandbox:
@@ -314,6 +383,8 @@ class Runtime:
             att.gateways = [str(ip.gateway) for ip in result.ips if ip.gateway is not None]
         rec.attachments = [att]
         has_v6 = any(":" in ip for ip in att.ips)
+        from pycni.runtime import portspec
+
         rec.ports = [
             PublishedPort(
                 host_ip=p.host_ip,
@@ -333,6 +404,8 @@ class Runtime:
                 raise UsageError(
                     "user specified IP address is supported only when connecting to networks with user configured subnets"
                 )
+            import ipaddress
+
             addr = ipaddress.ip_address(value)
             subnets = [ipaddress.ip_network(str(s)) for s in getattr(network, "subnets", [])]
             if subnets and not any(addr in s for s in subnets):
@@ -341,6 +414,8 @@ class Runtime:
                 )
 
     def _bindings(self, network: Any, opts: RunOptions) -> list[portspec.PortBinding]:
+        from pycni.runtime import hostports, portspec
+
         try:
             parsed = portspec.parse_publish_all(opts.publish)
         except portspec.PortSpecError as exc:
@@ -369,6 +444,19 @@ class Runtime:
                 except hostports.PortAllocationError as exc:
                     raise UsageError(str(exc)) from None
                 b = b.with_host_port(port)
+            elif b.host_port in taken.get(b.protocol, set()):
+                raise UsageError(
+                    str(hostports.PortAllocationError(b.protocol, b.host_ip, (b.host_port,) * 2))
+                )
+            try:
+                # Held (bound, never listening) by this process and the supervisor it
+                # forks, for as long as the container lives; closed on exec, so the
+                # workload never sees it.
+                held = hostports.hold_port(b.protocol, b.host_ip, b.host_port)
+            except hostports.PortInUseError as exc:
+                raise UsageError(str(exc)) from None
+            if held is not None:
+                self.held_ports.append(held)
             taken.setdefault(b.protocol, set()).add(b.host_port)
             out.append(b)
         return out
@@ -389,7 +477,8 @@ class Runtime:
             for att in reversed(rec.attachments):
                 try:
                     net = self.networks.resolve(att.network)
-                    self.cni.delete(net.conflist, self._runtime_conf(rec, att.ifname))
+                    chain = self._with_sysctls(net.conflist, rec)
+                    self.cni.delete(chain, self._runtime_conf(rec, att.ifname))
                 except Exception as exc:
                     problems.append(f"network {att.network}: {exc}")
             if (
@@ -401,11 +490,11 @@ class Runtime:
                 # attachment key in case the process died before it could.
                 try:
                     net = self.networks.resolve(rec.network_mode)
-                    self.cni.delete(net.conflist, self._runtime_conf(rec))
+                    self.cni.delete(self._with_sysctls(net.conflist, rec), self._runtime_conf(rec))
                 except Exception as exc:
                     problems.append(f"network {rec.network_mode}: {exc}")
             try:
-                self.cni.delete(self._loopback_net(), self._runtime_conf(rec, "lo"))
+                self.cni.delete(self._lo_chain(rec), self._runtime_conf(rec, "lo"))
             except Exception as exc:
                 problems.append(f"loopback: {exc}")
             try:

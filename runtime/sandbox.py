@@ -88,8 +88,22 @@ def join_namespaces(pid: int) -> None:
     os.chdir("/")
 
 
+def close_on_exec_above_stderr() -> None:
+    """Mark every descriptor but stdin, stdout and stderr close-on-exec: the workload
+    must not inherit what netctl holds (netlink sockets of the firewall library, the
+    sockets that hold published ports, pipes to the supervisor), as runc closes them."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+
+
 def execvp(argv: list[str], env: dict[str, str] | None = None) -> None:
     """Replace this process with the workload; on failure exit as a shell would."""
+    close_on_exec_above_stderr()
     try:
         if env is None:
             os.execvp(argv[0], argv)

@@ -2,6 +2,7 @@
 # Set up, then the main job: a web server in a container on the default bridge
 # network with -p 8080:80, fetched from the host through the published port.
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 NETCTL="$PWD/.venv/bin/netctl"

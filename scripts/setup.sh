@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv)
+PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv
+      containerd runc busybox-static util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,3 +29,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -c "import pycni.runtime.cli, pyroute2, pydantic, scapy, pytest" # fail loudly if pip failed
     touch "$stamp"
 fi
+# `netctl` starts like the plugins: `python -IS` with the package path written in (pip's
+# entry-point script would first scan site-packages, most of a short command's start-up).
+.venv/bin/python -m pycni.runtime.install --launcher .venv/bin/netctl

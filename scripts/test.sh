@@ -3,6 +3,7 @@
 # Root tests are never skipped here: PYCNI_REQUIRE_ROOT=1 turns a skip into an error,
 # and the junit report is checked for skips.
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PYCNI_REQUIRE_ROOT=1

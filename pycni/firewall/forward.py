@@ -593,8 +593,11 @@ class Forward:
         ipt: list[int]
         nft: list[tuple[str, str, str]]
         if record is None:
-            if self.backend == "nftables":
-                return [f"no saved firewall state for container {key[1]} ifname {key[2]}"]
+            if self.backend != "iptables":
+                raise errors.UnknownContainer(
+                    f"firewall: no saved state for container {key[1]} ifname {key[2]}",
+                    "CHECK of an attachment this plugin never added",
+                )
             ipt, nft = sorted({ip.version for ip in ips}), []
         else:
             ipt, nft = record.iptables, record.nft

@@ -651,6 +651,24 @@ class Nft:
             return []
         return list(fastjson.loads(out).get("nftables", []))
 
+    def run_script(self, script: str) -> None:
+        """Apply constant nft text in one transaction: only for what the JSON syntax of
+        nft 1.0.6 cannot say (sets declared with `typeof` over raw payload). Never
+        pass data from a config here: elements go through `run`."""
+        mode = self.mode()
+        if mode is None:
+            raise errors.PluginNotAvailable(NOT_AVAILABLE)
+        if mode == "lib":
+            self._run_lib(script, False)  # libnftables parses text when it is not JSON
+            return
+        from pycni.firewall import spawn
+
+        nft = spawn.which("nft")
+        assert nft is not None  # mode() found it
+        done = spawn.run([nft, "-f", "-"], script.encode())
+        if done.rc != 0:
+            raise NftError(_clean(done.stderr.decode("utf-8", "replace")) or done.describe())
+
     def _context(self, dry_run: bool) -> Any:
         # A context's netlink socket belongs to the namespace it was opened in, so keep
         # one per namespace (a test, or netctl, may switch namespaces between calls).

@@ -156,7 +156,7 @@ def test_create_ls_inspect_rm_prune(host_ns, tmp_path) -> None:
     ]
     assert two[0]["Options"] == {"com.docker.network.bridge.enable_icc": "false"}
     missing = netctl(host_ns, tmp_path, "network", "inspect", "mybr0", "nope", check=False)
-    assert missing.returncode == 125 and "no such network: nope" in missing.stderr
+    assert missing.returncode == 125 and "Error: No such network: nope" in missing.stderr
     assert [x["Name"] for x in json.loads(missing.stdout)] == ["mybr0"]
 
     busy = netctl(host_ns, tmp_path, "network", "rm", "mybr0", check=False)

@@ -99,12 +99,40 @@ def test_icc_false_blocks_siblings_but_the_gateway_answers(host_ns, container_ns
     assert reach(c1, host_ns, "10.63.0.1") == (True, True)
 
 
+def test_icc_false_cannot_be_bypassed_through_the_gateway(host_ns, container_ns, tmp_path) -> None:
+    """A container that routes to its neighbour via the gateway (layer 3, which bridge
+    port isolation does not see) is dropped on an icc=false network, IPv4 and IPv6, TCP
+    and UDP; the gateway still answers."""
+    create(
+        host_ns,
+        tmp_path,
+        "quiet6",
+        "--subnet",
+        "10.66.0.0/24",
+        "--subnet",
+        "fd00:66::/64",
+        "--ipv6",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+    )
+    c1, c2 = container_ns(), container_ns()
+    attach(host_ns, tmp_path, "quiet6", c1, "c1")
+    ip2 = attach(host_ns, tmp_path, "quiet6", c2, "c2")
+    c1.run("ip", "route", "add", f"{ip2['4']}/32", "via", "10.66.0.1")
+    c1.run("ip", "-6", "route", "add", f"{ip2['6']}/128", "via", "fd00:66::1")
+    for fam in ("4", "6"):
+        assert reach(c1, c2, ip2[fam]) == (False, False), f"IPv{fam} through the gateway"
+        with server(c2, ip2[fam], 5353, "dns", proto="udp"):
+            assert connect(c1, ip2[fam], 5353, proto="udp", timeout=1) is None, f"UDP IPv{fam}"
+    assert reach(c1, host_ns, "10.66.0.1") == (True, True)
+
+
 def test_internal_network_has_no_way_out(host_ns, container_ns, tmp_path) -> None:
     outside = container_ns()
     wire_outside(host_ns, outside)
     conf = create(host_ns, tmp_path, "intnet", "--internal", "--subnet", "10.64.0.0/24")
     assert conf["plugins"][0]["isDefaultGateway"] is False and conf["plugins"][0]["ipMasq"] is False
-    assert conf["plugins"][3] == {"type": "isolation", "internal": True}
+    assert conf["plugins"][3] == {"type": "isolation", "internal": True, "icc": True}
     create(host_ns, tmp_path, "pubnet", "--subnet", "10.65.0.0/24")
     inner, inner2, pub = container_ns(), container_ns(), container_ns()
     ip_in = attach(host_ns, tmp_path, "intnet", inner, "in1")
@@ -241,6 +269,7 @@ def test_isolation_plugin_verbs(run_plugin, host_ns, container_ns) -> None:
         (_conf(_prev("lo")), 7, "is a device, not a bridge"),
         (_conf(_prev("pytnone0")), 7, "bridge pytnone0 (prevResult.interfaces[0]) not found"),
         (_conf(_prev("pytiso0"), internal="yes"), 7, "'internal' must be true or false"),
+        (_conf(_prev("pytiso0"), directRouting4=1), 7, "'directRouting4' must be true or false"),
         (
             _conf({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}]}),
             7,
@@ -262,7 +291,7 @@ def test_isolation_plugin_verbs(run_plugin, host_ns, container_ns) -> None:
     index = host_ns.link("pytiso0")["ifindex"]
     host_ns.run("nft", "flush", "chain", "inet", "pycni_isolation", f"net-{index}")
     err = run_plugin("isolation", "CHECK", _conf(prev), **kw).error
-    assert f"chain net-{index} does not hold the 1 drop rule(s)" in err["msg"]
+    assert f"chain net-{index} does not hold the 3 drop rule(s)" in err["msg"]
     # internal flips the network's rules in place
     assert run_plugin("isolation", "ADD", _conf(prev, internal=True), **kw).rc == 0
     assert run_plugin("isolation", "CHECK", _conf(prev, internal=True), **kw).rc == 0
@@ -277,3 +306,104 @@ def test_isolation_plugin_verbs(run_plugin, host_ns, container_ns) -> None:
     host_ns.run("ip", "link", "del", "pytiso0")
     assert run_plugin("isolation", "GC", _conf(None), in_ns=host_ns).rc == 0
     assert f"net-{index}" not in host_ns.run("nft", "list", "table", "inet", "pycni_isolation")
+
+
+def test_netctl_networks_guard_against_spoofing_by_default(host_ns, container_ns, tmp_path) -> None:
+    """Every container of a netctl network sends only as itself: the spoof check is on
+    without asking (a workload with CAP_NET_RAW cannot poison the gateway's ARP cache to
+    take over a neighbour's traffic, icc=false or not)."""
+    create(host_ns, tmp_path, "guarded", "--subnet", "10.63.0.0/24")
+    attacker, victim = container_ns(), container_ns()
+    attach(host_ns, tmp_path, "guarded", attacker, "att")
+    v_ip = attach(host_ns, tmp_path, "guarded", victim, "vic")["4"]
+    guarded = host_ns.run("nft", "-j", "list", "set", "bridge", "pycni_spoof", "guarded")
+    elems = json.loads(guarded)["nftables"][1]["set"]["elem"]
+    assert len(elems) == 2
+    assert ping(host_ns, v_ip)
+    v_mac = victim.link("eth0")["address"]
+    a_mac = attacker.link("eth0")["address"]
+    from tests.integration.test_security import scapy
+
+    scapy(
+        attacker,
+        f"sendp(Ether(src='{a_mac}', dst='ff:ff:ff:ff:ff:ff') / ARP(op=2, hwsrc='{a_mac}', "
+        f"psrc='{v_ip}', pdst='10.63.0.1'), iface='eth0', count=3)",
+    )
+    neigh = host_ns.run("ip", "neigh", "show", v_ip)
+    assert v_mac in neigh and a_mac not in neigh, neigh
+    assert reach(host_ns, victim, v_ip) == (True, True)
+
+
+def _lan(host: Netns, outside: Netns, subnet4: str, subnet6: str) -> None:
+    """The outside namespace becomes a LAN neighbour with routes to the container
+    subnets via the node (as an attacker on the LAN would add)."""
+    outside.run("ip", "route", "add", subnet4, "via", "198.18.0.1")
+    outside.run("ip", "-6", "route", "add", subnet6, "via", "fd18::1")
+    host.run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+
+
+@pytest.mark.parametrize("mode", ["nat", "routed"])
+def test_lan_reaches_only_published_ports(host_ns, container_ns, tmp_path, mode) -> None:
+    """A LAN neighbour with a route to the container subnet via the node reaches a
+    container only through what it published (IPv4 and IPv6), a container published on
+    127.0.0.1 only not at all, while the container's own connections out still work;
+    gateway_mode_ipvN=routed lets an administrator route to containers on purpose."""
+    outside = container_ns()
+    wire_outside(host_ns, outside, host_ip6="fd18::1/64", outside_ip6="fd18::2/64")
+    opts = []
+    if mode == "routed":
+        opts = [
+            "-o", "com.docker.network.bridge.gateway_mode_ipv4=routed",
+            "-o", "com.docker.network.bridge.gateway_mode_ipv6=routed",
+        ]  # fmt: skip
+    create(
+        host_ns, tmp_path, "lanet", "--subnet", "10.68.0.0/24", "--subnet", "fd00:68::/64",
+        "--ipv6", *opts,
+    )  # fmt: skip
+    _lan(host_ns, outside, "10.68.0.0/24", "fd00:68::/64")
+    c, local = container_ns(), container_ns()
+    caps = {"portMappings": [{"hostPort": 18680, "containerPort": 8080, "protocol": "tcp"}]}
+    res = netctl(
+        host_ns, tmp_path, "cni", "add", "lanet", "--netns", c.path, "--id", "pub",
+        "--cap-args", json.dumps(caps),
+    )  # fmt: skip
+    ips = {
+        str(ipaddress.ip_interface(i["address"]).version): str(
+            ipaddress.ip_interface(i["address"]).ip
+        )
+        for i in json.loads(res.stdout)["ips"]
+    }
+    caps_local = {
+        "portMappings": [
+            {"hostPort": 18681, "containerPort": 8080, "protocol": "tcp", "hostIP": "127.0.0.1"}
+        ]
+    }
+    res = netctl(
+        host_ns, tmp_path, "cni", "add", "lanet", "--netns", local.path, "--id", "loc",
+        "--cap-args", json.dumps(caps_local),
+    )  # fmt: skip
+    local_ip = next(
+        str(ipaddress.ip_interface(i["address"]).ip)
+        for i in json.loads(res.stdout)["ips"]
+        if ":" not in i["address"]
+    )
+    direct = mode == "routed"
+    with server(c, ips["4"], 8080, "pub"), server(c, ips["4"], 8000, "unpub"):
+        assert connect(outside, "198.18.0.1", 18680) == "pub 198.18.0.2"  # published
+        got = connect(outside, ips["4"], 8000, timeout=1)
+        assert (got == "unpub 198.18.0.2") is direct, got  # never published
+    # IPv6 works through the node for what is published (ND warmed up first)
+    assert ping(c, "fd00:68::1") and ping(outside, "fd18::1")
+    with server(c, ips["6"], 8080, "pub6"), server(c, ips["6"], 8000, "unpub6"):
+        assert connect(outside, "fd18::1", 18680, timeout=3) == "pub6 fd18::2"
+        got = connect(outside, ips["6"], 8000, timeout=2)
+        assert (got == "unpub6 fd18::2") is direct, got
+    with server(local, local_ip, 8080, "local"):
+        got = connect(outside, local_ip, 8080, timeout=1)
+        assert (got is not None) is direct, got  # published on 127.0.0.1 only
+        assert (connect(host_ns, "127.0.0.1", 18681) or "").startswith("local ")
+    # the container's own connections out (and their replies) are not affected
+    with server(outside, "198.18.0.2", 9000, "lan"):
+        assert connect(c, "198.18.0.2", 9000) is not None
+    with server(outside, "fd18::2", 9000, "lan6"):
+        assert connect(c, "fd18::2", 9000) is not None

@@ -159,6 +159,64 @@ sendp(Ether(src='{a_mac}', dst='{gw_mac}') / IP(src='{a_ip}', dst='10.75.0.1') /
     )  # spoofed ones do not
 
 
+def test_ipv6_neighbour_spoofing_dropped(run_plugin, host_ns, container_ns, tmp_path) -> None:
+    """An advertisement sent from the attacker's own link-local address (which passes
+    every source check) naming the victim's global address, or carrying another MAC in
+    its link-layer option, must not reach the gateway; the victim's own neighbour
+    discovery keeps working."""
+    attacker, victim = container_ns(), container_ns()
+    a = add(run_plugin, host_ns, attacker, tmp_path, "att", macspoofchk=True)
+    v = add(run_plugin, host_ns, victim, tmp_path, "vic", macspoofchk=True)
+    a_mac = a["interfaces"][2]["mac"]
+    v_mac = v["interfaces"][2]["mac"]
+    a_ip6 = next(ip["address"].split("/")[0] for ip in a["ips"] if ":" in ip["address"])
+    v_ip6 = next(ip["address"].split("/")[0] for ip in v["ips"] if ":" in ip["address"])
+    gw_mac = host_ns.link("pytsec0")["address"]
+    time.sleep(2.2)  # DAD of the containers' addresses (the bridge plugin turns it off; be safe)
+    # the gateway learns the victim's real MAC through the victim's own NA
+    assert (
+        subprocess.run(
+            ["ip", "netns", "exec", host_ns.name, "ping", "-6", "-c1", "-W2", v_ip6],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    assert v_mac in host_ns.run("ip", "-6", "neigh", "show", v_ip6)
+    a_ll = attacker.run("ip", "-6", "-br", "addr", "show", "dev", "eth0").split()[2].split("/")[0]
+    scapy(
+        attacker,
+        f"""
+gw_ll = 'fe80::1'
+na = lambda target, lladdr: Ether(src='{a_mac}', dst='{gw_mac}') / IPv6(src='{a_ll}', dst='ff02::1', hlim=255) / \
+     ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=lladdr)
+sendp(na('{v_ip6}', '{a_mac}'), iface='eth0', count=3)     # the victim's address is at my MAC
+sendp(na('{a_ip6}', '{v_mac}'), iface='eth0', count=3)     # my address, another's MAC
+two = Ether(src='{a_mac}', dst='{gw_mac}') / IPv6(src='{a_ll}', dst='ff02::1', hlim=255) / \
+      ICMPv6ND_NA(tgt='{a_ip6}', O=1) / ICMPv6NDOptDstLLAddr(lladdr='{a_mac}') / ICMPv6NDOptDstLLAddr(lladdr='{v_mac}')
+sendp(two, iface='eth0', count=3)                          # a second option behind an honest one
+ns = Ether(src='{a_mac}', dst='{gw_mac}') / IPv6(src='{a_ip6}', dst='ff02::1:ff00:1') / \
+     ICMPv6ND_NS(tgt='fd75::1') / ICMPv6NDOptSrcLLAddr(lladdr='{v_mac}')
+sendp(ns, iface='eth0', count=3)                           # a solicitation naming another's MAC
+""",
+    )
+    time.sleep(0.5)
+    neigh = host_ns.run("ip", "-6", "neigh", "show", v_ip6)
+    assert v_mac in neigh and a_mac not in neigh, neigh
+    mine = host_ns.run("ip", "-6", "neigh", "show", a_ip6)
+    assert v_mac not in mine, mine
+    # the victim's traffic still flows (its own NS/NA pass), and so does the attacker's
+    for ns_, ip in ((victim, "fd75::1"), (attacker, "fd75::1")):
+        assert (
+            subprocess.run(
+                ["ip", "netns", "exec", ns_.name, "ping", "-6", "-c1", "-W2", ip],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
+    rules = host_ns.run("nft", "list", "table", "bridge", "pycni_spoof")
+    assert "nd-neighbor-advert" in rules and "@nd_target" in rules
+
+
 def test_localhost_published_port_not_reachable_from_neighbour(
     run_plugin, host_ns, container_ns, tmp_path
 ) -> None:

@@ -46,14 +46,31 @@ def test_add_is_one_transaction_with_a_fixed_skeleton() -> None:
         [{"vmap": {"key": {"meta": {"key": "oif"}}, "data": "@networks"}}],
     ]
     assert {"flush": {"chain": {**T, "name": "net-7"}}} in cmds
-    assert _rule_exprs(cmds, "net-7") == [
-        [
-            {"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": 7}},
-            {"match": {"op": "!=", "left": {"meta": {"key": "oif"}}, "right": 7}},
-            {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "@bridges"}},
+    rules = _rule_exprs(cmds, "net-7")
+    assert rules[0] == [
+        {"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": 7}},
+        {"match": {"op": "!=", "left": {"meta": {"key": "oif"}}, "right": 7}},
+        {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "@bridges"}},
+        {"drop": None},
+    ]
+    # routed traffic into the bridge: only published (DNATed) or asked for (established)
+    for family, rule in zip((4, 6), rules[1:], strict=True):
+        assert rule == [
+            {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": 7}},
+            {"match": {"op": "!=", "left": {"meta": {"key": "iif"}}, "right": 7}},
+            {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": f"ipv{family}"}},
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"&": [{"ct": {"key": "state"}}, {"|": ["established", "related"]}]},
+                    "right": 0,
+                }
+            },
+            {"match": {"op": "==", "left": {"&": [{"ct": {"key": "status"}}, "dnat"]}, "right": 0}},
             {"drop": None},
         ]
-    ]
+    assert len(_rule_exprs(plan_add(7, False, direct_routing=frozenset({4})), "net-7")) == 2
+    assert len(_rule_exprs(plan_add(7, False, direct_routing=frozenset({4, 6})), "net-7")) == 1
     assert cmds[-2:] == [
         {"add": {"element": {**T, "name": "bridges", "elem": [7]}}},
         {
@@ -65,7 +82,7 @@ def test_add_is_one_transaction_with_a_fixed_skeleton() -> None:
 
 
 def test_add_cost_does_not_grow_with_the_number_of_networks() -> None:
-    assert len(plan_add(7, False)) == len(plan_add(70000, False)) == 12
+    assert len(plan_add(7, False)) == len(plan_add(70000, False)) == 14
 
 
 def test_internal_drops_both_ways() -> None:
@@ -105,6 +122,8 @@ def test_the_only_strings_are_ours() -> None:
         "meta", "key", "vmap", "data", "jump", "target", "drop", "inet", "pycni_isolation",
         "bridges", "networks", "forward", "filter", "accept", "iface_index", "verdict", "iif",
         "oif", "==", "!=", "@bridges", "@networks", "net-3", "net-4", "net-5",
+        "nfproto", "ipv4", "ipv6", "ct", "state", "status", "established", "related", "dnat",
+        "&", "|",
     }  # fmt: skip
     assert strings <= ours, strings - ours
 
@@ -146,18 +165,20 @@ def test_table_view_keys_networks_by_chain_not_by_printed_name() -> None:
     # interface is gone; a bridge may even be *named* "12". Only our chain names count.
     view = TableView(LISTING)
     assert view.network_indexes() == [4, 7, 9999]
-    assert view.problems(4, False, "br-a") == []
+    assert "does not hold the 3 drop rule(s)" in view.problems(4, False, "br-a")[0]
+    both = frozenset({4, 6})  # the listing's networks allow direct routing: one rule
+    assert view.problems(4, False, "br-a", direct_routing=both) == []
     assert view.problems(7, True, "12") == []
-    assert view.problems(7, False, "12") == [
+    assert view.problems(7, False, "12", direct_routing=both) == [
         "chain net-7 does not hold the 1 drop rule(s) of an isolated network"
     ]
-    missing = view.problems(5, False, "br-b")
+    missing = view.problems(5, False, "br-b", direct_routing=both)
     assert "chain net-5 (bridge br-b) is missing" in missing
     assert "bridge br-b is not in map networks" in missing
     broken = TableView([x for x in LISTING if x.get("rule", {}).get("handle") != 5])
     assert (
         "the forward chain of table inet pycni_isolation is missing or altered"
-        in broken.problems(4, False, "br-a")
+        in broken.problems(4, False, "br-a", direct_routing=both)
     )
 
 
@@ -169,3 +190,14 @@ def test_internal_must_be_a_boolean(value: object) -> None:
         return
     with pytest.raises(errors.InvalidConfig, match="'internal' must be true or false"):
         isolation.IsolationConf(conf)
+
+
+def test_icc_false_adds_the_same_bridge_drop_with_a_dnat_exemption() -> None:
+    rules = _rule_exprs(plan_add(9, internal=False, icc=False), "net-9")
+    assert len(rules) == 4
+    last = rules[1]
+    assert {"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": 9}} in last
+    assert {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": 9}} in last
+    assert any("ct" in json.dumps(e) and "dnat" in json.dumps(e) for e in last)
+    assert last[-1] == {"drop": None}
+    assert len(_rule_exprs(plan_add(9, internal=False), "net-9")) == 3

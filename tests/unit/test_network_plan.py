@@ -353,6 +353,7 @@ def test_conflist_shape() -> None:
         "ipMasq": True,
         "hairpinMode": True,
         "portIsolation": False,
+        "macspoofchk": True,
         "ipam": {
             "type": "host-local",
             "ranges": [
@@ -377,7 +378,7 @@ def test_conflist_shape() -> None:
     }
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
     assert firewall == {"type": "firewall"}
-    assert isolation == {"type": "isolation", "internal": False}
+    assert isolation == {"type": "isolation", "internal": False, "icc": True}
     meta = c["netctl"]
     assert meta["id"].startswith("0123456789ab") and meta["driver"] == "bridge"
     assert meta["subnets"] == ["172.26.0.0/16", "fd00:26::/64"]
@@ -391,7 +392,7 @@ def test_internal_and_options_change_the_chain() -> None:
     assert bridge["bridge"] == "mine0" and bridge["mtu"] == 1400
     assert bridge["isDefaultGateway"] is False and bridge["ipMasq"] is False
     assert bridge["portIsolation"] is True
-    assert c["plugins"][3] == {"type": "isolation", "internal": True}
+    assert c["plugins"][3] == {"type": "isolation", "internal": True, "icc": False}
     assert c["netctl"]["hostBindingIPv4"] == "127.0.0.1"
     # masquerade stays on for a normal network unless the option turns it off
     assert (
@@ -467,3 +468,23 @@ def test_builtin_modes() -> None:
     assert (host.kind, host.driver, none.kind, none.driver) == ("host", "host", "none", "null")
     assert host.conflist is None and host.builtin and len(host.id) == 64
     assert host.id == Network.builtin_mode("host").id != none.id
+
+
+def test_gateway_mode_options_allow_direct_routing_per_family() -> None:
+    from pycni.runtime.networks import NetworkError, _chain, parse_options
+
+    v4 = "com.docker.network.bridge.gateway_mode_ipv4"
+    v6 = "com.docker.network.bridge.gateway_mode_ipv6"
+    assert parse_options({}).direct_routing == frozenset()
+    assert parse_options({v4: "nat"}).direct_routing == frozenset()
+    assert parse_options({v4: "routed"}).direct_routing == frozenset({4})
+    assert parse_options({v4: "routed", v6: "nat-unprotected"}).direct_routing == frozenset({4, 6})
+    with pytest.raises(NetworkError, match="valid modes: nat, nat-unprotected, routed"):
+        parse_options({v6: "isolated"})
+    isolation = _chain({"type": "bridge"}, False, frozenset({6}))[3]
+    assert isolation == {
+        "type": "isolation",
+        "internal": False,
+        "icc": True,
+        "directRouting6": True,
+    }

@@ -1,0 +1,166 @@
+"""Start-up discipline of the `netctl` command, as tests/unit/test_startup_budget.py is
+for the plugins.
+
+The hot commands (`--version`, `ps`, `port`, `network ls`) run in a fresh `python -IS`
+exactly as the installed launcher starts them (runtime/install.py launcher_script),
+in a sandbox (NETCTL_ROOT under tmp, with one container record that publishes ports,
+so `ps` and `port` really format them). Two checks per command:
+- no forbidden module is imported (deterministic: this is what catches regressions;
+  argparse, re, typing, dataclasses, json... each cost more than `netctl ps` itself);
+- the CPU time of the whole command stays under a budget (loose, for gross
+  regressions): measured on the 2-core CI machine under the suite's load (median of 5
+  fresh processes, CPU time minus a bare interpreter's ~8 ms) `--version` ~3.5 ms,
+  `ps` ~5.5 ms, `port` ~4.5 ms, `network ls` ~48 ms; the budgets are about 3x that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Never on the fast path of ps / port / --version.
+FORBIDDEN_LIGHT = {
+    "argparse",
+    "re",
+    "json",
+    "typing",
+    "dataclasses",
+    "inspect",
+    "enum",
+    "secrets",
+    "random",
+    "hashlib",
+    "ipaddress",
+    "socket",
+    "subprocess",
+    "pydantic",
+    "pycni.runtime.run",
+    "pycni.runtime.portspec",
+    "pycni.runtime.networks",
+    "pycni.runtime.libcni",
+}
+# `network ls` reads the networks through runtime/networks.py (dataclasses, hashlib for
+# the IDs), but never parses a command line with argparse or daemon.json with pydantic.
+FORBIDDEN_NETWORK_LS = {"argparse", "pydantic", "subprocess", "socket", "pycni.runtime.run"}
+
+CASES: dict[str, tuple[list[str], set[str], float]] = {
+    "version": (["--version"], FORBIDDEN_LIGHT, 12.0),
+    "ps": (["ps", "-a"], FORBIDDEN_LIGHT, 18.0),
+    "port": (["port", "web"], FORBIDDEN_LIGHT, 18.0),
+    "network ls": (["network", "ls"], FORBIDDEN_NETWORK_LS, 150.0),
+}
+
+RECORD = {
+    "id": "f" * 64,
+    "name": "web",
+    "command": ["sleep", "30"],
+    "created": 1.0,
+    "network_mode": "bridge",
+    "status": "exited",
+    "exit_code": 0,
+    "ports": [
+        {"host_port": 8080, "container_port": 80, "protocol": "tcp", "host_ip": "0.0.0.0"},
+        {"host_port": 8080, "container_port": 80, "protocol": "tcp", "host_ip": "::"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("netctl-startup")
+    records = root / "run/netctl/containers"
+    records.mkdir(parents=True)
+    (records / f"{RECORD['id']}.json").write_text(json.dumps(RECORD))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NETCTL_ROOT": str(root),
+        "NETCTL_DAEMON_CONFIG": str(root / "daemon.json"),
+    }
+    # The first `network ls` writes the default network's conflist (and reads
+    # daemon.json); what is measured is every later one.
+    _netctl(["network", "ls"], env)
+    return env
+
+
+def _code(argv: list[str]) -> str:
+    """The installed launcher's own text, with this command line."""
+    from pycni.runtime import install
+
+    return f"import sys; sys.argv = ['netctl', *{argv!r}]\n" + install.launcher_script()
+
+
+def _netctl(argv: list[str], env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-IS", *flags, "-c", _code(argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+
+
+def _cpu_ms(cmd: list[str], env: dict[str, str]) -> float:
+    samples = []
+    for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
+    return statistics.median(samples)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cli_hot_path_imports_and_budget(case: str, sandbox: dict[str, str]) -> None:
+    argv, forbidden, budget_ms = CASES[case]
+    proc = _netctl(argv, sandbox, "-X", "importtime")
+    imported = {
+        m.group(1)
+        for line in proc.stderr.splitlines()
+        if (m := re.match(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", line))
+    }
+    bad = sorted(imported & forbidden)
+    assert not bad, f"netctl {' '.join(argv)} imports {bad}"
+    cpu = _cpu_ms([sys.executable, "-IS", "-c", _code(argv)], sandbox) - _cpu_ms(
+        [sys.executable, "-IS", "-c", "pass"], sandbox
+    )
+    assert cpu < budget_ms, (
+        f"netctl {' '.join(argv)} takes {cpu:.1f} ms of CPU (budget {budget_ms})"
+    )
+
+
+def test_the_hot_commands_print_what_argparse_would(sandbox: dict[str, str]) -> None:
+    """The fast path and argparse give the same output for the same command line."""
+    assert "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp" in _netctl(["ps", "-a"], sandbox).stdout
+    assert _netctl(["port", "web"], sandbox).stdout == (
+        "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n"
+    )
+    assert _netctl(["--version"], sandbox).stdout.startswith("netctl version ")
+    # --debug is not a fast-path word: the same commands through argparse
+    for argv in (["ps", "-a"], ["port", "web"], ["network", "ls"]):
+        assert _netctl(["--debug", *argv], sandbox).stdout == _netctl(argv, sandbox).stdout
+
+
+def test_every_command_has_one_registering_module() -> None:
+    """COMMANDS is the one list: each module registers exactly the commands the table
+    gives it, and nothing fails to import silently."""
+    import argparse
+    from importlib import import_module
+
+    from pycni.runtime.cli import COMMANDS
+
+    for module in set(COMMANDS.values()):
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers()
+        import_module(f"pycni.runtime.{module}").register(sub)
+        registered = {name for name, p in sub.choices.items() if p.prog.split()[-1] == name}
+        assert registered == {c for c, m in COMMANDS.items() if m == module}, module

@@ -1,0 +1,241 @@
+"""Which raise sites can answer CNI code 999, read from the source (no root needed).
+
+The caller's mistakes have spec codes (3 unknown container, 4 environment, 6 decoding,
+7 invalid config, ...); 999 is left to genuine internal failures. Two sweeps over every
+module of pycni/, plugins/ and ipam/:
+
+- every construction of `CniError(...)` / `InternalError(...)` without an explicit
+  `code=` (a relayed code keeps its own) is a 999 site and must be in INTERNAL_999,
+  with the reason it is not the caller's mistake;
+- every `raise` of an exception that is not a CniError at all (ValueError, OSError,
+  a module's own exception class) would reach skel's last line of defence as 999
+  unless someone translates it: each must be in TRANSLATED, naming who does.
+
+A new site fails the test until it gets a spec code or a justified entry; an entry
+whose site is gone fails too, so the lists stay exact. Integration cases exec'ing the
+real plugins with each kind of bad input are in tests/integration/test_error_codes.py.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TREES = ("pycni", "plugins", "ipam")
+SPEC_CLASSES = {
+    "IncompatibleVersion",
+    "UnsupportedField",
+    "UnknownContainer",
+    "InvalidEnvironment",
+    "IOFailure",
+    "DecodingFailure",
+    "InvalidConfig",
+    "TryAgainLater",
+    "PluginNotAvailable",
+    "LimitedConnectivity",
+}
+GENERIC = {"CniError", "InternalError"}
+
+KERNEL = "the kernel or nftables refused an operation on valid input: an environment failure"
+DRIFT = (
+    "CHECK found the state diverged from what ADD made; the spec has no code for drift "
+    "(the reference answers 999 too); an unknown container is answered 3 before this"
+)
+
+# (file, enclosing function) -> why a 999 from here is a genuine internal failure.
+INTERNAL_999: dict[tuple[str, str], str] = {
+    ("pycni/skel.py", "run"): "the last line of defence: an exception nobody translated (a bug)",
+    ("pycni/fault.py", "point"): "failure injection, only with PYCNI_FAULT set by tests",
+    ("pycni/firewall/backend.py", "Backend._commit"): "kernel and saved state disagree: " + KERNEL,
+    ("pycni/firewall/iptables.py", "_error"): KERNEL,
+    ("pycni/firewall/nftables.py", "Nft._context"): "libnftables cannot allocate a context",
+    ("pycni/firewall/nftables.py", "NftablesFirewall._raise"): KERNEL,
+    ("pycni/firewall/nftables.py", "NftablesFirewall._list"): KERNEL,
+    ("pycni/spoofcheck.py", "_run"): KERNEL,
+    ("plugins/isolation.py", "_nft"): KERNEL,
+    ("plugins/isolation.py", "read_table"): KERNEL,
+    ("pycni/netsetup.py", "nl_error"): KERNEL,
+    ("pycni/netsetup.py", "enable_forwarding"): "/proc/sys refused a write: " + KERNEL,
+    ("pycni/netsetup.py", "ensure_bridge"): "a link vanished between create and lookup (a race)",
+    ("pycni/netsetup.py", "setup_veth"): "a link vanished between create and lookup (a race)",
+    ("pycni/netsetup.py", "_wait_for_dad"): "another host on the link holds the address (DAD)",
+    ("pycni/invoke.py", "raw_exec"): "exec of a plugin file that exists failed (ENOEXEC, EACCES)",
+    ("plugins/bridge.py", "plan_l3"): "the IPAM delegate answered success with no address",
+    ("plugins/loopback.py", "_lo"): "a network namespace without lo (cannot happen on Linux)",
+    ("plugins/bridge.py", "cmd_check"): DRIFT,
+    ("plugins/portmap.py", "cmd_check"): DRIFT,
+    ("plugins/isolation.py", "cmd_check"): DRIFT,
+    ("plugins/loopback.py", "cmd_check"): DRIFT,
+    ("ipam/static.py", "cmd_check"): DRIFT,
+    ("plugins/tuning.py", "cmd_check"): DRIFT,
+    ("plugins/firewall.py", "cmd_check"): DRIFT,
+    ("pycni/firewall/forward.py", "Iptables.save"): KERNEL,
+    ("pycni/firewall/forward.py", "Iptables.restore"): KERNEL,
+    ("pycni/firewall/forward.py", "NftPlaces.run"): KERNEL,
+    ("pycni/firewall/forward.py", "NftPlaces._rules"): KERNEL,
+    ("pycni/firewall/forward.py", "Firewalld.add"): "firewalld refused a source: " + KERNEL,
+    ("plugins/tuning.py", "_sysctl_error"): "an errno other than the caller's mistakes "
+    "(missing key, refused value: 7 above it): " + KERNEL,
+    ("plugins/tuning.py", "restore"): "never answered: DEL's best-effort restore only logs it",
+}
+
+# (file, enclosing function, exception) -> who turns it into a CNI error with a code.
+TRANSLATED: dict[tuple[str, str, str], str] = {
+    # factories that build spec-coded errors (their bodies are swept by the 999 check)
+    **{
+        ("pycni/conf.py", fn, "_bad"): "returns InvalidConfig"
+        for fn in ("get_bool", "get_int", "get_str", "get_dict", "get_list")
+    },
+    **{
+        ("pycni/result.py", fn, "_fail"): "returns a decoding/config error"
+        for fn in (
+            "_str",
+            "_list",
+            "_dict",
+            "parse_interface_addr",
+            "parse_addr",
+            "parse_net",
+            "Route.from_wire",
+            "DNS.from_wire",
+            "parse_result",
+        )
+    },
+    **{
+        ("ipam/config.py", fn, "_bad"): "returns InvalidConfig"
+        for fn in (
+            "ipam_section",
+            "optional_str",
+            "optional_list",
+            "optional_dict",
+            "parse_ip",
+            "parse_cidr",
+            "parse_range",
+            "parse_range_set",
+            "parse_routes",
+            "parse_dns",
+        )
+    },
+    **{
+        ("ipam/store.py", fn, "io_failure"): "returns IOFailure (5)"
+        for fn in ("DiskStore.open", "DiskStore.scan", "DiskStore.reserve", "DiskStore.commit")
+    },
+    ("ipam/store.py", "DiskStore._save_index", "OSError"): "caught in _save_index itself: "
+    "the index is an optimisation; a failed save drops it and the directory scan serves",
+    **{
+        ("pycni/netsetup.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
+        for fn in (
+            "ensure_bridge",
+            "setup_veth",
+            "attach_to_bridge",
+            "configure_container_iface",
+            "ensure_gateway_addr",
+        )
+    },
+    ("plugins/bridge.py", "cmd_add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
+    ("pycni/firewall/iptables.py", "IptablesFirewall._save", "_error"): "returns a CniError",
+    ("pycni/firewall/forward.py", "Firewalld.__init__", "firewalld_not_running"): "returns "
+    "PluginNotAvailable (50)",
+    ("pycni/firewall/iptables.py", "IptablesFirewall._restore", "_error"): "returns a CniError",
+    ("pycni/invoke.py", "exec_plugin", "error_from_output"): "returns the delegate's own error",
+    ("pycni/invoke.py", "error_from_output", "ValueError"): "caught in error_from_output",
+    # module-local exceptions, caught at the module's edge
+    ("pycni/fastjson.py", "loads", "JSONError"): "skel.decode_conf answers DecodingFailure (6)",
+    ("pycni/fastjson.py", "_ScannerContext.parse_constant", "ValueError"): "skel.decode_conf (6)",
+    ("pycni/fastjson.py", "_reject", "TypeError"): "dumps of our own results only (a bug)",
+    (
+        "pycni/version.py",
+        "parse",
+        "ValueError",
+    ): "callers answer DecodingFailure/IncompatibleVersion",
+    (
+        "pycni/netlink.py",
+        "_mac_bytes",
+        "ValueError",
+    ): "MACs are validated by conf.validate_mac first",
+    ("pycni/netlink.py", "Netlink._recv", "_error_for"): "netsetup.nl_error / callers translate",
+    ("pycni/netns.py", "_check", "OSError"): "netns.open_netns answers InvalidEnvironment (4)",
+    ("pycni/firewall/__init__.py", "AutoBackend.__getattr__", "AttributeError"): "Python protocol",
+    ("pycni/firewall/backend.py", "Backend.add_port_mappings", "PortConflict"): "portmap answers 7",
+    ("pycni/firewall/backend.py", "Backend._commit", "PortConflict"): "portmap answers 7",
+    ("pycni/firewall/nftables.py", "Nft._run_lib", "NftError"): "NftablesFirewall._raise",
+    ("pycni/firewall/nftables.py", "Nft._run_exec", "NftError"): "NftablesFirewall._raise",
+    ("pycni/firewall/nftables.py", "NftablesFirewall._raise", "KernelConflict"): "Backend._commit",
+    ("pycni/entry.py", "main", "SystemExit"): "the process exit itself",
+    ("pycni/fastjson.py", "GoDict.__missing__", "KeyError"): "the dict protocol after the "
+    "case-insensitive lookup; config is read with conf.py getters and .get",
+    ("pycni/firewall/nftables.py", "Nft.run_script", "NftError"): "spoofcheck._run",
+    **{
+        ("plugins/tuning.py", fn, "_sysctl_error"): "returns InvalidConfig, or a CniError "
+        "listed in INTERNAL_999"
+        for fn in ("_add_in_netns", "cmd_check")
+    },
+}
+
+
+def _name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    return None
+
+
+def sweep() -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
+    sites_999: set[tuple[str, str]] = set()
+    foreign: set[tuple[str, str, str]] = set()
+    for tree in TREES:
+        for path in sorted((REPO / tree).rglob("*.py")):
+            rel = str(path.relative_to(REPO))
+
+            def visit(node: ast.AST, scope: str) -> None:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    scope = f"{scope}.{node.name}" if scope else node.name
+                if (
+                    isinstance(node, ast.Call)
+                    and _name(node.func) in GENERIC
+                    and not any(k.arg == "code" for k in node.keywords)
+                ):
+                    sites_999.add((rel, scope))  # noqa: B023 (called before rel changes)
+                if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                    name = _name(node.exc.func)
+                    if name and name not in SPEC_CLASSES | GENERIC:
+                        foreign.add((rel, scope, name))  # noqa: B023
+                for child in ast.iter_child_nodes(node):
+                    visit(child, scope)
+
+            visit(ast.parse(path.read_text(encoding="utf-8")), "")
+    return sites_999, foreign
+
+
+def test_every_999_site_is_a_justified_internal_failure() -> None:
+    sites, _ = sweep()
+    unlisted = sorted(sites - set(INTERNAL_999))
+    assert not unlisted, (
+        "these raise sites answer 999; give them a spec code (errors.py) or, if they are "
+        f"genuine internal failures, an entry in INTERNAL_999 with the reason: {unlisted}"
+    )
+    stale = sorted(set(INTERNAL_999) - sites)
+    assert not stale, f"INTERNAL_999 names sites that no longer answer 999: {stale}"
+
+
+def test_every_foreign_exception_raised_is_translated() -> None:
+    _, foreign = sweep()
+    unlisted = sorted(foreign - set(TRANSLATED))
+    assert not unlisted, (
+        "these raises are not CNI errors and would reach skel's last line of defence as "
+        f"999; raise a spec-coded error or name who translates them in TRANSLATED: {unlisted}"
+    )
+    stale = sorted(set(TRANSLATED) - foreign)
+    assert not stale, f"TRANSLATED names raises that no longer exist: {stale}"
+
+
+def test_the_callers_mistakes_have_their_own_codes() -> None:
+    """The two sites the sweep was started for: an unknown container is 3, and a
+    malformed prevResult is refused before the lease lookup."""
+    source = (REPO / "ipam/host_local.py").read_text(encoding="utf-8")
+    check = source[source.index("def cmd_check") :]
+    check = check[: check.index("\ndef ")]
+    assert "errors.UnknownContainer(" in check
+    assert check.index("parse_result(") < check.index("held_by(")
+    assert ("ipam/host_local.py", "cmd_check") not in sweep()[0]
