@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,12 +24,18 @@ def main() -> None:
     opts = ap.parse_args()
     ensure_root()
     bindir = tempfile.mkdtemp(prefix="pycni-bench-")
-    subprocess.run(
-        [sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", bindir],
-        check=True,
-        capture_output=True,
-    )
+    nativedir = tempfile.mkdtemp(prefix="pycni-bench-native-")
+    for directory, native in ((bindir, "0"), (nativedir, "1")):
+        # The Python executables (this benchmark is about their start-up), and the
+        # compiled client for its VERSION (answered without Python).
+        subprocess.run(
+            [sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", directory],
+            check=True,
+            capture_output=True,
+            env=dict(os.environ, PYCNI_NATIVE=native),
+        )
     ours = os.path.join(bindir, "loopback")
+    native_client = os.path.join(nativedir, "loopback")
     ref = os.path.join(REFERENCE_DIR, "loopback")
     with open(ours) as fh:
         interpreter = fh.readline()[2:].split()[0]
@@ -45,9 +52,10 @@ def main() -> None:
         "bare python -I -S -c pass": lambda: run([interpreter, "-I", "-S", "-c", "pass"]),
         "VERSION ours": lambda: run([ours], env={"CNI_COMMAND": "VERSION"}),
         "VERSION reference": lambda: run([ref], env={"CNI_COMMAND": "VERSION"}),
+        "VERSION compiled client": lambda: run([native_client], env={"CNI_COMMAND": "VERSION"}),
         "ADD+DEL ours": lambda: (
-            run([ours], conf, dict(env_base, CNI_COMMAND="ADD")),
-            run([ours], conf, dict(env_base, CNI_COMMAND="DEL")),
+            run([ours], conf, dict(env_base, CNI_COMMAND="ADD", PYCNI_AGENT="0")),
+            run([ours], conf, dict(env_base, CNI_COMMAND="DEL", PYCNI_AGENT="0")),
         ),
         "ADD+DEL reference": lambda: (
             run([ref], conf, dict(env_base, CNI_COMMAND="ADD")),
@@ -69,6 +77,8 @@ def main() -> None:
                 samples[name].append((time.perf_counter() - t) * 1000)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+        for directory in (bindir, nativedir):
+            shutil.rmtree(directory, ignore_errors=True)
     rows = [["case", "p50 ms", "p90 ms"]]
     for name, vals in samples.items():
         rows.append([name, f"{median(vals):.2f}", f"{pct(vals, 90):.2f}"])

@@ -14,4 +14,7 @@ PLUGINS = {
     "isolation": "pycni.plugins.isolation",
     "tuning": "pycni.plugins.tuning",
     "firewall": "pycni.plugins.firewall",
+    "bandwidth": "pycni.plugins.bandwidth",
+    "sbr": "pycni.plugins.sbr",
+    "vrf": "pycni.plugins.vrf",
 }

@@ -38,6 +38,21 @@ client sends "G" only after it has decided never to run the verb itself. So:
   the runtime retries (or runs DEL, which is idempotent, then ADD).
 A failed send of "G" itself means the worker never read it (a send succeeds once the
 byte is queued at the peer), so that case still falls back.
+
+Trust. Everything a plugin is given (the runtime's environment, the config, its
+stderr) goes to whatever listens on the socket, and its answer is printed as the
+plugin's. So the client talks only to a socket owned by root (or by its own user) in a
+directory owned by root (or its own user) that no group or other may write to; any
+other socket is ignored and the verb runs in-process (the agent checks its peer the
+same way round). The compiled client (pycni/native/cniclient.c) applies the same rule.
+
+On demand. When nothing is at the socket path (no file, or connection refused), the
+plugin starts an agent for the calls that follow (start_agent) and runs its own verb
+in-process, so nobody waits for it; a lock file next to the socket, held by the agent
+for its life, makes concurrent first calls start exactly one. PYCNI_AGENT_AUTOSTART=0
+turns that off and =1 on; unset, the default written in by `netctl plugins install`
+applies (on, unless PYCNI_AGENT_AUTOSTART=0 was set when installing: the tests do
+that). An agent started this way exits after AUTOSTART_IDLE seconds without a call.
 """
 
 from __future__ import annotations
@@ -64,6 +79,11 @@ GO = b"G"
 # plugin runs the verb itself.
 READY_TIMEOUT = 10.0
 TIMEOUT_ENV = "PYCNI_AGENT_TIMEOUT"
+#: PYCNI_AGENT_AUTOSTART=0: never start an agent on demand
+AUTOSTART_ENV = "PYCNI_AGENT_AUTOSTART"
+#: seconds an agent started on demand waits for calls before it exits (PYCNI_AGENT_IDLE)
+AUTOSTART_IDLE = 600.0
+IDLE_ENV = "PYCNI_AGENT_IDLE"
 # As skel.MAX_STDIN; a larger config is refused by skel in-process with the usual error.
 MAX_STDIN = 16 * 1024 * 1024
 
@@ -82,6 +102,38 @@ def ready_timeout() -> float:
         if value > 0:
             return value
     return READY_TIMEOUT
+
+
+def _owner_ok(uid: int) -> bool:
+    return uid == 0 or uid == os.geteuid()
+
+
+def trusted_dir(directory: str) -> bool | None:
+    """True for a directory owned by root (or us) that group and others cannot write;
+    None when it does not exist."""
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    is_dir = (st.st_mode & 0o170000) == 0o040000
+    return is_dir and _owner_ok(st.st_uid) and not st.st_mode & 0o022
+
+
+def trusted_socket(path: str) -> bool | None:
+    """True when `path` may be trusted (see the module docstring); None when nothing is
+    there (no directory or no socket file); False otherwise."""
+    ok = trusted_dir(os.path.dirname(path) or ".")
+    if not ok:
+        return ok
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o140000 and _owner_ok(st.st_uid)
 
 
 def read_stdin() -> bytes | None:
@@ -173,7 +225,12 @@ def forward(module: str, version: str, stdin: bytes) -> tuple[bytes, int] | None
     """Run this invocation in the agent: (stdout bytes, exit code), or None when the
     agent did not take it and the caller must run the verb itself (see the module
     docstring for why that is safe exactly then)."""
+    global absent
     path = socket_path(os.environ)
+    trust = trusted_socket(path)
+    if not trust:
+        absent = trust is None
+        return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     go_sent = False
     try:
@@ -194,12 +251,82 @@ def forward(module: str, version: str, stdin: bytes) -> tuple[bytes, int] | None
             answer = _read_answer(sock)
             if answer is not None:
                 return answer
-    except OSError:
+    except OSError as exc:
         if not go_sent:
+            # ENOENT (removed meanwhile), ECONNREFUSED (a stale socket: nobody listens)
+            absent = exc.errno in (2, 111)
             return None
     finally:
         sock.close()
     return interrupted(stdin), 1
+
+
+#: set by forward(): the last call found no agent at all (so one may be started)
+absent = False
+
+
+def autostart_enabled(default: bool) -> bool:
+    value = os.environ.get(AUTOSTART_ENV)
+    return default if value not in ("0", "1") else value == "1"
+
+
+def start_agent(path: str, default: bool = True) -> None:
+    """Start an agent on `path`, detached, unless one is starting or running already
+    (its lock is held), the directory is not trusted, or on-demand starts are off
+    (autostart_enabled). Returns at once: the caller runs its own verb in-process
+    meanwhile."""
+    if not autostart_enabled(default):
+        return
+    directory = os.path.dirname(path) or "."
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return
+    if not trusted_dir(directory):
+        return
+    import fcntl
+
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # another agent holds it: running, starting or just stopping
+        import pycni
+
+        parent = os.path.dirname(os.path.dirname(os.path.abspath(pycni.__file__)))
+        env = {"PATH": os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"}
+        idle = os.environ.get(IDLE_ENV)
+        if idle:
+            env[IDLE_ENV] = idle
+        code = (
+            "import sys;a=sys.argv;sys.path.insert(0,a[1]);"
+            "from pycni.runtime.agent import autostart;autostart(a[2],int(a[3]))"
+        )
+        os.set_inheritable(fd, True)
+        try:
+            # The lock's open file description goes to the agent, which holds it for
+            # its life; our copy closes below without releasing it.
+            os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-IS", "-c", code, parent, os.path.abspath(path), str(fd)],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+                    (os.POSIX_SPAWN_DUP2, 0, 1),
+                    (os.POSIX_SPAWN_DUP2, 0, 2),
+                ],
+                setsid=True,
+            )
+        except OSError:
+            pass
+    finally:
+        os.close(fd)
 
 
 def interrupted(stdin: bytes) -> bytes:
@@ -230,7 +357,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def run(module: str) -> bytes | None:
+def run(module: str, autostart: bool = True) -> bytes | None:
     """Hand this process's invocation to the agent. Exits with the agent's answer when
     there is one; otherwise returns the stdin it consumed (None if it could not read
     it) for the caller to run the verb in-process."""
@@ -241,6 +368,8 @@ def run(module: str) -> bytes | None:
 
     answer = forward(module, __version__, stdin)
     if answer is None:
+        if absent:
+            start_agent(socket_path(os.environ), autostart)
         return stdin
     out, code = answer
     try:

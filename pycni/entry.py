@@ -4,7 +4,18 @@ VERSION and the no-command "about" need nothing but the version table, so they a
 answered before the plugin module (netlink, ipaddress, ...) is imported. Every other
 verb goes to the resident agent when one listens on its socket (pycni.agent_client:
 stdlib only, no plugin import) and otherwise imports the plugin module and runs it
-through skel in this process. PYCNI_AGENT=0 turns the agent path off.
+through skel in this process; when no agent is there at all, one is started on demand
+for the calls that follow (agent_client.start_agent). PYCNI_AGENT=0 turns the agent
+path off.
+
+`how` is set by the compiled client (pycni/native/cniclient.c), which has already
+talked to the agent and put the stdin it read back on fd 0:
+  "local"  run the verb in-process, do not talk to the agent (it said "F", did not
+           answer before "G", or its socket is not trusted);
+  "start"  no agent listens: start one on demand, then run the verb in-process;
+  "lost"   the agent's worker took the call and did not answer: CNI error 11, and the
+           verb is never run again here.
+`autostart` is the installed default for on-demand starts (agent_client.autostart_enabled).
 """
 
 from __future__ import annotations
@@ -13,7 +24,8 @@ import os
 import sys
 
 
-def main(name: str, module: str) -> None:
+def main(name: str, module: str, how: str = "", autostart: bool = True) -> None:
+    os.umask(0o022)  # skel.UMASK: state root trusts is never writable by others
     command = os.environ.get("CNI_COMMAND", "")
     if command == "VERSION":
         from pycni import version
@@ -22,11 +34,21 @@ def main(name: str, module: str) -> None:
         sys.stdout.flush()
         raise SystemExit(0)
     stdin = None
-    if command and os.environ.get("PYCNI_AGENT") != "0":
+    if how == "lost":
+        from pycni import agent_client
+
+        data = agent_client.read_stdin() or b""
+        agent_client.write_all(1, agent_client.interrupted(data))
+        raise SystemExit(1)
+    if how == "start":
+        from pycni import agent_client
+
+        agent_client.start_agent(agent_client.socket_path(os.environ), autostart)
+    elif how != "local" and command and os.environ.get("PYCNI_AGENT") != "0":
         from pycni import agent_client
 
         # Returns only when the agent did not take the invocation; stdin is consumed.
-        stdin = agent_client.run(module)
+        stdin = agent_client.run(module, autostart)
     plugin = __import__(module, fromlist=["main"])
     if stdin is None:
         plugin.main()

@@ -68,9 +68,16 @@ def own_plugin(path: str) -> str | None:
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
+            if head.startswith(b"\x7fELF"):
+                # The compiled client (runtime/install.py): the marker is in its trailer.
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(max(0, size - 512))
+                lines = fh.read().split(b"\n")[-3:]
+            else:
+                lines = head.split(b"\n")[:3]
     except OSError:
         return None
-    for line in head.split(b"\n")[:3]:
+    for line in lines:
         if line.startswith(MARKER):
             return line[len(MARKER) :].split()[0].decode(errors="replace")
     return None

@@ -37,6 +37,7 @@ NETLINK_GET_STRICT_CHK = 12
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP_INTR = 0x10
@@ -53,6 +54,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
 IFLA_MASTER, IFLA_PROTINFO, IFLA_OPERSTATE, IFLA_LINKINFO = 10, 12, 16, 18
 IFLA_TXQLEN, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 13, 26, 28, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
+IFLA_VRF_TABLE = 1  # in IFLA_INFO_DATA of a vrf link
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND = 1, 2, 4
 VETH_INFO_PEER = 1
 IFLA_BR_VLAN_FILTERING = 7
@@ -80,12 +82,15 @@ RT_TABLE_MAIN = 254
 RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC = 2, 3, 4
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTN_UNICAST = 1
+FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_TABLE, FRA_OIFNAME = 1, 2, 3, 6, 15, 17
+FR_ACT_TO_TBL = 1
 
 _HDR = struct.Struct("=IHHII")
 _ATTR = struct.Struct("=HH")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_FIBRULE = struct.Struct("=BBBBBBBBI")
 
 
 class NetlinkError(OSError):
@@ -148,6 +153,14 @@ def _u32(kind: int, value: int) -> bytes:
 
 def _str(kind: int, value: str) -> bytes:
     return _attr(kind, value.encode() + b"\0")
+
+
+# Public names of the attribute encoders, for the other kernel-edge modules that build
+# rtnetlink messages on this client (pycni.tc).
+nla = _attr
+nla_nested = _nested
+nla_u32 = _u32
+nla_str = _str
 
 
 def parse_attrs(data: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
@@ -265,6 +278,7 @@ class RouteEntry:
         "gateway",
         "mtu",
         "oif",
+        "prefsrc",
         "priority",
         "protocol",
         "scope",
@@ -284,6 +298,8 @@ class RouteEntry:
         self.oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         self.priority = struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
         self.gateway = ipaddress.ip_address(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
+        #: the source address hint (`src` in `ip route`)
+        self.prefsrc = ipaddress.ip_address(attrs[RTA_PREFSRC]) if RTA_PREFSRC in attrs else None
         metrics = parse_attrs(attrs.get(RTA_METRICS, b""))
         self.mtu = struct.unpack("=I", metrics[RTAX_MTU])[0] if RTAX_MTU in metrics else 0
         self.advmss = struct.unpack("=I", metrics[RTAX_ADVMSS])[0] if RTAX_ADVMSS in metrics else 0
@@ -764,8 +780,11 @@ class Netlink:
         advmss: int = 0,
         replace: bool = False,
         protocol: int = RTPROT_BOOT,
+        src: IPAddress | None = None,
     ) -> None:
-        body = self._route_body(dst, gateway, oif, priority, table, scope, mtu, advmss, protocol)
+        body = self._route_body(
+            dst, gateway, oif, priority, table, scope, mtu, advmss, protocol, src
+        )
         nlflags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         via = f" via {gateway}" if gateway is not None else ""
         self.request(RTM_NEWROUTE, nlflags, body, f"add route {dst}{via}")
@@ -784,6 +803,149 @@ class Netlink:
         except NotFound:
             return False
         return True
+
+    def copy_route(self, r: RouteEntry, table: int) -> None:
+        """Add (or replace) route `r` as it is, in another table."""
+        self.add_route(
+            r.dst, r.gateway, r.oif, r.priority, table, r.scope, r.mtu, r.advmss,
+            replace=True, protocol=r.protocol, src=r.prefsrc,
+        )  # fmt: skip
+
+    def del_route_entry(self, r: RouteEntry) -> bool:
+        """Delete exactly route `r` as listed by `routes()` (any scope, e.g. the kernel's
+        link-scope subnet routes); False when it was already gone."""
+        body = self._route_body(
+            r.dst, r.gateway, r.oif, r.priority, r.table, r.scope, 0, 0, 0, r.prefsrc
+        )
+        try:
+            self.request(RTM_DELROUTE, 0, body, f"delete route {r.dst} table {r.table}")
+        except NotFound:
+            return False
+        return True
+
+    # -- generic links (ifb, vrf, ...) --------------------------------------------
+
+    def add_link(
+        self,
+        name: str,
+        kind: str,
+        mtu: int = 0,
+        txqlen: int | None = None,
+        up: bool = False,
+        info_data: bytes = b"",
+    ) -> None:
+        """Create a link of `kind` (EOPNOTSUPP when the kernel has no such type: the
+        caller names the module); `info_data` is the kind's IFLA_INFO_DATA payload."""
+        attrs = [_str(IFLA_IFNAME, name)]
+        if mtu:
+            attrs.append(_u32(IFLA_MTU, mtu))
+        if txqlen is not None:
+            attrs.append(_u32(IFLA_TXQLEN, txqlen))
+        info = [_str(IFLA_INFO_KIND, kind)]
+        if info_data:
+            info.append(_nested(IFLA_INFO_DATA, info_data))
+        attrs.append(_nested(IFLA_LINKINFO, *info))
+        flags = IFF_UP if up else 0
+        body = _IFINFO.pack(AF_UNSPEC, 0, 0, flags, flags) + b"".join(attrs)
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create {kind} {name}")
+
+    def link_info_data(self, index: int) -> dict[int, bytes]:
+        """IFLA_INFO_DATA of a link ({} when it has none), e.g. a vrf's table."""
+        body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0)
+        seq = self._send(RTM_GETLINK, 0, body)
+        for mtype, _f, payload in self._recv(seq, f"get link {index}"):
+            if mtype == RTM_NEWLINK:
+                attrs = _parse_ifinfo(payload)[2]
+                info = parse_attrs(attrs.get(IFLA_LINKINFO, b""))
+                return parse_attrs(info.get(IFLA_INFO_DATA, b""))
+        return {}
+
+    # -- policy routing rules -----------------------------------------------------
+
+    def rules(self, family: int) -> list[Rule]:
+        body = _FIBRULE.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        out = []
+        for t, payload in self.dump(RTM_GETRULE, body, "list rules"):
+            if t != RTM_NEWRULE:
+                continue
+            hdr = _FIBRULE.unpack_from(payload)
+            if hdr[0] != family:
+                continue
+            out.append(Rule(hdr, parse_attrs(payload, _FIBRULE.size)))
+        return out
+
+    def _rule_body(
+        self, table: int, src: IPNetwork | None, priority: int, iif: str, oif: str, family: int
+    ) -> bytes:
+        body = _FIBRULE.pack(
+            family,
+            0,
+            src.prefixlen if src is not None else 0,
+            0,
+            table if table < 256 else 0,
+            0,
+            0,
+            FR_ACT_TO_TBL,
+            0,
+        )
+        attrs = [_u32(FRA_TABLE, table)]
+        if src is not None:
+            attrs.append(_attr(FRA_SRC, src.network_address.packed))
+        if priority:
+            attrs.append(_u32(FRA_PRIORITY, priority))
+        if iif:
+            attrs.append(_str(FRA_IIFNAME, iif))
+        if oif:
+            attrs.append(_str(FRA_OIFNAME, oif))
+        return body + b"".join(attrs)
+
+    def add_rule(
+        self,
+        table: int,
+        src: IPNetwork | None = None,
+        priority: int = 0,
+        iif: str = "",
+        oif: str = "",
+        family: int = AF_INET,
+    ) -> None:
+        """`ip rule add [from SRC] [iif X] [oif Y] [priority P] table T`."""
+        if src is not None:
+            family = AF_INET if src.version == 4 else AF_INET6
+        body = self._rule_body(table, src, priority, iif, oif, family)
+        self.request(
+            RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, body, f"add rule from {src} table {table}"
+        )
+
+    def del_rule(self, rule: Rule) -> bool:
+        """Delete one rule as listed by `rules()`; False when it was already gone."""
+        body = self._rule_body(rule.table, rule.src, rule.priority, rule.iif, rule.oif, rule.family)
+        try:
+            self.request(RTM_DELRULE, 0, body, f"delete rule {rule}")
+        except NotFound:
+            return False
+        return True
+
+
+class Rule:
+    """One RTM_NEWRULE record (a policy routing rule)."""
+
+    __slots__ = ("action", "family", "iif", "oif", "priority", "src", "table")
+
+    def __init__(self, hdr: tuple[int, ...], attrs: dict[int, bytes]) -> None:
+        self.family = hdr[0]
+        self.action = hdr[7]
+        self.table = struct.unpack("=I", attrs[FRA_TABLE])[0] if FRA_TABLE in attrs else hdr[4]
+        self.priority = struct.unpack("=I", attrs[FRA_PRIORITY])[0] if FRA_PRIORITY in attrs else 0
+        self.src: IPNetwork | None = (
+            ipaddress.ip_network((ipaddress.ip_address(attrs[FRA_SRC]), hdr[2]))
+            if FRA_SRC in attrs
+            else None
+        )
+        self.iif = attrs.get(FRA_IIFNAME, b"").rstrip(b"\0").decode()
+        self.oif = attrs.get(FRA_OIFNAME, b"").rstrip(b"\0").decode()
+
+    def __repr__(self) -> str:
+        return f"Rule(from {self.src} table {self.table} prio {self.priority})"
 
 
 def _parse_ifinfo(payload: bytes) -> tuple[int, int, dict[int, bytes]]:

@@ -29,6 +29,13 @@ def nl_error(exc: netlink.NetlinkError, doing: str) -> errors.CniError:
     return errors.CniError(f"failed to {doing}: {exc.strerror}", exc.kernel_msg)
 
 
+def kernel_error(exc: OSError, doing: str) -> errors.CniError:
+    """`nl_error` for any OSError met at the kernel edge (netlink or a syscall)."""
+    if isinstance(exc, netlink.NetlinkError):
+        return nl_error(exc, doing)
+    return errors.CniError(f"failed to {doing}: {exc.strerror or exc}")
+
+
 def ensure_bridge(
     nl: Netlink,
     name: str,

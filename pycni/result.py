@@ -283,6 +283,16 @@ class Result:
         return [ip for ip in self.ips if ip.interface == ifindex]
 
 
+def chained_prev_result(conf: dict[str, Any], plugin: str) -> Result:
+    """The prevResult a chained plugin (bandwidth, sbr, ...) cannot work without."""
+    if conf.get("prevResult") is None:
+        raise errors.InvalidConfig(
+            "must be called as chained plugin",
+            f"{plugin} needs the interface plugin's result as prevResult",
+        )
+    return parse_result(conf["prevResult"])
+
+
 def parse_result(obj: object, where: str = "prevResult") -> Result:
     """Parse a result of any supported version into the 1.x shape."""
     d = _dict(obj, where)

@@ -380,8 +380,14 @@ def run(
         return fastjson.dumps(err.to_dict(version)), 1
 
 
+#: files and directories a plugin creates are never group- or world-writable, whatever
+#: umask the runtime that execs it has (root trusts this state on the next call)
+UMASK = 0o022
+
+
 def main(verbs: Verbs) -> None:
     """The entry point of a plugin executable."""
+    os.umask(UMASK)
     if not os.environ.get("CNI_COMMAND"):
         # As libcni's skel: no command means a human ran us; say what we are.
         sys.stderr.write(

@@ -211,9 +211,10 @@ def add(
     """Guard one port; idempotent."""
     record = {"hostVeth": host_veth, "mac": mac, "ips": ips}
     path = _state_path(network, container_id, ifname)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
         fh.write(fastjson.dumps(record))
     os.replace(tmp, path)  # saved first: a crash after the rules still lets DEL find them
     batch = skeleton()

@@ -22,6 +22,11 @@ The parent never runs a verb and never enters a namespace: it holds no netlink s
 no nft context and no state that a worker could inherit from another call. Workers
 are independent processes, so killing the agent does not interrupt a call in flight
 (run it under systemd with KillMode=process, see docs/netctl-agent.service).
+
+On demand: the first plugin call that finds no agent starts one (agent_client.
+start_agent -> autostart() here), holding a lock file beside the socket for its whole
+life so that concurrent first calls start one agent; it exits after a while without
+calls (PYCNI_AGENT_IDLE seconds, default agent_client.AUTOSTART_IDLE).
 """
 
 from __future__ import annotations
@@ -52,8 +57,11 @@ MAX_MODULE = 256
 MAX_ENV = 1 << 20
 MAX_ENV_ITEMS = 4096
 MAX_STDIN = skel.MAX_STDIN
-# A worker waits this long for the request and for "G"; then it gives up.
-CLIENT_TIMEOUT = 30.0
+# A client sends its whole request, and later "G", as soon as it can: a worker waits
+# at most this long for each, then closes. (A connection that sends nothing, or a byte
+# at a time, must not hold a worker: as many of them as --max-workers would make every
+# plugin call wait for its fallback.)
+CLIENT_TIMEOUT = 2.0
 # A request answered unread (refused, malformed): how long to wait for the client to
 # hang up, and the most we read from it meanwhile.
 REFUSE_LINGER = 2.0
@@ -166,6 +174,10 @@ class BadRequest(Exception):
     """A request that does not follow the wire format; the message says how."""
 
 
+class SlowRequest(Exception):
+    """No complete request within CLIENT_TIMEOUT: the connection is closed unanswered."""
+
+
 def parse_header(head: bytes) -> tuple[int, list[int]]:
     """umask and the five field lengths; BadRequest when they are not acceptable."""
     if head[:4] != wire.MAGIC[: len(head[:4])]:
@@ -241,10 +253,27 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
-def _recv_request(conn: socket.socket) -> Request:
-    """One request; BadRequest when it does not follow the wire format."""
+def _recv_request(conn: socket.socket, timeout: float = CLIENT_TIMEOUT) -> Request:
+    """One request; BadRequest when it does not follow the wire format, SlowRequest
+    when it is not complete within `timeout` (in all, not per read)."""
+    deadline = time.monotonic() + timeout
+
+    def wait() -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SlowRequest(f"no complete request within {timeout:g} s")
+        conn.settimeout(left)
+
+    try:
+        return _read_request(conn, wait)
+    except TimeoutError:
+        raise SlowRequest(f"no complete request within {timeout:g} s") from None
+
+
+def _read_request(conn: socket.socket, wait: Callable[[], None]) -> Request:
     buf = bytearray()
     while len(buf) < wire.HEADER_LEN:
+        wait()
         data, fds = _recvmsg_fds(conn, 1 << 16)
         _close_all(fds)  # none belong with a request
         if not data:
@@ -255,6 +284,7 @@ def _recv_request(conn: socket.socket) -> Request:
     umask, lengths = parse_header(bytes(buf[: wire.HEADER_LEN]))
     total = wire.HEADER_LEN + sum(lengths)
     while len(buf) < total:
+        wait()
         data = conn.recv(min(total - len(buf), 1 << 20))
         if not data:
             raise BadRequest(f"truncated request ({len(buf)} of {total} bytes)")
@@ -300,7 +330,8 @@ def _become_client(req: Request) -> None:
     """The client's working directory, umask and environment; stdin and stdout on
     /dev/null (stdin came in the request, stdout goes back in the answer)."""
     os.chdir("/")
-    os.umask(req.umask)
+    # as the plugins themselves (skel.UMASK): what they make is never writable by others
+    os.umask(req.umask | 0o022)
     os.environb.clear()
     os.environb.update(req.env)
     # pycni.fault reads PYCNI_FAULT when it is imported, which was in the parent.
@@ -334,9 +365,11 @@ def run_verb(verbs: skel.Verbs, stdin: bytes) -> tuple[bytes, int]:
 
 def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, skel.Verbs]) -> None:
     """The worker: one request on `conn` from the process `pid`."""
-    conn.settimeout(CLIENT_TIMEOUT)
     try:
         req = _recv_request(conn)
+    except SlowRequest as exc:
+        log(f"request from pid {pid}: {exc}; closed")
+        return
     except BadRequest as exc:
         log(f"malformed request from pid {pid}: {exc}")
         answer_unread(
@@ -353,6 +386,11 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         # Another pycni version (the agent predates an upgrade) or a plugin it does not
         # have: the client runs its own code.
         conn.sendall(wire.FALLBACK)
+        if ON_DEMAND and req.version != _own_version() and _upgraded():
+            # Started on demand and overtaken by an upgrade: stop, so that the next
+            # call finds no agent and starts one of the new version.
+            log(f"pycni {req.version} installed over {_own_version()}: stopping")
+            os.kill(os.getppid(), signal.SIGTERM)
         return
     try:
         _join_client(pid)
@@ -361,8 +399,12 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         conn.sendall(wire.FALLBACK)
         return
     _become_client(req)
+    conn.settimeout(CLIENT_TIMEOUT)
     conn.sendall(wire.READY)
-    stderr_fd = _recv_go(conn)
+    try:
+        stderr_fd = _recv_go(conn)
+    except TimeoutError:
+        stderr_fd = None
     if stderr_fd is None:
         return  # the client went away (or gave up waiting): nothing ran
     _take_stderr(stderr_fd)
@@ -377,6 +419,18 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
 
 
 _VERSION = ""
+# Set by autostart(): this agent was started on demand by a plugin.
+ON_DEMAND = False
+# The package's __init__ as loaded: (path, mtime); an upgrade replaces it.
+_LOADED: tuple[str, int] = ("", 0)
+
+
+def _upgraded() -> bool:
+    path, mtime = _LOADED
+    try:
+        return bool(path) and os.stat(path).st_mtime_ns != mtime
+    except OSError:
+        return True
 
 
 def _own_version() -> str:
@@ -523,10 +577,19 @@ class Agent:
 
     def bind(self) -> None:
         """Create the socket directory (0700) and the socket (0600); refuse when another
-        agent answers on it; replace a stale socket nobody listens on."""
+        agent answers on it; replace a stale socket nobody listens on. Refuse a
+        directory that another user owns or that group or others may write to: clients
+        do not trust a socket there (agent_client.trusted_socket)."""
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not wire.trusted_dir(directory):
+            raise OSError(
+                errno.EPERM,
+                "the socket directory must be owned by root (or this user) and not "
+                "writable by group or others; plugins would not trust a socket there",
+                directory,
+            )
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -555,6 +618,10 @@ class Agent:
         self._inode = os.stat(self.path).st_ino
 
     def load(self) -> None:
+        global _LOADED
+        import pycni
+
+        _LOADED = (pycni.__file__ or "", os.stat(pycni.__file__ or "/").st_mtime_ns)
         self.verbs = warm()
         # Everything imported so far lives as long as the agent: keep it out of the
         # collector, so no worker's collection touches (and copies) those pages.
@@ -589,13 +656,22 @@ class Agent:
                 self.idle.discard(pid)
                 self.busy.add(pid)
 
-    def serve(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Serve until SIGTERM, SIGINT or SIGHUP; then remove the socket. Calls in
-        flight are not waited for: their workers finish and answer on their own."""
+    def serve(
+        self,
+        on_ready: Callable[[], None] | None = None,
+        idle_exit: float = 0.0,
+        keep_fds: tuple[int, ...] = (),
+    ) -> None:
+        """Serve until SIGTERM, SIGINT or SIGHUP (or `idle_exit` seconds without a call
+        when it is set); then remove the socket. Calls in flight are not waited for:
+        their workers finish and answer on their own. `keep_fds` are the parent's own
+        (a lock): workers close them."""
         assert self.listener is not None
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         busy_r, busy_w = os.pipe2(os.O_CLOEXEC)
-        pool = _Pool(self.listener, busy_w, (wake_r, wake_w, busy_r), self.verbs, self.uid)
+        private = (wake_r, wake_w, busy_r, *keep_fds)
+        pool = _Pool(self.listener, busy_w, private, self.verbs, self.uid)
+        last_call = time.monotonic()
         stopping: list[int] = []
         handlers = {
             sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
@@ -620,10 +696,18 @@ class Agent:
                         continue
                     if fd == busy_r:
                         self._mark_busy(data)
+                        last_call = time.monotonic()
                 self._reap()
+                if idle_exit and not self.busy and time.monotonic() - last_call > idle_exit:
+                    log(f"no call for {idle_exit:g} s: exiting")
+                    break
+                # While calls run, keep one worker ready and fork the rest when they
+                # are done: a fork (page tables of the whole agent) competing with a
+                # call for the CPU costs that call more than the fork saves the next.
+                target = self.spare if not self.busy else 1
                 while (
                     not stopping
-                    and len(self.idle) < self.spare
+                    and len(self.idle) < target
                     and len(self.idle) + len(self.busy) < self.max_workers
                 ):
                     try:
@@ -677,6 +761,41 @@ def notify_systemd(state: str) -> None:
             sock.sendto(state.encode(), address)
         except OSError as exc:
             log(f"sd_notify failed: {exc}")
+
+
+def autostart(path: str, lock_fd: int) -> None:
+    """The agent a plugin started on demand (agent_client.start_agent): it runs in a
+    session of its own with stdio on /dev/null, holds `lock_fd` (flock'ed by the
+    starter) until it exits, logs to `<socket>.log`, and exits when idle. Never
+    returns."""
+    global ON_DEMAND
+    code = 0
+    try:
+        os.closerange(3, lock_fd)
+        os.closerange(lock_fd + 1, 1 << 16)  # nothing of the caller's (its pipes) stays open
+        os.set_inheritable(lock_fd, False)
+        os.chdir("/")
+        os.umask(0o022)
+        log_fd = os.open(
+            path + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        try:
+            idle = float(os.environ.get(wire.IDLE_ENV) or wire.AUTOSTART_IDLE)
+        except ValueError:
+            idle = wire.AUTOSTART_IDLE
+        ON_DEMAND = True
+        server = Agent(path)
+        server.load()
+        server.bind()
+        log("started on demand")
+        server.serve(idle_exit=max(idle, 0.1), keep_fds=(lock_fd,))
+    except OSError as exc:  # e.g. another agent listens already
+        log(f"not starting: {exc}")
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def default_socket() -> str:

@@ -292,7 +292,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
                 raise ArgumentError(unknown_words(args.netctl_prog, extra), args.netctl_prog)
             func = args.func
         prog = args.netctl_prog
+        from pycni.runtime.paths import UMASK, Paths
+
+        os.umask(UMASK)
         _sandbox_state_dir()
+        if func is not _print_version:
+            Paths().check_secure()
         if debug:
             os.environ["PYCNI_DEBUG"] = "1"
         code = func(args)

@@ -63,6 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         dns_option=args.dns_option or [],
         add_host=args.add_host or [],
         sysctl=args.sysctl or [],
+        cap_add=args.cap_add or [],
+        cap_drop=args.cap_drop or [],
+        privileged=args.privileged,
         detach=args.detach,
         rm=args.rm,
     )
@@ -283,6 +286,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--dns-option", action="append")
     run.add_argument("--add-host", action="append", metavar="HOST:IP")
     run.add_argument("--sysctl", action="append", metavar="net.KEY=VALUE")
+    run.add_argument("--cap-add", action="append", metavar="CAP", help="add a capability")
+    run.add_argument("--cap-drop", action="append", metavar="CAP", help="drop a capability")
+    run.add_argument(
+        "--privileged", action="store_true", help="every capability (the node's network too)"
+    )
     run.add_argument("-d", "--detach", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")

@@ -17,11 +17,36 @@ def _runtime() -> Runtime:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """Docker's `system prune`: stopped containers, then networks no container uses
+    (never the default one); asks first unless -f."""
+    import sys
+
+    if not args.force:
+        sys.stdout.write(
+            "WARNING! This will remove:\n"
+            "  - all stopped containers\n"
+            "  - all networks not used by at least one container\n"
+            "\nAre you sure you want to continue? [y/N] "
+        )
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
     removed = _runtime().prune()
     if removed:
         print("Deleted Containers:")
         for cid in removed:
             print(cid)
+        print()
+    from pycni.runtime.networks import NetworkStore
+
+    networks, warnings = NetworkStore().prune()
+    for line in warnings:
+        sys.stderr.write(f"WARNING: {line}\n")
+    if networks:
+        print("Deleted Networks:")
+        for name in networks:
+            print(name)
+        print()
     print(f"Total reclaimed containers: {len(removed)}")
     return 0
 
@@ -45,9 +70,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     system = sub.add_parser("system", help="housekeeping")
     ssub = system.add_subparsers(dest="system_cmd", required=True, metavar="COMMAND")
-    ssub.add_parser(
-        "prune", help="remove exited containers and release their resources"
-    ).set_defaults(func=cmd_prune)
+    prune = ssub.add_parser(
+        "prune", help="remove exited containers and unused networks, and release their resources"
+    )
+    prune.add_argument("-f", "--force", action="store_true", help="do not prompt")
+    prune.set_defaults(func=cmd_prune)
     ssub.add_parser(
         "gc", help="CNI GC for every network against the containers that exist"
     ).set_defaults(func=cmd_gc)

@@ -111,6 +111,8 @@ class ContainerRecord(_Plain):
         "detach",
         "auto_remove",
         "pid",
+        "pid_start",
+        "caps",
         "supervisor_pid",
         "supervisor_start",
         "status",
@@ -140,7 +142,9 @@ class ContainerRecord(_Plain):
         extra_hosts: list[str] | None = None,
         detach: bool = False,
         auto_remove: bool = False,
-        pid: int = 0,  # the workload
+        pid: int = 0,  # the container's init (PID 1 of its PID namespace), host view
+        pid_start: str = "",  # /proc/<pid>/stat start time of that init
+        caps: list[int] | None = None,  # the workload's capabilities (bounding set)
         supervisor_pid: int = 0,  # netctl itself (foreground) or the -d supervisor
         supervisor_start: str = "",  # /proc/<pid>/stat start time, guards against pid reuse
         status: str = "created",  # created | running | exited | removing
@@ -168,6 +172,8 @@ class ContainerRecord(_Plain):
         self.detach = detach
         self.auto_remove = auto_remove
         self.pid = pid
+        self.pid_start = pid_start
+        self.caps: list[int] = list(caps or [])
         self.supervisor_pid = supervisor_pid
         self.supervisor_start = supervisor_start
         self.status = status
@@ -314,11 +320,14 @@ class ContainerStore:
         return out
 
     def refresh(self, rec: ContainerRecord) -> ContainerRecord:
-        """A record whose supervisor died without finishing reads as exited."""
+        """The kernel's truth: a container runs while its init (and so any of its
+        processes) runs, whatever happened to its supervisor; a record whose supervisor
+        and init are both gone without finishing reads as exited."""
         if (
             rec.status in ("running", "created")
             and rec.supervisor_pid
             and not alive(rec.supervisor_pid, rec.supervisor_start)
+            and not (rec.pid and alive(rec.pid, rec.pid_start))
         ):
             rec.status = "exited"
             if rec.exit_code is None:

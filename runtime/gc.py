@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pycni.runtime.containers import alive, process_start_time
+from pycni.runtime.containers import alive
 
 from pycni import errors, netns
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def _running(rec: ContainerRecord) -> bool:
     """The container's workload runs (its pid, with the start time we recorded)."""
-    return rec.status == "running" and alive(rec.pid, process_start_time(rec.pid))
+    return rec.status == "running" and alive(rec.pid, rec.pid_start)
 
 
 def system_gc(rt: Runtime) -> list[str]:

@@ -61,12 +61,132 @@ class RunOptions:
     dns_option: list[str] = field(default_factory=list)
     add_host: list[str] = field(default_factory=list)
     sysctl: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
     detach: bool = False
     rm: bool = False
 
 
 def warn(msg: str) -> None:
     sys.stderr.write(f"WARNING: {msg}\n")
+
+
+# -- the container's processes -----------------------------------------------------------
+
+#: what the supervisor and the container's init pass on to the workload
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+_SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's Ctrl-C)
+
+
+def _foreground_tty() -> bool:
+    """stdin is our terminal and we are its foreground job (an interactive run)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _take_back_tty() -> None:
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _exec_failure(answer: bytes) -> tuple[int, str] | None:
+    """What the exec pipe said: nothing or "x" (exec'd), else "<code> <reason>"."""
+    text = answer.decode("utf-8", "replace")
+    code, _, message = text.partition(" ")
+    if not code.isdigit():
+        return None
+    return int(code), message
+
+
+def _container_init(
+    rec: ContainerRecord, files: dict[str, str], exec_w: int, took_tty: bool
+) -> None:
+    """PID 1 of the container: enter its namespaces, start the workload, pass signals
+    on to it exactly once, reap every orphan, and exit with the workload's status.
+
+    The container (init and workload) is a process group of its own: a signal sent to
+    netctl's group by a script reaches the workload once, through the supervisor and
+    this init. On an interactive terminal the container becomes the foreground job, so
+    Ctrl-C reaches the workload directly and is not passed on again.
+    """
+    os.setpgid(0, 0)
+    if took_tty:
+        _take_foreground()
+    try:
+        sandbox.enter_container(
+            "" if rec.network_mode == "host" else rec.netns,
+            "" if rec.network_mode.startswith("container:") else rec.hostname,
+            files,
+        )
+        sandbox.mount_proc()
+    except sandbox.SetupError as exc:
+        message = str(exc)
+        sys.stderr.write(f"netctl: {message}\n")
+        os.write(exec_w, f"{EXIT_SETUP} {message}".encode())
+        os._exit(EXIT_SETUP)
+    workload = os.fork()
+    if workload == 0:
+        try:
+            for sig in FORWARDED:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {*FORWARDED, signal.SIGCHLD})
+            sandbox.drop_capabilities(frozenset(rec.caps))
+        except sandbox.SetupError as exc:
+            sys.stderr.write(f"netctl: {exc}\n")
+            os.write(exec_w, f"{EXIT_SETUP} {exc}".encode())
+            os._exit(EXIT_SETUP)
+        sandbox.execvp(rec.command, report_fd=exec_w)
+    os.close(exec_w)
+    for fd in range(3, 256):  # nothing of netctl's but what holds the published ports
+        try:
+            if os.fstat(fd).st_mode & 0o170000 != 0o140000:  # not a socket
+                os.close(fd)
+        except OSError:
+            pass
+    while True:
+        info = signal.sigwaitinfo({*FORWARDED, signal.SIGCHLD})
+        if info.si_signo != signal.SIGCHLD:
+            if info.si_code != _SI_KERNEL:  # a terminal's signal reached the job already
+                try:
+                    os.kill(workload, info.si_signo)
+                except ProcessLookupError:
+                    pass
+            continue
+        while True:  # reap the workload and every orphan that ended
+            try:
+                done, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done == 0:
+                break
+            if done == workload:
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(128 - code if code < 0 else code)
+
+
+def _take_foreground() -> None:
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # -- validation (Docker's rejections, Docker's words) ----------------------------------
@@ -579,6 +699,10 @@ class Runtime:
             id=cid, name=name, command=opts.command, detach=opts.detach, auto_remove=opts.rm
         )
         rec.hostname = opts.hostname or cid[:12]
+        try:
+            rec.caps = sorted(sandbox.resolve_caps(opts.cap_add, opts.cap_drop, opts.privileged))
+        except sandbox.CapabilityError as exc:
+            raise UsageError(str(exc)) from None
         self.names.claim(name, cid, self.store)
         try:
             self.setup(rec, opts)
@@ -594,7 +718,12 @@ class Runtime:
             self._forget(rec)
             raise
         if opts.detach:
-            self._spawn_supervisor(rec, files)
+            failure = self._spawn_supervisor(rec, files)
+            if failure is not None:
+                # as docker run -d: the reason and the shell's code, not a container ID
+                code, message = failure
+                sys.stderr.write(f"netctl: {message}\n")
+                return code
             print(cid)
             return 0
         return self.supervise(rec, files, foreground=True)
@@ -617,7 +746,11 @@ class Runtime:
         except OSError:
             pass
 
-    def _spawn_supervisor(self, rec: ContainerRecord, files: dict[str, str]) -> None:
+    def _spawn_supervisor(
+        self, rec: ContainerRecord, files: dict[str, str]
+    ) -> tuple[int, str] | None:
+        """Start the -d supervisor; returns once the workload was exec'd (None) or could
+        not be started ((exit code, reason), as `docker run -d` reports it)."""
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # first child: detach from the terminal and the session
@@ -639,52 +772,60 @@ class Runtime:
                 os._exit(EXIT_SETUP)
         os.close(ready_w)
         os.waitpid(pid, 0)
-        # Wait until the supervisor recorded the workload as running (or failed).
-        os.read(ready_r, 1)
+        # Wait until the supervisor recorded the workload as exec'd, or why it was not.
+        answer = b""
+        while chunk := os.read(ready_r, 4096):
+            answer += chunk
         os.close(ready_r)
+        return _exec_failure(answer)
 
     def supervise(
         self, rec: ContainerRecord, files: dict[str, str], foreground: bool, ready_fd: int = -1
     ) -> int:
+        """Start the container's init (PID 1 of a PID namespace of its own, in the
+        container's namespaces), which starts the workload; pass signals on; when it
+        ends, tear the network down. Every process of the container lives in that PID
+        namespace, so ending its init ends them all (the kernel kills the rest)."""
         rec.supervisor_pid = os.getpid()
         rec.supervisor_start = process_start_time(rec.supervisor_pid)
-        forwarded = (
-            signal.SIGTERM,
-            signal.SIGINT,
-            signal.SIGHUP,
-            signal.SIGQUIT,
-            signal.SIGUSR1,
-            signal.SIGUSR2,
-        )
-        signal.pthread_sigmask(signal.SIG_BLOCK, {*forwarded, signal.SIGCHLD})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
         go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the workload
-            os.close(go_w)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {*forwarded, signal.SIGCHLD})
-            os.read(go_r, 1)  # wait until the supervisor has recorded us
-            os.close(go_r)
+        exec_r, exec_w = os.pipe()  # closed on the workload's exec, or its reason
+        took_tty = foreground and _foreground_tty()
+        own_pidns = sandbox.new_pid_namespace_for_next_child()
+        try:
+            pid = os.fork()
+        finally:
+            if os.getpid() == rec.supervisor_pid:
+                sandbox.restore_pid_namespace(own_pidns)
+        if pid == 0:  # the container's init
             try:
-                sandbox.enter_container(
-                    "" if rec.network_mode == "host" else rec.netns,
-                    "" if rec.network_mode.startswith("container:") else rec.hostname,
-                    files,
-                )
-            except sandbox.SetupError as exc:
-                sys.stderr.write(f"netctl: {exc}\n")
+                os.close(go_w)
+                os.close(exec_r)
+                os.read(go_r, 1)  # wait until the supervisor has recorded us
+                os.close(go_r)
+                _container_init(rec, files, exec_w, took_tty)
+            except BaseException:
                 os._exit(EXIT_SETUP)
-            sandbox.execvp(rec.command)
         os.close(go_r)
+        os.close(exec_w)
         rec.pid = pid
+        rec.pid_start = process_start_time(pid)
         rec.status = "running"
         rec.started = time.time()
         self.store.save(rec)
         os.write(go_w, b"x")
         os.close(go_w)
+        answer = b""
+        while chunk := os.read(exec_r, 4096):
+            answer += chunk
+        os.close(exec_r)
         if ready_fd >= 0:
-            os.write(ready_fd, b"x")
+            os.write(ready_fd, answer or b"x")
             os.close(ready_fd)
-        code = self._wait(pid, forwarded, foreground)
+        code = self._wait(pid)
+        if took_tty:
+            _take_back_tty()
         rec.exit_code = code
         rec.status = "exited"
         rec.finished = time.time()
@@ -705,17 +846,16 @@ class Runtime:
         return code
 
     @staticmethod
-    def _wait(pid: int, forwarded: tuple[signal.Signals, ...], foreground: bool) -> int:
+    def _wait(pid: int) -> int:
+        """Pass every signal sent to us on to the container's init (which passes it to
+        the workload, once), until the init exits; its exit code, docker's way."""
         while True:
-            info = signal.sigwaitinfo({*forwarded, signal.SIGCHLD})
+            info = signal.sigwaitinfo({*FORWARDED, signal.SIGCHLD})
             if info.si_signo != signal.SIGCHLD:
-                # A terminal's Ctrl-C already reached the workload (same process group,
-                # si_pid 0); anything sent to us by a process is passed on.
-                if not (foreground and info.si_pid == 0):
-                    try:
-                        os.kill(pid, info.si_signo)
-                    except ProcessLookupError:
-                        pass
+                try:
+                    os.kill(pid, info.si_signo)
+                except ProcessLookupError:
+                    pass
                 continue
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
@@ -732,22 +872,10 @@ class Runtime:
 
     def stop(self, ref: str, timeout: float = 10.0) -> ContainerRecord:
         rec = self.get(ref)
-        if rec.status == "running" and alive(rec.pid, process_start_time(rec.pid)):
-            os.kill(rec.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while (
-                time.monotonic() < deadline
-                and os.path.exists(f"/proc/{rec.pid}")
-                and process_start_time(rec.pid)
-            ):
-                if self._zombie_or_gone(rec.pid):
-                    break
-                time.sleep(0.05)
-            else:
-                try:
-                    os.kill(rec.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        signalled = rec.status == "running" and self._signal(rec, signal.SIGTERM)
+        if signalled and not self._wait_gone(rec, timeout):
+            self._signal(rec, signal.SIGKILL)  # the kernel ends the whole PID namespace
+            self._wait_gone(rec, 10.0)
         # Wait for the supervisor's teardown; if it is gone (killed), do it ourselves.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -761,12 +889,34 @@ class Runtime:
         return rec
 
     @staticmethod
-    def _zombie_or_gone(pid: int) -> bool:
+    def _signal(rec: ContainerRecord, sig: int) -> bool:
+        """Signal the container's init through a pidfd, and only when it is the process
+        recorded (PID and start time, checked once the pidfd pins it): never a process
+        that reused the PID. False when it is gone already."""
+        if not rec.pid or not rec.pid_start:
+            return False
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-                return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            fd = os.pidfd_open(rec.pid)
         except OSError:
+            return False
+        try:
+            if not alive(rec.pid, rec.pid_start):
+                return False
+            signal.pidfd_send_signal(fd, sig)
             return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _wait_gone(rec: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while alive(rec.pid, rec.pid_start):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _teardown_locked(self, rec: ContainerRecord) -> None:
         lock = self.lock(rec.id)
@@ -788,12 +938,9 @@ class Runtime:
                 raise UsageError(
                     f'cannot remove container "/{rec.name}": container is running: stop the container before removing or force remove'
                 )
-            if alive(rec.pid, process_start_time(rec.pid)):
-                os.kill(rec.pid, signal.SIGKILL)
+            self._signal(rec, signal.SIGKILL)  # every process of its PID namespace ends
             self.stop(rec.id, timeout=5)
             rec = self.get(rec.id)
-        elif rec.pid and alive(rec.pid, process_start_time(rec.pid)) and force:
-            os.kill(rec.pid, signal.SIGKILL)  # an orphan whose supervisor was killed
         self._teardown_locked(rec)
         self._forget(rec)
         return rec.name
@@ -808,13 +955,27 @@ class Runtime:
         return removed
 
     def exec(self, ref: str, argv: list[str]) -> int:
+        """Run `argv` in the container: its namespaces (PID namespace included, so the
+        process ends with the container) and its capabilities."""
         rec = self.get(ref)
-        if rec.status != "running" or not alive(rec.pid, process_start_time(rec.pid)):
+        if rec.status != "running" or not alive(rec.pid, rec.pid_start):
             raise UsageError(f"container {rec.id} is not running")
+        try:
+            target = sandbox.pid_namespace_fd(rec.pid)
+        except sandbox.SetupError:
+            raise UsageError(f"container {rec.id} is not running") from None
+        own = sandbox.pid_namespace_fd(os.getpid())
+        try:
+            netns.setns(target, sandbox.CLONE_NEWPID)  # for the child forked next
+        finally:
+            os.close(target)
         pid = os.fork()
+        if pid != 0:
+            sandbox.restore_pid_namespace(own)
         if pid == 0:
             try:
                 sandbox.join_namespaces(rec.pid)
+                sandbox.drop_capabilities(frozenset(rec.caps))
             except sandbox.SetupError as exc:
                 sys.stderr.write(f"netctl: {exc}\n")
                 os._exit(EXIT_SETUP)

@@ -13,6 +13,110 @@ from collections.abc import Callable
 
 from pycni import netns
 
+CLONE_NEWPID = 0x20000000
+
+# -- capabilities (linux/capability.h) ----------------------------------------------------
+
+CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+#: Docker's default set for a container, without NET_RAW (as podman ships it): a
+#: workload can neither forge packets nor change the node's network, firewall,
+#: mounts or namespaces.
+DEFAULT_CAPS = frozenset(
+    CAPS.index(name)
+    for name in (
+        "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "SETGID", "SETUID",
+        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+    )
+)  # fmt: skip
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAP_V3 = 0x20080522
+
+
+class CapabilityError(ValueError):
+    """An unknown capability name in --cap-add/--cap-drop."""
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return len(CAPS) - 1
+
+
+def resolve_caps(add: list[str], drop: list[str], privileged: bool = False) -> frozenset[int]:
+    """Docker's rules: the default set, then --cap-drop, then --cap-add (names with or
+    without CAP_, any case; ALL means every one); --privileged means all of them."""
+    every = frozenset(range(last_cap() + 1))
+    if privileged:
+        return every
+
+    def names(items: list[str], flag: str) -> set[int] | None:
+        out: set[int] = set()
+        for item in items:
+            name = item.upper().removeprefix("CAP_")
+            if name == "ALL":
+                return None
+            if name not in CAPS or CAPS.index(name) not in every:
+                raise CapabilityError(f'invalid {flag}: unknown capability: "CAP_{name}"')
+            out.add(CAPS.index(name))
+        return out
+
+    dropped = names(drop, "--cap-drop")
+    added = names(add, "--cap-add")
+    keep = set() if dropped is None else set(DEFAULT_CAPS) - dropped
+    return every if added is None else frozenset(keep | added)
+
+
+def drop_capabilities(keep: frozenset[int]) -> None:
+    """Limit this process, and everything it execs, to `keep`: the bounding set (what
+    an exec'd root program gets), the inheritable and ambient sets, then the
+    effective and permitted sets."""
+    import ctypes
+
+    libc = netns.libc()
+    top = last_cap()
+    for cap in range(top + 1):
+        if cap not in keep and libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise SetupError(f"prctl(PR_CAPBSET_DROP, {cap}): {os.strerror(err)}")
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # none before 4.3
+    mask = sum(1 << cap for cap in keep if cap <= top) & permitted_caps()
+    header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
+    data = (ctypes.c_uint32 * 6)(
+        mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, mask >> 32, mask >> 32, mask >> 32
+    )  # {effective, permitted, inheritable} for caps 0-31, then 32-63
+    if libc.capset(header, data) != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"capset: {os.strerror(err)}")
+
+
+def permitted_caps() -> int:
+    """This process's permitted set (a node may lack some, e.g. CAP_SYS_RESOURCE in a
+    container): nothing outside it can be kept."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapPrm:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return (1 << (last_cap() + 1)) - 1
+
+
+def cap_names(caps: frozenset[int]) -> list[str]:
+    return [f"CAP_{CAPS[c]}" if c < len(CAPS) else str(c) for c in sorted(caps)]
+
 
 class SetupError(Exception):
     """A namespace or mount step failed; the message names the syscall and the path."""
@@ -71,8 +175,42 @@ def enter_container(
             pass  # a read-only or absent /sys is not fatal for networking
 
 
+def pid_namespace_fd(pid: int) -> int:
+    path = f"/proc/{pid}/ns/pid"
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError(f"open {path}: {exc.strerror}") from None
+
+
+def new_pid_namespace_for_next_child() -> int:
+    """unshare(CLONE_NEWPID): the next child this process forks is PID 1 of a new PID
+    namespace. Returns a descriptor of our own PID namespace, for
+    `restore_pid_namespace`, so later children (nft, conntrack) are ordinary again."""
+    own = pid_namespace_fd(os.getpid())
+    try:
+        _step("unshare(CLONE_NEWPID)", netns.unshare, CLONE_NEWPID)
+    except BaseException:
+        os.close(own)
+        raise
+    return own
+
+
+def restore_pid_namespace(own: int) -> None:
+    try:
+        _step("setns(CLONE_NEWPID)", netns.setns, own, CLONE_NEWPID)
+    finally:
+        os.close(own)
+
+
+def mount_proc() -> None:
+    """A /proc of the container's own PID namespace (inside its private mount ns)."""
+    _step("mount proc /proc", netns.mount, "proc", "/proc", "proc", 0)
+
+
 def join_namespaces(pid: int) -> None:
-    """`netctl exec`: the net, UTS and mount namespaces of a running workload."""
+    """`netctl exec`: the net, UTS and mount namespaces of a running workload (its PID
+    namespace is joined by the parent before it forks, see Runtime.exec)."""
     for kind, flag in (
         ("net", netns.CLONE_NEWNET),
         ("uts", netns.CLONE_NEWUTS),
@@ -101,8 +239,10 @@ def close_on_exec_above_stderr() -> None:
                 pass  # the listing's own descriptor, closed by now
 
 
-def execvp(argv: list[str], env: dict[str, str] | None = None) -> None:
-    """Replace this process with the workload; on failure exit as a shell would."""
+def execvp(argv: list[str], env: dict[str, str] | None = None, report_fd: int = -1) -> None:
+    """Replace this process with the workload; on failure exit as a shell would, with
+    the reason on stderr and, when given, on `report_fd` (whose close-on-exec end tells
+    the supervisor that the exec succeeded)."""
     close_on_exec_above_stderr()
     try:
         if env is None:
@@ -110,11 +250,17 @@ def execvp(argv: list[str], env: dict[str, str] | None = None) -> None:
         else:
             os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
-        sys.stderr.write(f"netctl: exec: {argv[0]!r}: executable file not found in $PATH\n")
-        os._exit(127)
+        code, why = 127, "executable file not found in $PATH"
     except PermissionError:
-        sys.stderr.write(f"netctl: exec: {argv[0]!r}: permission denied\n")
-        os._exit(126)
+        code, why = 126, "permission denied"
     except OSError as exc:
-        sys.stderr.write(f"netctl: exec: {argv[0]!r}: {exc.strerror}\n")
-        os._exit(126)
+        code, why = 126, exc.strerror or str(exc)
+    message = f'exec: "{argv[0]}": {why}'
+    sys.stderr.write(f"netctl: {message}\n")
+    sys.stderr.flush()
+    if report_fd >= 0:
+        try:
+            os.write(report_fd, f"{code} {message}".encode())
+        except OSError:
+            pass
+    os._exit(code)

@@ -33,6 +33,10 @@ TEST_PREFIX = "pyt"  # every namespace, link and table a test creates starts wit
 # its own prefix, so leak checks see, and clean up, only their own namespaces.
 WORKER_PREFIX = f"{TEST_PREFIX}{os.getpid()}"
 IS_ROOT = os.geteuid() == 0
+# No plugin starts an agent on demand unless its test asks (PYCNI_AGENT_AUTOSTART=1):
+# `plugins install` below writes this default into the executables, and every process
+# the suite starts inherits it. An agent left running after a test is a leak.
+os.environ["PYCNI_AGENT_AUTOSTART"] = "0"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,6 +5,12 @@ The agent runs in the real root namespace with its socket under the test's tmp d
 the plugin executables are exec'd inside a throwaway host namespace, exactly as in the
 other integration tests, with PYCNI_AGENT_SOCKET pointing at the agent (and
 PYCNI_AGENT=0 for the standalone runs they are compared with).
+
+Every test that execs a plugin runs twice, once per plugin client `netctl plugins
+install` writes (the `plugin_dir` fixture below overrides the session's): the compiled
+client (pycni/native/cniclient.c, built here with the machine's C compiler) and the
+Python entry (PYCNI_NATIVE=0). Agents started on demand are started only by the tests
+that ask (PYCNI_AGENT_AUTOSTART=1), and stopped by PID.
 """
 
 from __future__ import annotations
@@ -31,6 +37,24 @@ from pycni import agent_client as wire
 from tests.conftest import REPO, Netns, PluginRun, sh
 
 pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module", params=["native", "python"])
+def plugin_dir(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin executables as `netctl plugins install` writes them: the compiled
+    client (a C compiler is part of the setup: scripts/setup.sh) or the Python entry."""
+    directory = tmp_path_factory.mktemp(f"cni-bin-{request.param}")
+    env = dict(os.environ, PYCNI_NATIVE="1" if request.param == "native" else "0")
+    subprocess.run(
+        [sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", str(directory)],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=REPO,
+    )
+    is_elf = (directory / "loopback").read_bytes().startswith(b"\x7fELF")
+    assert is_elf == (request.param == "native"), "the C client did not build"
+    return directory
 
 
 class Agent:
@@ -763,3 +787,339 @@ def test_detached_agent_answers_and_stops(tmp_path: Path, run_plugin, container_
         time.sleep(0.05)
     assert not path.exists()
     assert "listening on" in (tmp_path / "d.log").read_text()
+
+
+# -- the compiled client, on-demand starts, and whom a client trusts ------------------------
+
+
+def _autostarted_agents(under: Path) -> list[int]:
+    """PIDs of agents started on demand (agent.autostart) on a socket under `under`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"import autostart" in a for a in argv) and any(
+            a.startswith(str(under).encode()) for a in argv
+        ):
+            found.append(int(entry))
+    # Its forked workers share the command line: count the agents, not their workers.
+    return [pid for pid in found if _ppid(pid) not in found]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def _stop_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.path.exists(f"/proc/{pid}"):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_agent_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    base = tmp_path_factory.getbasetemp()
+    left = _autostarted_agents(base)
+    for pid in left:
+        _stop_pid(pid)
+    assert not left, f"agents started on demand were left running: {left}"
+
+
+def _wait_for(cond: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _forwarded(path: Path, env: dict[str, str], stdin: bytes) -> Any:
+    """wire.forward from this process with `env` as its environment."""
+    return _forwarded_as(path, env, stdin, _version())
+
+
+def _lo_env(c: Netns, **extra: str) -> dict[str, str]:
+    return {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "x",
+        "CNI_NETNS": c.path,
+        "CNI_IFNAME": "lo",
+        "CNI_PATH": "/nonexistent",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        **extra,
+    }
+
+
+def test_native_client_hands_over_before_any_python(
+    agent: Agent, tmp_path: Path, container_ns
+) -> None:
+    """The compiled client answers VERSION itself and hands a verb to the agent without
+    ever starting Python: with its fallback interpreter made unusable, both still work;
+    without an agent it prints a CNI error (never silence)."""
+    directory = tmp_path / "bin"
+    sh(sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", str(directory))
+    data = (directory / "loopback").read_bytes()
+    assert data.startswith(b"\x7fELF"), "no C compiler: scripts/setup.sh installs gcc"
+    python = re.search(rb"\npython=([^\n]+)\n", data)
+    assert python is not None
+    broken = b"/" + b"x" * (len(python.group(1)) - 1)  # same length: the trailer keeps its size
+    (directory / "loopback").write_bytes(
+        data.replace(b"python=" + python.group(1), b"python=" + broken)
+    )
+    c = container_ns()
+    stdin = json.dumps(LOOPBACK).encode()
+    run = lambda **e: subprocess.run(  # noqa: E731
+        [str(directory / "loopback")], input=stdin, env=_lo_env(c, **e), capture_output=True
+    )
+    version = run(CNI_COMMAND="VERSION")
+    assert version.returncode == 0 and json.loads(version.stdout)["cniVersion"] == "1.1.0"
+    res = run(PYCNI_AGENT_SOCKET=str(agent.socket))
+    assert res.returncode == 0 and json.loads(res.stdout)["ips"], res
+    assert agent.served() == 1
+    res = run(PYCNI_AGENT_SOCKET=str(tmp_path / "none" / "agent.sock"))
+    assert res.returncode == 1 and "code" in json.loads(res.stdout), res
+
+
+def test_on_demand_start_one_agent_for_concurrent_first_calls(
+    plugin_dir: Path, state_dir: Path, tmp_path: Path, container_ns
+) -> None:
+    """No agent: concurrent first calls each run in-process (nobody waits) and together
+    start exactly one agent, which then serves the calls that follow."""
+    path = tmp_path / "od" / "agent.sock"  # the directory does not exist yet either
+    stdin = json.dumps(LOOPBACK).encode()
+    cs = [container_ns() for _ in range(4)]
+    extra = {
+        "PYCNI_AGENT_AUTOSTART": "1",
+        "PYCNI_AGENT_SOCKET": str(path),
+        "PYCNI_AGENT_IDLE": "120",
+        "PYCNI_STATE_DIR": str(state_dir),
+    }
+    try:
+        procs = [
+            subprocess.Popen(
+                [str(plugin_dir / "loopback")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_lo_env(c, **extra),
+            )
+            for c in cs
+        ]
+        for p in procs:
+            out, err = p.communicate(stdin, timeout=60)
+            assert p.returncode == 0 and json.loads(out)["ips"], (out, err)
+        _wait_for(path.exists, "the agent's socket")
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        time.sleep(0.5)  # a second agent, had one been started, would be up by now
+        agents = _autostarted_agents(tmp_path)
+        assert len(agents) == 1, agents
+        log = Path(str(path) + ".log").read_text()
+        assert log.count("listening on") == 1, log
+        answer = _forwarded(path, _lo_env(cs[0]), stdin)
+        assert answer is not None and answer[1] == 0 and json.loads(answer[0])["ips"], answer
+    finally:
+        for pid in _autostarted_agents(tmp_path):
+            _stop_pid(pid)
+    assert not path.exists()
+
+
+def test_on_demand_agent_exits_when_idle(tmp_path: Path) -> None:
+    path = tmp_path / "idle" / "agent.sock"
+    saved = dict(os.environ)
+    os.environ.update(PYCNI_AGENT_AUTOSTART="1", PYCNI_AGENT_IDLE="1")
+    try:
+        wire.start_agent(str(path))
+        wire.start_agent(str(path))  # the lock is held: no second agent
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        _wait_for(path.exists, "the agent's socket")
+        assert len(_autostarted_agents(tmp_path)) == 1
+        _wait_for(lambda: not _autostarted_agents(tmp_path), "the idle agent to exit")
+        assert not path.exists()
+        assert "no call for 1 s" in Path(str(path) + ".log").read_text()
+        fd = os.open(str(path) + ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the agent
+        finally:
+            os.close(fd)
+    finally:
+        for pid in _autostarted_agents(tmp_path):
+            _stop_pid(pid)
+
+
+@pytest.mark.parametrize(
+    "how", ["world-writable dir", "socket of another user", "dir of another user"]
+)
+def test_untrusted_socket_is_never_used(
+    how: str, plugin_dir: Path, state_dir: Path, tmp_path: Path, container_ns
+) -> None:
+    """A socket that another user could have put there gets nothing (no environment,
+    no config, no stderr) and its answer is never printed: the verb runs in-process,
+    and no agent is started on demand there either (issue 14 item 6)."""
+    d = tmp_path / "untrusted"
+    d.mkdir()
+    path = d / "agent.sock"
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(str(path))
+    fake.listen(8)
+    fake.setblocking(False)
+    if how == "world-writable dir":
+        os.chmod(d, 0o1777)
+    elif how == "socket of another user":
+        os.chmod(d, 0o700)
+        os.chown(path, 65534, 65534)
+    else:
+        os.chmod(d, 0o700)
+        os.chown(d, 65534, 65534)
+    c = container_ns()
+    try:
+        for autostart in ("0", "1"):
+            env = _lo_env(
+                c,
+                PYCNI_AGENT_SOCKET=str(path),
+                PYCNI_AGENT_AUTOSTART=autostart,
+                PYCNI_STATE_DIR=str(state_dir),
+            )
+            res = subprocess.run(
+                [str(plugin_dir / "loopback")],
+                input=json.dumps(LOOPBACK).encode(),
+                env=env,
+                capture_output=True,
+                timeout=60,
+            )
+            assert res.returncode == 0 and json.loads(res.stdout)["ips"], res
+            with pytest.raises(BlockingIOError):
+                fake.accept()  # nobody connected
+        fake.close()
+        if how == "socket of another user":
+            return  # the directory itself is trusted: an agent may start there
+        os.unlink(path)  # absent now, in the same untrusted directory: still no agent
+        res = subprocess.run(
+            [str(plugin_dir / "loopback")],
+            input=json.dumps(LOOPBACK).encode(),
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res
+        time.sleep(0.5)
+        assert not _autostarted_agents(tmp_path)
+        assert not (d / "agent.sock.lock").exists() and not path.exists()
+    finally:
+        fake.close()
+        for pid in _autostarted_agents(tmp_path):
+            _stop_pid(pid)
+
+
+def test_agent_refuses_a_world_writable_directory(tmp_path: Path) -> None:
+    d = tmp_path / "ww"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pycni.runtime.cli", "agent", "--socket", str(d / "a.sock")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "not writable by group or others" in proc.stderr, proc
+    assert not (d / "a.sock").exists()
+
+
+def test_on_demand_agent_overtaken_by_an_upgrade_stops(tmp_path: Path) -> None:
+    """A plugin of another pycni version gets "F" (it runs its own code); an agent
+    started on demand whose package changed on disk also stops, so that the next call
+    starts one of the new version. Without the change on disk it keeps serving."""
+    import pycni
+
+    path = tmp_path / "up" / "agent.sock"
+    saved = dict(os.environ)
+    os.environ.update(PYCNI_AGENT_AUTOSTART="1", PYCNI_AGENT_IDLE="60")
+    try:
+        wire.start_agent(str(path))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    init = Path(pycni.__file__ or "")
+    st = init.stat()
+    try:
+        _wait_for(path.exists, "the agent's socket")
+        (agent_pid,) = _autostarted_agents(tmp_path)
+        env = {"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"}
+        assert _forwarded_as(path, env, b"", "99.0.0") is None
+        time.sleep(0.5)
+        assert _autostarted_agents(tmp_path) == [agent_pid]  # same package: still there
+        os.utime(init, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert _forwarded_as(path, env, b"", "99.0.0") is None
+        _wait_for(lambda: not _autostarted_agents(tmp_path), "the overtaken agent to stop")
+        assert not path.exists()
+        assert "installed over" in Path(str(path) + ".log").read_text()
+    finally:
+        os.utime(init, ns=(st.st_atime_ns, st.st_mtime_ns))
+        for pid in _autostarted_agents(tmp_path):
+            _stop_pid(pid)
+
+
+def _forwarded_as(path: Path, env: dict[str, str], stdin: bytes, version: str) -> Any:
+    """wire.forward of a plugin of pycni `version`, with `env` as its environment."""
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.environ[wire.SOCKET_ENV] = str(path)
+        return wire.forward("pycni.plugins.loopback", version, stdin)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_idle_connections_do_not_stall_plugin_calls(
+    run_plugin, tmp_path: Path, container_ns
+) -> None:
+    """As many connections that send nothing (or a byte now and then) as the agent has
+    workers: a worker waits at most 2 s for a request, so a plugin call is served (or
+    falls back) in about that, not after the client's 10 s fallback timeout."""
+    import socket as socketmod
+
+    a = Agent(tmp_path / "stall" / "agent.sock", tmp_path / "stall.log").start("--max-workers", "2")
+    held = []
+    try:
+        for n in range(4):
+            s = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+            s.connect(str(a.socket))
+            if n % 2:
+                s.sendall(b"P")  # the start of a request, never finished
+            held.append(s)
+        time.sleep(0.2)
+        c = container_ns()
+        started = time.monotonic()
+        res = run_plugin(
+            "loopback", "ADD", LOOPBACK, netns=c.path, container_id="stall",
+            env_extra={"PYCNI_AGENT_SOCKET": str(a.socket)},
+        )  # fmt: skip
+        took = time.monotonic() - started
+        assert res.rc == 0, res.stdout + res.stderr
+        assert took < 5.0, f"the call waited {took:.1f} s behind idle connections"
+        assert "no complete request within 2 s" in a.log()
+    finally:
+        for s in held:
+            s.close()
+        a.stop()

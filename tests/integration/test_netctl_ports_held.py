@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,7 +95,8 @@ def test_a_published_port_is_held_while_the_container_lives(netctl: Netctl, prot
     netctl("run", "-d", "--name", "held", "-p", spec, "--", "sleep", "60")
     assert try_bind(netctl, 18612, proto) == "Address already in use"
     # the workload itself never sees the socket that holds the port
-    pid = json.loads(netctl("inspect", "held").stdout)[0]["State"]["Pid"]
+    init = json.loads(netctl("inspect", "held").stdout)[0]["State"]["Pid"]
+    [pid] = Path(f"/proc/{init}/task/{init}/children").read_text().split()  # the workload
     fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     assert not [f for f in fds if f.startswith("socket:")], fds
     netctl("rm", "-f", "held")

@@ -292,3 +292,52 @@ def test_go_is_not_sent_before_ready(sock_path: Path) -> None:
     assert forward() is None
     fake.join()
     assert received == [b""]  # the client closed without a word
+
+
+def test_trust_needs_an_owned_directory_nobody_else_writes(tmp_path: Path) -> None:
+    """Issue 14 item 6: a socket is trusted only in a directory owned by root or by us
+    that group and others cannot write; absent is None (an agent may be started)."""
+    d = tmp_path / "s"
+    path = str(d / "agent.sock")
+    assert wire.trusted_socket(path) is None  # no directory
+    d.mkdir(mode=0o700)
+    assert wire.trusted_socket(path) is None  # no socket
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(path)
+        assert wire.trusted_socket(path) is True
+        for mode in (0o770, 0o707, 0o1777, 0o720):
+            os.chmod(d, mode)
+            assert wire.trusted_socket(path) is False, oct(mode)
+            assert wire.trusted_dir(str(d)) is False
+        os.chmod(d, 0o755)
+        assert wire.trusted_socket(path) is True
+    finally:
+        s.close()
+    os.unlink(path)
+    os.symlink("/tmp", path)  # not a socket
+    assert wire.trusted_socket(path) is False
+
+
+def test_untrusted_socket_is_never_connected(tmp_path: Path) -> None:
+    d = tmp_path / "ww"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    path = d / "agent.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.listen(1)
+    s.setblocking(False)
+    saved = os.environ.get(wire.SOCKET_ENV)
+    os.environ[wire.SOCKET_ENV] = str(path)
+    try:
+        assert wire.forward("pycni.plugins.loopback", "0", CONF) is None
+        assert wire.absent is False  # untrusted is not absent: no agent is started there
+        with pytest.raises(BlockingIOError):
+            s.accept()
+    finally:
+        s.close()
+        if saved is None:
+            os.environ.pop(wire.SOCKET_ENV, None)
+        else:
+            os.environ[wire.SOCKET_ENV] = saved

@@ -78,6 +78,19 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/tuning.py", "_sysctl_error"): "an errno other than the caller's mistakes "
     "(missing key, refused value: 7 above it): " + KERNEL,
     ("plugins/tuning.py", "restore"): "never answered: DEL's best-effort restore only logs it",
+    ("pycni/netsetup.py", "kernel_error"): KERNEL,
+    ("plugins/bandwidth.py", "_add_error"): "the container's ifb or qdisc exists already (a "
+    "second ADD without DEL; the reference answers 999 too), or " + KERNEL,
+    ("plugins/bandwidth.py", "cmd_add"): "a link vanished between create and lookup (a race)",
+    ("plugins/bandwidth.py", "_check_tbf"): DRIFT,
+    ("plugins/bandwidth.py", "cmd_check"): DRIFT,
+    ("plugins/sbr.py", "setup"): "the interface the previous plugin reported is not in the "
+    "container (a race with its deletion)",
+    ("plugins/sbr.py", "cmd_check"): DRIFT,
+    ("plugins/vrf.py", "_create_vrf"): "a link vanished between create and lookup (a race)",
+    ("plugins/vrf.py", "_wait_local_route"): "the kernel did not install a restored IPv6 "
+    "address's local route within 2.5 s (DAD failed): " + KERNEL,
+    ("plugins/vrf.py", "cmd_check"): DRIFT,
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -169,6 +182,19 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         ("plugins/tuning.py", fn, "_sysctl_error"): "returns InvalidConfig, or a CniError "
         "listed in INTERNAL_999"
         for fn in ("_add_in_netns", "cmd_check")
+    },
+    ("plugins/bandwidth.py", "cmd_add", "_add_error"): "returns InvalidConfig, or a CniError "
+    "listed in INTERNAL_999",
+    **{
+        (f"plugins/{plugin}.py", fn, "kernel_error"): "netsetup.kernel_error returns a "
+        "CniError (listed in INTERNAL_999)"
+        for plugin, fn in (
+            ("sbr", "setup"),
+            ("sbr", "cmd_del"),
+            ("vrf", "_create_vrf"),
+            ("vrf", "cmd_add"),
+            ("vrf", "cmd_del"),
+        )
     },
 }
 
