@@ -71,9 +71,10 @@ class Podman:
         (t / "varlib" / "cni").mkdir()
         self.bin = t / "cni-bin"
         shutil.copytree(plugin_dir, self.bin)  # `netctl plugins install --dir`'s output
-        # only ours: every plugin of podman's chain is one of our executables
+        # only ours: every plugin of podman's chain is the installer's, none a reference copy
         for name in ("bridge", "host-local", "portmap", "firewall", "tuning"):
-            assert "pycni-plugin" in (self.bin / name).read_text()[:200], name
+            ours = (self.bin / name).read_bytes()
+            assert ours and ours != Path("/usr/lib/cni", name).read_bytes(), name
         self.state = t / "varlib" / "pycni"  # our plugins' default state dir, in the mount ns
         env_lines = [
             f"CONTAINERS_CONF={t}/containers.conf",
