@@ -13,6 +13,7 @@ PLUGINS = {
     "portmap": "pycni.plugins.portmap",
     "isolation": "pycni.plugins.isolation",
     "tuning": "pycni.plugins.tuning",
+    "firewall": "pycni.plugins.firewall",
     "bandwidth": "pycni.plugins.bandwidth",
     "sbr": "pycni.plugins.sbr",
     "vrf": "pycni.plugins.vrf",

@@ -441,6 +441,9 @@ def _chain(
     return [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        # forward-accept for the container's addresses: works on a host whose FORWARD
+        # policy is drop (Docker's); isolation's drops stay final (a drop always is)
+        {"type": "firewall"},
         isolation,
     ]
 

@@ -35,6 +35,37 @@ if TYPE_CHECKING:
 LOCK_TIMEOUT = 60.0
 
 
+def read_file(path: str) -> bytes | None:
+    """The file's bytes; None when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise errors.IOFailure(f"cannot read firewall state {path}", exc.strerror or "") from None
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write a temp file next to `path`, rename it over: no reader sees half of it."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise errors.IOFailure(
+            f"cannot write firewall state {path}", exc.strerror or str(exc)
+        ) from None
+
+
 class Lock:
     """flock on .lock; TryAgainLater when another process holds it too long."""
 
@@ -100,15 +131,9 @@ class Store:
         return self._read(self.record_path(key))
 
     def _read(self, path: str) -> Record | None:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
+        data = read_file(path)
+        if data is None:
             return None
-        except OSError as exc:
-            raise errors.IOFailure(
-                f"cannot read firewall state {path}", exc.strerror or ""
-            ) from None
         try:
             return Record.from_dict(fastjson.loads(data))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -126,24 +151,8 @@ class Store:
             self.remove(record.key)
             return
         path = self.record_path(record.key)
-        directory = os.path.dirname(path)
-        self._makedirs(directory)
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, fastjson.dumps(record.to_dict()).encode())
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise errors.IOFailure(
-                f"cannot write firewall state {path}", exc.strerror or str(exc)
-            ) from None
+        self._makedirs(os.path.dirname(path))
+        write_atomic(path, fastjson.dumps(record.to_dict()).encode())
 
     def remove(self, key: Key) -> None:
         path = self.record_path(key)

@@ -198,7 +198,7 @@ def test_builtins_inspect(host_ns, tmp_path) -> None:
     assert bridge["Options"]["com.docker.network.bridge.name"] == "netctl0"
     assert bridge["Options"]["com.docker.network.bridge.default_bridge"] == "true"
     conf = json.loads((net_dir(tmp_path) / "bridge.conflist").read_text())
-    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "isolation"]
+    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "firewall", "isolation"]
 
 
 BAD = [

@@ -132,7 +132,7 @@ def test_internal_network_has_no_way_out(host_ns, container_ns, tmp_path) -> Non
     wire_outside(host_ns, outside)
     conf = create(host_ns, tmp_path, "intnet", "--internal", "--subnet", "10.64.0.0/24")
     assert conf["plugins"][0]["isDefaultGateway"] is False and conf["plugins"][0]["ipMasq"] is False
-    assert conf["plugins"][2] == {"type": "isolation", "internal": True, "icc": True}
+    assert conf["plugins"][3] == {"type": "isolation", "internal": True, "icc": True}
     create(host_ns, tmp_path, "pubnet", "--subnet", "10.65.0.0/24")
     inner, inner2, pub = container_ns(), container_ns(), container_ns()
     ip_in = attach(host_ns, tmp_path, "intnet", inner, "in1")

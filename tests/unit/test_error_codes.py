@@ -69,6 +69,12 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/loopback.py", "cmd_check"): DRIFT,
     ("ipam/static.py", "cmd_check"): DRIFT,
     ("plugins/tuning.py", "cmd_check"): DRIFT,
+    ("plugins/firewall.py", "cmd_check"): DRIFT,
+    ("pycni/firewall/forward.py", "Iptables.save"): KERNEL,
+    ("pycni/firewall/forward.py", "Iptables.restore"): KERNEL,
+    ("pycni/firewall/forward.py", "NftPlaces.run"): KERNEL,
+    ("pycni/firewall/forward.py", "NftPlaces._rules"): KERNEL,
+    ("pycni/firewall/forward.py", "Firewalld.add"): "firewalld refused a source: " + KERNEL,
     ("plugins/tuning.py", "_sysctl_error"): "an errno other than the caller's mistakes "
     "(missing key, refused value: 7 above it): " + KERNEL,
     ("plugins/tuning.py", "restore"): "never answered: DEL's best-effort restore only logs it",
@@ -141,6 +147,8 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     },
     ("plugins/bridge.py", "cmd_add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
     ("pycni/firewall/iptables.py", "IptablesFirewall._save", "_error"): "returns a CniError",
+    ("pycni/firewall/forward.py", "Firewalld.__init__", "firewalld_not_running"): "returns "
+    "PluginNotAvailable (50)",
     ("pycni/firewall/iptables.py", "IptablesFirewall._restore", "_error"): "returns a CniError",
     ("pycni/invoke.py", "exec_plugin", "error_from_output"): "returns the delegate's own error",
     ("pycni/invoke.py", "error_from_output", "ValueError"): "caught in error_from_output",

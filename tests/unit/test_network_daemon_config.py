@@ -147,7 +147,7 @@ def test_default_conflist_from_defaults() -> None:
         "ranges": [[{"subnet": "172.17.0.0/16", "gateway": "172.17.0.1"}]],
         "dataDir": "/lib/ipam",
     }
-    assert [p["type"] for p in c["plugins"]] == ["bridge", "portmap", "isolation"]
+    assert [p["type"] for p in c["plugins"]] == ["bridge", "portmap", "firewall", "isolation"]
     assert c["netctl"]["default"] is True and c["netctl"]["hostBindingIPv4"] == "0.0.0.0"
 
 

@@ -344,7 +344,7 @@ def test_conflist_shape() -> None:
     c = _conflist()
     assert list(c) == ["cniVersion", "name", "plugins", "netctl"]
     assert c["cniVersion"] == "1.1.0" and c["name"] == "mybr0"
-    bridge, portmap, isolation = c["plugins"]
+    bridge, portmap, firewall, isolation = c["plugins"]
     assert bridge == {
         "type": "bridge",
         "bridge": "br-0123456789ab",
@@ -377,6 +377,7 @@ def test_conflist_shape() -> None:
         },
     }
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+    assert firewall == {"type": "firewall"}
     assert isolation == {"type": "isolation", "internal": False, "icc": True}
     meta = c["netctl"]
     assert meta["id"].startswith("0123456789ab") and meta["driver"] == "bridge"
@@ -391,7 +392,7 @@ def test_internal_and_options_change_the_chain() -> None:
     assert bridge["bridge"] == "mine0" and bridge["mtu"] == 1400
     assert bridge["isDefaultGateway"] is False and bridge["ipMasq"] is False
     assert bridge["portIsolation"] is True
-    assert c["plugins"][2] == {"type": "isolation", "internal": True, "icc": False}
+    assert c["plugins"][3] == {"type": "isolation", "internal": True, "icc": False}
     assert c["netctl"]["hostBindingIPv4"] == "127.0.0.1"
     # masquerade stays on for a normal network unless the option turns it off
     assert (
@@ -480,7 +481,7 @@ def test_gateway_mode_options_allow_direct_routing_per_family() -> None:
     assert parse_options({v4: "routed", v6: "nat-unprotected"}).direct_routing == frozenset({4, 6})
     with pytest.raises(NetworkError, match="valid modes: nat, nat-unprotected, routed"):
         parse_options({v6: "isolated"})
-    isolation = _chain({"type": "bridge"}, False, frozenset({6}))[2]
+    isolation = _chain({"type": "bridge"}, False, frozenset({6}))[3]
     assert isolation == {
         "type": "isolation",
         "internal": False,
