@@ -89,6 +89,9 @@ def reload(rt: Runtime) -> list[str]:
     from pycni import spoofcheck
 
     out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
+    from pycni.firewall import forward
+
+    out.append(f"firewall: re-applied {forward.replay()} forward accept(s)")
     return out
 
 

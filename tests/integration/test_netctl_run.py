@@ -471,3 +471,39 @@ def test_dual_stack_network_ip6_and_mac(netctl: Netctl) -> None:
     assert "default via fd86::1" in out
     bad = netctl("run", "--rm", "--network", "ds", "--ip6", "fd99::5", "--", "true", check=False)
     assert bad.returncode == 125 and "Invalid address fd99::5" in bad.stderr
+
+
+def test_reload_after_the_admins_firewall_reload_on_a_dropping_host(
+    netctl: Netctl, container_ns
+) -> None:
+    """A host whose forward policy is drop (as Docker leaves it): the firewall plugin's
+    accepts let a published port through; after the administrator's firewall is
+    reloaded (our state flushed, their drop back), `netctl system reload` restores them."""
+    from tests.traffic import wire_outside
+
+    outside = container_ns()
+    wire_outside(netctl.node, outside)
+    admin = "add table inet adminfw\nadd chain inet adminfw forward { type filter hook forward priority 0; policy drop; }\n"
+    netctl.node.run("nft", "-f", "-", input=admin)
+    netctl("run", "-d", "--name", "fw1", "-p", "8092:8000", "--", PY, "-m", "http.server", "8000")
+    time.sleep(0.7)
+    probe = [
+        "ip",
+        "netns",
+        "exec",
+        outside.name,
+        "curl",
+        "-fs",
+        "-m",
+        "2",
+        "-o",
+        "/dev/null",
+        "http://198.18.0.1:8092/",
+    ]
+    assert subprocess.run(probe).returncode == 0
+    netctl.node.run("nft", "flush", "ruleset")
+    netctl.node.run("nft", "-f", "-", input=admin)
+    assert subprocess.run(probe).returncode != 0
+    out = netctl("system", "reload").stdout
+    assert "firewall: re-applied 1 forward accept(s)" in out, out
+    assert subprocess.run(probe).returncode == 0
