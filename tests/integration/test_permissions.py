@@ -32,6 +32,25 @@ def writable_by_others(root: Path) -> list[str]:
     return bad
 
 
+def as_nobody_in(directory: Path, name: str, text: str) -> int:
+    """Write `name` in `directory` as the unprivileged user nobody (through a directory
+    descriptor root opened, so only `directory`'s own permissions decide); its status."""
+    dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dirfd)
+            os.write(fd, text.encode())
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(dirfd)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
 def under_umask_000(nc: Netctl, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = ["nsenter", f"--net={nc.node.path}", "sh", "-c", 'umask 000; exec "$@"', "sh"]
     return subprocess.run(
@@ -56,6 +75,10 @@ def test_root_refuses_directories_others_could_have_changed(netctl: Netctl, how)
     target = netctl.root / "etc/netctl/net.d"
     if how == "world-writable":
         target.chmod(0o777)
+        # the attack itself: an unprivileged user drops a conflist of their own there
+        evil = {"cniVersion": "1.0.0", "name": "evil", "plugins": [{"type": "bridge"}]}
+        assert as_nobody_in(target, "evil.conflist", json.dumps(evil)) == 0
+        assert (target / "evil.conflist").stat().st_uid == NOBODY
     else:
         os.chown(target, NOBODY, NOBODY)
     for args in (("run", "--rm", "--network", "shared", "--", "true"), ("ps",), ("network", "ls")):
@@ -65,6 +88,7 @@ def test_root_refuses_directories_others_could_have_changed(netctl: Netctl, how)
         assert "chmod go-w" in proc.stderr
     assert netctl.veths() == [] and netctl.leases() == []
     # fixed by the administrator: trusted again
+    (target / "evil.conflist").unlink(missing_ok=True)
     os.chown(target, 0, 0)
     target.chmod(0o755)
     assert netctl("run", "--rm", "--network", "shared", "--", "true").returncode == 0
