@@ -25,8 +25,7 @@ from bench.common import REFERENCE_DIR, ensure_root, median, pct, table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.cri import Containerd
-from tests.integration.test_containerd import conflist
+from tests.cri import Containerd, conflist
 
 
 def main() -> None:

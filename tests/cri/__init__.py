@@ -401,3 +401,30 @@ def mounts_under(directory: Path) -> list[str]:
             if target.startswith(prefix):
                 out.append(target)
     return out
+
+
+SUBNET = "10.88.0.0/16"
+
+
+def conflist(leases: Path) -> dict[str, Any]:
+    """What a node's /etc/cni/net.d holds for containerd: bridge + portmap."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "pytcni0",
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(leases),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }

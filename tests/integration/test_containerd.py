@@ -21,36 +21,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import REFERENCE_DIR, Netns, _delete_netns, _make_netns
-from tests.cri import Containerd, mounts_under
+from tests.cri import Containerd, conflist, mounts_under
 from tests.traffic import connect, wire_outside
 
 pytestmark = pytest.mark.root
-
-SUBNET = "10.88.0.0/16"
-
-
-def conflist(leases: Path) -> dict[str, Any]:
-    """What a node's /etc/cni/net.d holds for containerd: bridge + portmap."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": "pytcni0",
-                "isGateway": True,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": SUBNET}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(leases),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
 
 
 class Node:
