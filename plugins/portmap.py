@@ -10,10 +10,7 @@ rules. DEL is keyed by attachment, so it needs neither prevResult nor the mappin
 
 from __future__ import annotations
 
-import ipaddress
-
 from pycni import conf, errors, skel
-from pycni.result import Result, parse_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,6 +18,7 @@ if TYPE_CHECKING:
 
     from pycni.firewall.base import Attachment, Firewall, PortMapping
     from pycni.firewall.conditions import Condition
+    from pycni.result import Result
 
 WHERE = "portmap"
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -83,6 +81,8 @@ class PortmapConf:
                 )
             host_ip = conf.get_str(item, "hostIP", "", where)
             if host_ip:
+                import ipaddress
+
                 try:
                     host_ip = str(ipaddress.ip_address(host_ip))
                 except ValueError:
@@ -137,14 +137,21 @@ def _prev(cmd: skel.CmdArgs) -> Result:
             "must be called as chained plugin",
             "portmap needs the interface plugin's result as prevResult",
         )
+    from pycni.result import parse_result  # not on the nothing-to-publish path
+
     return parse_result(cmd.conf["prevResult"])
 
 
-def cmd_add(cmd: skel.CmdArgs) -> Result:
+def cmd_add(cmd: skel.CmdArgs) -> Result | skel.PassThrough:
     c = PortmapConf(cmd.conf)
-    prev = _prev(cmd)
     if not c.mappings:
-        return prev
+        # Nothing to publish (most pods): hand prevResult on as it came.
+        if cmd.conf.get("prevResult") is not None:
+            passed = skel.pass_through(cmd)
+            if passed is not None:
+                return passed
+        return _prev(cmd)
+    prev = _prev(cmd)
     att = attachment(c, cmd, prev)
     if not att.ips:
         raise errors.InvalidConfig(

@@ -69,7 +69,9 @@ def run(command: str, cmd: skel.CmdArgs) -> Result | None:
             cmd.conf,
         )
         if command == "ADD":
-            return verbs.add(sub)
+            result = verbs.add(sub)
+            assert not isinstance(result, skel.PassThrough)  # host-local, static: allocate
+            return result
         verb = {"DEL": verbs.delete, "CHECK": verbs.check, "GC": verbs.gc, "STATUS": verbs.status}[
             command
         ]

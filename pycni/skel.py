@@ -158,6 +158,38 @@ class CmdArgs:
         }
 
 
+class PassThrough:
+    """A chained plugin's answer when it had nothing to do: the prevResult it was given,
+    as given (already in the config's cniVersion), printed without being parsed into
+    a Result, so such a call never imports the result and address machinery."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: dict[str, Any]) -> None:
+        self.wire = wire
+
+    def to_wire(self, version: str) -> dict[str, Any]:
+        return self.wire
+
+
+def pass_through(cmd: CmdArgs) -> PassThrough | None:
+    """prevResult unchanged, when it is in the config's own cniVersion and has a
+    result's shape (lists of objects where a result has them); None otherwise, and the
+    caller parses it (which refuses a malformed one with the usual error)."""
+    prev = cmd.conf.get("prevResult")
+    if not isinstance(prev, dict) or prev.get("cniVersion") != cmd.cni_version:
+        return None
+    for key, field in (("interfaces", "name"), ("ips", "address"), ("routes", "dst")):
+        items = prev.get(key, [])
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get(field), str) for i in items
+        ):
+            return None
+    if not isinstance(prev.get("dns", {}), dict):
+        return None
+    return PassThrough(prev)
+
+
 class Verbs:
     """The table of verbs a plugin implements; a missing verb is a clean success."""
 
@@ -166,7 +198,7 @@ class Verbs:
     def __init__(
         self,
         about: str,
-        add: Callable[[CmdArgs], Result],
+        add: Callable[[CmdArgs], Result | PassThrough],
         delete: Callable[[CmdArgs], None],
         check: Callable[[CmdArgs], None] | None = None,
         gc: Callable[[CmdArgs], None] | None = None,

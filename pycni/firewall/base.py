@@ -18,11 +18,11 @@ Backends live next to this module: `nftables.py` (default) and `iptables.py` (fa
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ipaddress
     from typing import Protocol
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -85,6 +85,8 @@ class Attachment:
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> Attachment:
+        import ipaddress  # a record is read only off the no-op path
+
         ips = d.get("ips") or []
         assert isinstance(ips, list)
         return cls(

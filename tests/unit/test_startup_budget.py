@@ -100,3 +100,56 @@ def test_agent_client_path_imports_almost_nothing() -> None:
     assert imported - baseline <= {"pycni", "pycni.agent_client", "__future__", "_socket"}, (
         imported - baseline
     )
+
+
+PREV = {
+    "cniVersion": "1.0.0",
+    "interfaces": [{"name": "cni0"}, {"name": "eth0", "sandbox": "/var/run/netns/x"}],
+    "ips": [{"interface": 1, "address": "10.88.0.5/16", "gateway": "10.88.0.1"}],
+    "routes": [{"dst": "0.0.0.0/0"}],
+    "dns": {},
+}
+
+
+def _portmap_add(conf: dict[str, object]) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    import json
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from pycni.entry import main; main('portmap', 'pycni.plugins.portmap', 'local')"
+    )
+    env = {
+        "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/var/run/netns/x",
+        "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "PYCNI_AGENT": "0",
+    }  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-IS", "-X", "importtime", "-c", code],
+        input=json.dumps(conf), capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    modules = {
+        m.group(1)
+        for line in proc.stderr.splitlines()
+        if (m := re.match(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", line))
+    }
+    return proc, modules
+
+
+def test_portmap_with_nothing_to_publish_passes_prev_result_on_as_it_came() -> None:
+    """Most pods publish no port: portmap then costs an interpreter start and little
+    more (no result or address machinery), and prints prevResult unchanged."""
+    import json
+
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "portmap", "prevResult": PREV,
+            "runtimeConfig": {"portMappings": []}}  # fmt: skip
+    proc, modules = _portmap_add(conf)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == PREV
+    assert not modules & {"ipaddress", "pycni.result", "pycni.firewall.nftables"}, modules
+    # a malformed prevResult still gets the parser's error, not a pass-through
+    bad = dict(conf, prevResult=dict(PREV, ips="nope"))
+    proc, _ = _portmap_add(bad)
+    assert proc.returncode != 0 and json.loads(proc.stdout)["code"] in (6, 7), proc.stdout
+    # another version: parsed and converted as before
+    old = dict(conf, cniVersion="0.4.0", prevResult=dict(PREV, cniVersion="0.4.0"))
+    proc, modules = _portmap_add(old)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["cniVersion"] == "0.4.0"
