@@ -445,6 +445,10 @@ def test_allowlist_honoured(plugin_dir, host_ns, container_ns, tmp_path):
             exe, "ADD", cf, netns=c.path, container_id=CID, in_ns=host_ns, cni_path="/x"
         )
 
+    # a new namespace inherits ip_forward from the node's (devconf_inherit_init_net=0):
+    # start from 0, so that a refused config setting it would show
+    c.run("sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+    forward_before = c.sysctl("net.ipv4.ip_forward")
     ok = run(tconf(tmp_path, prev, sysctl={SYSCTL_IF: "1", SYSCTL_GLOBAL: "555"}))
     assert ok.rc == 0, ok.stdout
     assert c.sysctl("net.ipv4.conf.eth0.rp_filter") == "1"
@@ -456,7 +460,7 @@ def test_allowlist_honoured(plugin_dir, host_ns, container_ns, tmp_path):
     # the literal name does not match the IFNAME pattern: refused
     assert run(tconf(tmp_path, prev, sysctl={"net.ipv4.conf.eth0.rp_filter": "2"})).rc == 1
     assert c.sysctl("net.ipv4.conf.eth0.rp_filter") == "0"
-    assert c.sysctl("net.ipv4.ip_forward") == "0"
+    assert c.sysctl("net.ipv4.ip_forward") == forward_before
     assert backups(tmp_path) == [f"{CID}_eth0.json"]  # the first ADD's, untouched
     # a config without sysctls never reads it
     assert run(tconf(tmp_path, prev, mtu=1400)).rc == 0
