@@ -211,3 +211,27 @@ def test_exec_gets_the_containers_capabilities(netctl: Netctl) -> None:  # noqa:
     out = netctl("exec", "capx", "grep", "CapEff", "/proc/self/status").stdout
     assert int(out.split()[1], 16) == sum(1 << c for c in DEFAULT_CAPS)
     netctl("rm", "-f", "capx")
+
+
+def test_rm_f_never_signals_a_process_that_reused_the_pid(netctl: Netctl) -> None:  # noqa: F811
+    """The container's init died with its supervisor and the PID went to an unrelated
+    process: rm -f must leave that process alone (signals go through a pidfd only to
+    the recorded PID with the recorded start time)."""
+    netctl("run", "-d", "--name", "reuse", "--", "sleep", "60")
+    record = next((netctl.root / "run/netctl/containers").glob("*.json"))
+    rec = json.loads(record.read_text())
+    for pid in (rec["supervisor_pid"], rec["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        rec["pid"] = bystander.pid  # as if the kernel had given the init's PID to it
+        rec["status"] = "running"
+        record.write_text(json.dumps(rec))
+        netctl("rm", "-f", "reuse")
+        assert bystander.poll() is None, "rm -f killed a process that reused the PID"
+        assert netctl("ps", "-a", "-q").stdout.strip() == ""
+        assert netctl.veths() == [] and netctl.leases() == []
+    finally:
+        bystander.kill()
+        bystander.wait()
