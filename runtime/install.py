@@ -18,13 +18,9 @@ PYCNI_NATIVE=0 (or a build failure, reported on stderr) installs the Python scri
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 
 from pycni.plugins import PLUGINS
 
@@ -97,6 +93,8 @@ def _write_executable(path: str, text: str) -> None:
 
 
 def _source_digest() -> str:
+    import hashlib
+
     with open(SOURCE, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:16]
 
@@ -129,6 +127,8 @@ def _trailer(name: str, module: str) -> bytes:
 
 
 def compiler() -> str | None:
+    import shutil
+
     cc = os.environ.get("CC")
     if cc:
         return shutil.which(cc)
@@ -143,6 +143,9 @@ def build_client() -> bytes | None:
     cc = compiler()
     if cc is None:
         return None
+    import subprocess
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="pycni-cc-") as tmp:
         out = os.path.join(tmp, "cniclient")
         proc = subprocess.run(
