@@ -219,3 +219,57 @@ def test_exec_tty(netctl: Netctl) -> None:  # noqa: F811
     code, out = _in_pty(netctl, ["exec", "et", PY, "-c", "import os; print('TTY', os.isatty(0))"])
     assert code == 0 and b"TTY False" in out, out
     netctl("rm", "-f", "et")
+
+
+def test_filters_and_go_template_formats(netctl: Netctl) -> None:  # noqa: F811
+    netctl("network", "create", "--subnet", "10.77.0.0/24", "back")
+    netctl("run", "-d", "--name", "web1", "-p", "18631:80", "--", "sleep", "60")
+    netctl("run", "-d", "--name", "web2", "--network", "back", "--", "sleep", "60")
+    netctl("run", "--name", "done1", "--network", "none", "--", "sh", "-c", "exit 3", check=False)
+    ip = netctl("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web1").stdout
+    assert ip.startswith("172.17.") and ip.endswith("\n")
+    doc = json.loads(netctl("inspect", "web2").stdout)[0]
+    assert (
+        ip.strip()
+        == json.loads(netctl("inspect", "web1").stdout)[0]["NetworkSettings"]["Networks"]["bridge"][
+            "IPAddress"
+        ]
+    )
+    assert netctl(
+        "inspect", "--format",
+        '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}{{end}}', "web2",
+    ).stdout == f"back {doc['NetworkSettings']['Networks']['back']['IPAddress']}\n"  # fmt: skip
+    ports = json.loads(netctl("inspect", "-f", "{{json .NetworkSettings.Ports}}", "web1").stdout)
+    assert ports["80/tcp"][0]["HostPort"] == "18631"
+    assert netctl("ps", "--format", "{{.Names}}").stdout.split() == ["web2", "web1"]
+    out = netctl("ps", "--filter", "name=web1", "--format", "{{.Names}} {{.Ports}}").stdout
+    assert out.startswith("web1 ") and "0.0.0.0:18631->80/tcp" in out and out.count("\n") == 1
+    assert netctl("ps", "--filter", "network=back", "-q").stdout.split() == [
+        json.loads(netctl("inspect", "web2").stdout)[0]["Id"][:12]
+    ]
+    # same key ORed, different keys ANDed; status= shows exited ones without -a
+    names = lambda *f: netctl("ps", *f, "--format", "{{.Names}}").stdout.split()  # noqa: E731
+    assert sorted(names("-f", "name=web1", "-f", "name=web2")) == ["web1", "web2"]
+    assert names("-f", "name=web", "-f", "network=back") == ["web2"]
+    assert names("--filter", "status=exited") == ["done1"]
+    assert names("--filter", "exited=3") == ["done1"]
+    table = netctl(
+        "ps", "-a", "--format", "table {{.ID}}\t{{.Names}}\t{{.Status}}"
+    ).stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "NAMES", "STATUS"] and len(table) == 4
+    assert table[0].index("NAMES") == table[1].index("done1") == table[3].index("web1")
+    bad = netctl("ps", "--format", "{{.Names", check=False)
+    assert bad.returncode == 125 and "template parsing error" in bad.stderr
+    bad = netctl("ps", "--filter", "status=sleeping", check=False)
+    assert bad.returncode == 125 and "invalid filter 'status=sleeping'" in bad.stderr
+    bad = netctl("inspect", "-f", "{{.Nope}}", "web1", check=False)
+    assert bad.returncode == 125 and 'map has no entry for key "Nope"' in bad.stderr
+    out = netctl("network", "ls", "--format", "{{.Name}}:{{.Driver}}").stdout.split()
+    assert "back:bridge" in out and "bridge:bridge" in out
+    out = netctl("network", "ls", "--format", "table {{.Name}}\t{{.Internal}}").stdout.splitlines()
+    assert out[0].split() == ["NAME", "INTERNAL"]
+    out = netctl("network", "inspect", "--format", "{{(index .IPAM.Config 0).Subnet}}", "back")
+    assert out.stdout == "10.77.0.0/24\n"
+    for name in ("web1", "web2", "done1"):
+        netctl("rm", "-f", name)
+    netctl("network", "rm", "back")
