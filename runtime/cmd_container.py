@@ -390,11 +390,34 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    rec = _runtime().get(args.container)
+    """The container's output (stdout and stderr as they came); --tail N: its last N
+    lines; -f: and what follows, until the container has exited."""
+    rec = _record(args.container)
+    tail = args.tail
+    if tail != "all" and not tail.lstrip("-").isdigit():
+        raise UsageError(f'invalid value for "tail": {tail}')
     if not rec.log_path or not os.path.exists(rec.log_path):
-        raise UsageError(f"{rec.name} has no log: only containers started with -d keep one")
+        if args.follow and rec.status == "running":
+            raise UsageError(f"{rec.name} has no log: it was started before netctl kept one")
+        return 0  # nothing written yet, or a container from before logs were kept
+    out = sys.stdout.buffer
     with open(rec.log_path, "rb") as fh:
-        sys.stdout.buffer.write(fh.read())
+        data = fh.read()
+        if tail != "all" and int(tail) >= 0:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[len(lines) - int(tail) :]) if int(tail) else b""
+        out.write(data)
+        out.flush()
+        while args.follow:
+            chunk = fh.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if _record(rec.id).status != "running":
+                out.write(fh.read())
+                break
+            time.sleep(0.1)
     return 0
 
 
@@ -482,6 +505,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("containers", nargs="+")
     rm.set_defaults(func=cmd_rm)
 
-    logs = sub.add_parser("logs", help="output of a container started with -d")
+    logs = sub.add_parser("logs", help="a container's output")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until it exits")
+    logs.add_argument("-n", "--tail", default="all", help="the last N lines (default all)")
     logs.add_argument("container")
     logs.set_defaults(func=cmd_logs)

@@ -285,12 +285,7 @@ class PtyRelay:
                 if not data:
                     return
                 for fd in (1, self.log_fd):
-                    view = memoryview(data)
-                    while fd >= 0 and view:
-                        try:
-                            view = view[os.write(fd, view) :]
-                        except OSError:
-                            break
+                    _write_all(fd, data)
             if 0 in ready:
                 data = os.read(0, 65536)
                 if not data:  # our stdin ended: the terminal's end of file
@@ -310,6 +305,64 @@ class PtyRelay:
             os.close(self.master)
         except OSError:
             pass
+
+
+class OutputTee:
+    """A foreground container without -t: the workload's stdout and stderr are pipes
+    this side copies to our own stdout and stderr and to the container's log, so
+    `netctl logs` has it as for -d (Docker's json-file logging does the same)."""
+
+    def __init__(self, log_fd: int) -> None:
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        for fd in (self.out_r, self.err_r):
+            os.set_inheritable(fd, False)
+        self.log_fd = log_fd
+        self._thread: Any = None
+
+    def child(self) -> None:
+        """In the container's init: its stdout and stderr (and the workload's) are ours."""
+        os.dup2(self.out_w, 1)
+        os.dup2(self.err_w, 2)
+        for fd in (self.out_r, self.err_r, self.out_w, self.err_w, self.log_fd):
+            os.close(fd)
+
+    def start(self) -> None:
+        import threading
+
+        os.close(self.out_w)
+        os.close(self.err_w)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        where = {self.out_r: 1, self.err_r: 2}
+        while where:
+            ready, _, _ = select.select(list(where), [], [])
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    os.close(fd)
+                    del where[fd]
+                    continue
+                for out in (where[fd], self.log_fd):
+                    _write_all(out, data)
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._thread.join(5)
+        os.close(self.log_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while fd >= 0 and view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError:
+            return
 
 
 # -- validation (Docker's rejections, Docker's words) ----------------------------------
@@ -875,8 +928,7 @@ class Runtime:
         try:
             self.setup(rec, opts)
             files = self.write_files(rec, opts)
-            if opts.detach:
-                rec.log_path = os.path.join(self.container_dir(cid), "log")
+            rec.log_path = os.path.join(self.container_dir(cid), "log")
             self.store.save(rec)
         except BaseException:
             try:
@@ -960,7 +1012,12 @@ class Runtime:
         signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         go_r, go_w = os.pipe()
         exec_r, exec_w = os.pipe()  # closed on the workload's exec, or its reason
-        relay = PtyRelay(rec.interactive) if rec.tty else None
+        log_fd = -1
+        if foreground and rec.log_path:
+            log_fd = os.open(rec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            os.set_inheritable(log_fd, False)
+        relay = PtyRelay(rec.interactive, log_fd) if rec.tty else None
+        tee = OutputTee(log_fd) if relay is None and log_fd >= 0 else None
         # with -t the terminal is the pty's, through the relay: we stay its foreground job
         took_tty = foreground and relay is None and _foreground_tty()
         own_pidns = sandbox.new_pid_namespace_for_next_child()
@@ -977,6 +1034,8 @@ class Runtime:
                 os.close(go_r)
                 if relay is not None:
                     os.close(relay.master)
+                if tee is not None:
+                    tee.child()
                 _container_init(rec, files, exec_w, took_tty, relay.slave if relay else -1)
             except BaseException:
                 os._exit(EXIT_SETUP)
@@ -984,6 +1043,8 @@ class Runtime:
         os.close(exec_w)
         if relay is not None:
             relay.start()
+        if tee is not None:
+            tee.start()
         rec.pid = pid
         rec.pid_start = process_start_time(pid)
         rec.status = "running"
@@ -1003,6 +1064,10 @@ class Runtime:
         finally:
             if relay is not None:
                 relay.finish()
+            if tee is not None:
+                tee.finish()
+            elif log_fd >= 0:
+                os.close(log_fd)
         if took_tty:
             _take_foreground()
         rec.exit_code = code

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import subprocess
 import time
 from pathlib import Path
 
@@ -197,9 +198,8 @@ def test_tty_gives_the_workload_a_terminal_and_not_without(netctl: Netctl) -> No
         netctl, ["run", "--rm", "--network", "none", "--", PY, "-c",
                  "import os; print('TTY', os.isatty(0), os.isatty(1), os.environ.get('TERM'))"]
     )  # fmt: skip
-    assert code == 0 and b"TTY False True None" in out, (
-        out
-    )  # no -t: no pty of its own, stdin /dev/null
+    # no -t: no terminal at all, as Docker's: stdin /dev/null, output through netctl
+    assert code == 0 and b"TTY False False None" in out, out
     # typed input reaches the workload through its pty; Ctrl-C there interrupts it (exit 130)
     code, out = _in_pty(
         netctl, ["run", "--rm", "-it", "--network", "none", "--", "sh", "-c",
@@ -273,3 +273,30 @@ def test_filters_and_go_template_formats(netctl: Netctl) -> None:  # noqa: F811
     for name in ("web1", "web2", "done1"):
         netctl("rm", "-f", name)
     netctl("network", "rm", "back")
+
+
+def test_logs_follow_tail_and_foreground(netctl: Netctl) -> None:  # noqa: F811
+    # a foreground container's output reaches the terminal and its log, both streams
+    proc = netctl("run", "--name", "fg", "--network", "none", "--", "sh", "-c",
+                  "echo out1; echo err1 >&2; echo out2")  # fmt: skip
+    assert proc.stdout == "out1\nout2\n" and proc.stderr == "err1\n"
+    logged = netctl("logs", "fg").stdout
+    assert sorted(logged.splitlines()) == ["err1", "out1", "out2"]
+    assert netctl("logs", "--tail", "1", "fg").stdout.count("\n") == 1
+    assert netctl("logs", "--tail", "0", "fg").stdout == ""
+    bad = netctl("logs", "--tail", "x", "fg", check=False)
+    assert bad.returncode == 125 and 'invalid value for "tail": x' in bad.stderr
+    # -f follows a running container until it exits
+    netctl("run", "-d", "--name", "ticker", "--network", "none", "--", "sh", "-c",
+           "for i in 1 2 3 4 5 6; do echo tick$i; sleep 0.3; done")  # fmt: skip
+    cmd = ["nsenter", f"--net={netctl.node.path}", PY, "-m", "pycni.runtime.cli"]
+    started = time.monotonic()
+    follow = subprocess.run(
+        [*cmd, "logs", "-f", "--tail", "1", "ticker"], env=netctl.env, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    lines = follow.stdout.split()
+    assert follow.returncode == 0 and lines[-1] == "tick6", follow.stdout
+    assert len(lines) >= 3 and lines == [f"tick{i}" for i in range(7 - len(lines), 7)]
+    assert time.monotonic() - started > 0.6  # it waited for the rest
+    netctl("rm", "fg", "ticker")
