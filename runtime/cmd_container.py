@@ -16,6 +16,7 @@ from pycni.runtime.usage import ArgumentError, UsageError
 TYPE_CHECKING = False  # typing itself costs a start-up's worth of imports
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
@@ -74,6 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         user=args.user or "",
         interactive=args.interactive,
         tty=args.tty,
+        expose=args.expose or [],
+        publish_all=args.publish_all,
     )
     code: int = _runtime().run(opts)
     return code
@@ -421,6 +424,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+NOT_HERE = (
+    "netctl runs host commands in their own network namespace; "
+    "it has no images, volumes or restart policies"
+)
+REFUSED_RUN_FLAGS = {
+    "--volume": "the workload sees the host's file system as it is (no -v/--volume)",
+    "--mount": "the workload sees the host's file system as it is (no --mount)",
+    "--restart": "a container runs once (no --restart): use a service manager to restart it",
+}
+
+
+def _refusing_action() -> type[argparse.Action]:
+    import argparse
+
+    class Refuse(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            why = REFUSED_RUN_FLAGS[self.dest_flag]  # type: ignore[attr-defined]
+            raise UsageError(f"{NOT_HERE}: {why}")
+
+    return Refuse
+
+
 def _process_flags(parser: argparse.ArgumentParser) -> None:
     """What `run` and `exec` share: the workload's environment, user, directory, stdio."""
     parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
@@ -467,6 +492,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--privileged", action="store_true", help="every capability (the node's network too)"
     )
     _process_flags(run)
+    run.add_argument(
+        "-P", "--publish-all", action="store_true", help="publish every --expose'd port"
+    )
+    run.add_argument("--expose", action="append", metavar="PORT[-END][/PROTO]")
+    refuse = _refusing_action()
+    for flags in (("-v", "--volume"), ("--mount",), ("--restart",)):
+        action = run.add_argument(*flags, action=refuse, help=argparse.SUPPRESS)
+        action.dest_flag = flags[-1]  # type: ignore[attr-defined]
     run.add_argument("-d", "--detach", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")

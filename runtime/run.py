@@ -73,6 +73,8 @@ class RunOptions:
     user: str = ""
     interactive: bool = False
     tty: bool = False
+    expose: list[str] = field(default_factory=list)
+    publish_all: bool = False
 
 
 def warn(msg: str) -> None:
@@ -441,7 +443,37 @@ def validate(opts: RunOptions) -> None:
     except etcfiles.EtcValueError as exc:
         raise UsageError(str(exc)) from None
     parse_sysctls(opts)
+    opts.publish = [*opts.publish, *published_exposed(opts)]
     _refuse_ipv6_loopback(opts.publish)
+
+
+def published_exposed(opts: RunOptions) -> list[str]:
+    """--expose PORT[-END][/PROTO] checked as Docker checks it; with -P/--publish-all,
+    each exposed port not published already gets a dynamic host port (a `-p PORT`)."""
+    from pycni.runtime import portspec
+
+    exposed = []
+    for spec in opts.expose:
+        if ":" in spec:
+            raise UsageError(f"invalid port format for --expose: {spec}")
+        try:
+            exposed += portspec.parse_publish(spec)
+        except portspec.PortSpecError as exc:
+            raise UsageError(f"invalid range format for --expose: {spec}: {exc}") from None
+    if not opts.publish_all:
+        return []
+    try:
+        published = {
+            (b.container_port, b.protocol) for b in portspec.parse_publish_all(opts.publish)
+        }
+    except portspec.PortSpecError:
+        published = set()  # said in Docker's words where the ports are bound
+    out = []
+    for b in exposed:
+        if (b.container_port, b.protocol) not in published:
+            published.add((b.container_port, b.protocol))
+            out.append(f"{b.container_port}/{b.protocol}")
+    return out
 
 
 def _refuse_ipv6_loopback(publish: list[str]) -> None:

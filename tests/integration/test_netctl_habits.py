@@ -300,3 +300,54 @@ def test_logs_follow_tail_and_foreground(netctl: Netctl) -> None:  # noqa: F811
     assert len(lines) >= 3 and lines == [f"tick{i}" for i in range(7 - len(lines), 7)]
     assert time.monotonic() - started > 0.6  # it waited for the rest
     netctl("rm", "fg", "ticker")
+
+
+def test_publish_all_exposed_ports(netctl: Netctl) -> None:  # noqa: F811
+    netctl("run", "-d", "--name", "pa", "-P", "--expose", "80", "--expose", "53/udp",
+           "--expose", "8000-8001", "-p", "18641:8001", "--", PY, "-m", "http.server", "80")  # fmt: skip
+    ports = json.loads(netctl("inspect", "-f", "{{json .NetworkSettings.Ports}}", "pa").stdout)
+    assert set(ports) == {"80/tcp", "53/udp", "8000/tcp", "8001/tcp"}, ports
+    assert ports["8001/tcp"][0]["HostPort"] == "18641"  # -p wins over -P
+    host80 = int(ports["80/tcp"][0]["HostPort"])
+    assert host80 >= 1024 and host80 != 18641
+    # real traffic through the dynamic port, from the node
+    probe = (
+        "import socket, sys, time\n"
+        "for _ in range(50):\n"
+        "    try:\n"
+        f"        s = socket.create_connection(('127.0.0.1', {host80}), 2); break\n"
+        "    except OSError: time.sleep(0.1)\n"
+        "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100).split()[1].decode())\n"
+    )
+    assert netctl.node.run(PY, "-c", probe).strip() == "200"
+    # --expose alone publishes nothing
+    netctl("run", "-d", "--name", "ex-only", "--expose", "81", "--", "sleep", "30")
+    assert netctl("port", "ex-only").stdout == ""
+    bad = netctl("run", "--rm", "--expose", "80:80", "--", "true", check=False)
+    assert bad.returncode == 125 and "invalid port format for --expose: 80:80" in bad.stderr
+    netctl("rm", "-f", "pa", "ex-only")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["pull", "nginx"], "it has no images"),
+        (["images"], "it has no images"),
+        (["build", "."], "it has no images"),
+        (["volume", "ls"], "it has no volumes"),
+        (["run", "-v", "/a:/b", "--", "true"], "no -v/--volume"),
+        (["run", "--volume=/a:/b", "--", "true"], "no -v/--volume"),
+        (["run", "--mount", "type=bind,src=/a,dst=/b", "--", "true"], "no --mount"),
+        (["run", "--restart", "always", "--", "true"], "no --restart"),
+    ],
+)
+def test_what_netctl_does_not_do_is_refused_with_a_sentence(
+    netctl: Netctl,  # noqa: F811
+    args: list[str],
+    words: str,
+) -> None:
+    proc = netctl(*args, check=False)
+    assert proc.returncode == 125, proc.stderr
+    assert "netctl runs host commands in their own network namespace" in proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert netctl("ps", "-a", "-q").stdout == ""
