@@ -322,6 +322,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if debug:
             os.environ["PYCNI_DEBUG"] = "1"
         code = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `netctl ps | head`: the reader is gone. Quiet, and the status a program killed
+        # by SIGPIPE has (what docker's own `ps | head` gives a pipefail shell).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 128 + 13
     except UsageError as exc:
         sys.stderr.write(report(exc, prog) + "\n")
         code = EXIT_NETCTL_ERROR

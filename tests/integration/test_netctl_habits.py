@@ -351,3 +351,27 @@ def test_what_netctl_does_not_do_is_refused_with_a_sentence(
     assert "netctl runs host commands in their own network namespace" in proc.stderr
     assert words in proc.stderr and "Traceback" not in proc.stderr
     assert netctl("ps", "-a", "-q").stdout == ""
+
+
+def test_ps_into_a_closed_pipe_is_quiet(netctl: Netctl) -> None:  # noqa: F811
+    for i in range(3):
+        netctl("run", "-d", "--name", f"bp{i}", "--network", "none", "--", "sleep", "30")
+    cmd = ["nsenter", f"--net={netctl.node.path}", PY, "-m", "pycni.runtime.cli"]
+    for args in (["ps"], ["ps", "-a", "--format", "{{.Names}}"], ["network", "ls"]):
+        r, w = os.pipe()
+        os.close(r)  # the reader is gone before netctl writes a byte (as `| head -0`)
+        proc = subprocess.run(
+            [*cmd, *args], env=netctl.env, stdout=w, stderr=subprocess.PIPE, text=True, timeout=30
+        )
+        os.close(w)
+        assert proc.returncode in (0, 141), (args, proc.returncode, proc.stderr)
+        assert proc.stderr == "", proc.stderr
+    # and a real shell pipeline
+    shell = subprocess.run(
+        ["sh", "-c", " ".join([*cmd, "ps", "-a"]) + " | head -1"], env=netctl.env,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shell.returncode == 0 and shell.stderr == ""
+    assert shell.stdout.startswith("CONTAINER ID")
+    for i in range(3):
+        netctl("rm", "-f", f"bp{i}")
