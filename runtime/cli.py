@@ -52,6 +52,24 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: Docker commands netctl deliberately does not have, and why (exit 125, not "unknown").
+REFUSED_COMMANDS: dict[str, str] = {
+    **dict.fromkeys(
+        ("pull", "push", "build", "images", "image", "rmi", "tag", "commit", "load", "save"),
+        "images",
+    ),
+    "volume": "volumes",
+}
+
+
+def refusal(command: str) -> str:
+    what = REFUSED_COMMANDS[command]
+    return (
+        f"netctl {command}: netctl runs host commands in their own network namespace; it has "
+        f"no {what}. Run a host command instead: netctl run [OPTIONS] -- CMD [ARG...]"
+    )
+
+
 def print_json(obj: Any) -> None:
     import json
 
@@ -279,6 +297,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     debug = "--debug" in argv
     args: Any  # argparse's Namespace, or the fast path's equivalent
     try:
+        first = next((w for w in argv if w != "--debug"), "")
+        if first in REFUSED_COMMANDS:
+            raise UsageError(refusal(first))
         if fast is not None:
             func, args = fast
         else:
@@ -301,6 +322,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if debug:
             os.environ["PYCNI_DEBUG"] = "1"
         code = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `netctl ps | head`: the reader is gone. Quiet, and the status a program killed
+        # by SIGPIPE has (what docker's own `ps | head` gives a pipefail shell).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 128 + 13
     except UsageError as exc:
         sys.stderr.write(report(exc, prog) + "\n")
         code = EXIT_NETCTL_ERROR

@@ -16,6 +16,7 @@ from pycni.runtime.usage import ArgumentError, UsageError
 TYPE_CHECKING = False  # typing itself costs a start-up's worth of imports
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
@@ -68,6 +69,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         privileged=args.privileged,
         detach=args.detach,
         rm=args.rm,
+        env=args.env or [],
+        env_file=args.env_file or [],
+        workdir=args.workdir or "",
+        user=args.user or "",
+        interactive=args.interactive,
+        tty=args.tty,
+        expose=args.expose or [],
+        publish_all=args.publish_all,
     )
     code: int = _runtime().run(opts)
     return code
@@ -101,11 +110,107 @@ def _format_ports(rec: ContainerRecord) -> str:
     return portview.format_ports(rec.ports)
 
 
+PS_HEADERS = {
+    "ID": "CONTAINER ID",
+    "Names": "NAMES",
+    "Image": "IMAGE",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED",
+    "Ports": "PORTS",
+    "Status": "STATUS",
+    "State": "STATE",
+    "Networks": "NETWORKS",
+    "Labels": "LABELS",
+    "Mounts": "MOUNTS",
+    "Size": "SIZE",
+}
+PS_FILTERS = ("name", "network", "status", "id", "exited")
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def ps_filters(values: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"bad format of filter (expected name=value): {item}")
+        if key not in PS_FILTERS:
+            raise UsageError(f"invalid filter '{key}'")
+        if key == "status" and value not in STATUSES:
+            raise UsageError(f"invalid filter 'status={value}'")
+        if key == "exited" and not value.lstrip("-").isdigit():
+            raise UsageError(f"invalid filter 'exited={value}'")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def ps_matches(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
+    """Docker's semantics: values of one key are alternatives, keys all must match;
+    name= is a regular expression searched in the name, network= a network's name or
+    ID prefix the container is attached to."""
+    import re
+
+    networks = {a.network for a in rec.attachments} | {rec.network_mode}
+    tests = {
+        "name": lambda v: re.search(v, rec.name) is not None,
+        "id": lambda v: rec.id.startswith(v),
+        "status": lambda v: rec.status == v,
+        "exited": lambda v: rec.status == "exited" and rec.exit_code == int(v),
+        "network": lambda v: v in networks or _network_id_matches(v, networks),
+    }
+    return all(any(tests[key](v) for v in values) for key, values in filters.items())
+
+
+def _network_id_matches(prefix: str, names: set[str]) -> bool:
+    if len(prefix) < 3:
+        return False
+    from pycni.runtime.networks import NetworkStore
+
+    try:
+        return any(n.id.startswith(prefix) and n.name in names for n in NetworkStore().list())
+    except Exception:
+        return False
+
+
+def ps_row(r: ContainerRecord) -> dict[str, str]:
+    return {
+        "ID": r.short_id,
+        "Names": r.name,
+        "Image": "",
+        "Command": f'"{" ".join(r.command)}"',
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(r.created)),
+        "RunningFor": f"{_ago(time.time() - r.created)} ago",
+        "Ports": _format_ports(r),
+        "Status": status_text(r),
+        "State": r.status,
+        "Networks": ",".join(a.network for a in r.attachments) or r.network_mode,
+        "Labels": "",
+        "Mounts": "",
+        "Size": "0B",
+    }
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
-    records = [r for r in _records() if args.all or r.status == "running"]
+    filters = ps_filters(getattr(args, "filter", None) or [])
+    every = args.all or "status" in filters or "exited" in filters
+    records = [r for r in _records() if (every or r.status == "running") and ps_matches(r, filters)]
     if args.quiet:
         for r in records:
             print(r.short_id)
+        return 0
+    if args.format not in ("table", "json", ""):
+        from pycni.runtime import gotemplate
+
+        rows = []
+        for r in records:
+            row = gotemplate.Context(ps_row(r))
+            row.type_name = "*formatter.ContainerContext"
+            rows.append(row)
+        try:
+            sys.stdout.write(gotemplate.render_table(args.format, rows, PS_HEADERS))
+        except gotemplate.TemplateError as exc:
+            raise UsageError(str(exc)) from None
         return 0
     if args.format == "json":
         import json
@@ -179,6 +284,9 @@ def inspect_doc(rec: ContainerRecord) -> dict[str, object]:
             "HostVeth": att.host_veth,
             "InterfaceName": att.ifname,
         }
+    first: dict[str, object] = next(iter(networks.values()), {})
+    if not first:
+        first = {"IPPrefixLen": 0, "GlobalIPv6PrefixLen": 0}
     ports: dict[str, list[dict[str, str]]] = {}
     for p in rec.ports:
         ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
@@ -205,14 +313,40 @@ def inspect_doc(rec: ContainerRecord) -> dict[str, object]:
             "DnsOptions": rec.dns_options,
             "ExtraHosts": rec.extra_hosts,
         },
-        "NetworkSettings": {"SandboxKey": rec.netns, "Networks": networks, "Ports": ports},
+        "NetworkSettings": {
+            "SandboxKey": rec.netns,
+            # the first network's addresses at the top too, as Docker has them
+            **{
+                k: first.get(k, "")
+                for k in (
+                    "IPAddress",
+                    "IPPrefixLen",
+                    "Gateway",
+                    "GlobalIPv6Address",
+                    "GlobalIPv6PrefixLen",
+                    "IPv6Gateway",
+                    "MacAddress",
+                )
+            },
+            "Networks": networks,
+            "Ports": ports,
+        },
         "LogPath": rec.log_path,
     }
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     rt = _runtime()
-    print_json([inspect_doc(rt.get(ref)) for ref in args.containers])
+    docs = [inspect_doc(rt.get(ref)) for ref in args.containers]
+    if args.format and args.format != "json":
+        from pycni.runtime import gotemplate
+
+        try:
+            sys.stdout.write(gotemplate.render_each(args.format, docs))
+        except gotemplate.TemplateError as exc:
+            raise UsageError(str(exc)) from None
+        return 0
+    print_json(docs)
     return 0
 
 
@@ -222,7 +356,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise ArgumentError('"netctl exec" requires at least 2 arguments.')
-    code: int = _runtime().exec(args.container, command)
+    from pycni.runtime.run import check_process_options
+
+    check_process_options(args)
+    code: int = _runtime().exec(
+        args.container,
+        command,
+        env=args.env,
+        workdir=args.workdir or "",
+        user=args.user or "",
+        interactive=args.interactive,
+        tty=args.tty,
+    )
     return code
 
 
@@ -248,12 +393,67 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    rec = _runtime().get(args.container)
+    """The container's output (stdout and stderr as they came); --tail N: its last N
+    lines; -f: and what follows, until the container has exited."""
+    rec = _record(args.container)
+    tail = args.tail
+    if tail != "all" and not tail.lstrip("-").isdigit():
+        raise UsageError(f'invalid value for "tail": {tail}')
     if not rec.log_path or not os.path.exists(rec.log_path):
-        raise UsageError(f"{rec.name} has no log: only containers started with -d keep one")
+        if args.follow and rec.status == "running":
+            raise UsageError(f"{rec.name} has no log: it was started before netctl kept one")
+        return 0  # nothing written yet, or a container from before logs were kept
+    out = sys.stdout.buffer
     with open(rec.log_path, "rb") as fh:
-        sys.stdout.buffer.write(fh.read())
+        data = fh.read()
+        if tail != "all" and int(tail) >= 0:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[len(lines) - int(tail) :]) if int(tail) else b""
+        out.write(data)
+        out.flush()
+        while args.follow:
+            chunk = fh.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if _record(rec.id).status != "running":
+                out.write(fh.read())
+                break
+            time.sleep(0.1)
     return 0
+
+
+NOT_HERE = (
+    "netctl runs host commands in their own network namespace; "
+    "it has no images, volumes or restart policies"
+)
+REFUSED_RUN_FLAGS = {
+    "--volume": "the workload sees the host's file system as it is (no -v/--volume)",
+    "--mount": "the workload sees the host's file system as it is (no --mount)",
+    "--restart": "a container runs once (no --restart): use a service manager to restart it",
+}
+
+
+def _refusing_action() -> type[argparse.Action]:
+    import argparse
+
+    class Refuse(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            why = REFUSED_RUN_FLAGS[self.dest_flag]  # type: ignore[attr-defined]
+            raise UsageError(f"{NOT_HERE}: {why}")
+
+    return Refuse
+
+
+def _process_flags(parser: argparse.ArgumentParser) -> None:
+    """What `run` and `exec` share: the workload's environment, user, directory, stdio."""
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--env-file", action="append", default=[], metavar="FILE")
+    parser.add_argument("-w", "--workdir", metavar="DIR")
+    parser.add_argument("-u", "--user", metavar="UID[:GID]|NAME[:GROUP]")
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -291,6 +491,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--privileged", action="store_true", help="every capability (the node's network too)"
     )
+    _process_flags(run)
+    run.add_argument(
+        "-P", "--publish-all", action="store_true", help="publish every --expose'd port"
+    )
+    run.add_argument("--expose", action="append", metavar="PORT[-END][/PROTO]")
+    refuse = _refusing_action()
+    for flags in (("-v", "--volume"), ("--mount",), ("--restart",)):
+        action = run.add_argument(*flags, action=refuse, help=argparse.SUPPRESS)
+        action.dest_flag = flags[-1]  # type: ignore[attr-defined]
     run.add_argument("-d", "--detach", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
@@ -299,7 +508,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ps = sub.add_parser("ps", help="list containers")
     ps.add_argument("-a", "--all", action="store_true")
     ps.add_argument("-q", "--quiet", action="store_true")
-    ps.add_argument("--format", choices=["table", "json"], default="table")
+    ps.add_argument("--format", default="table", help="table | json | a Go template")
+    ps.add_argument("-f", "--filter", action="append", metavar="KEY=VALUE")
     ps.set_defaults(func=cmd_ps)
 
     port = sub.add_parser("port", help="list a container's published ports")
@@ -308,10 +518,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     port.set_defaults(func=cmd_port)
 
     insp = sub.add_parser("inspect", help="a container's details as JSON")
+    insp.add_argument("-f", "--format", default="", help="json | a Go template")
     insp.add_argument("containers", nargs="+")
     insp.set_defaults(func=cmd_inspect)
 
     ex = sub.add_parser("exec", help="run a command inside a running container's namespaces")
+    _process_flags(ex)
     ex.add_argument("container")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
@@ -326,6 +538,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("containers", nargs="+")
     rm.set_defaults(func=cmd_rm)
 
-    logs = sub.add_parser("logs", help="output of a container started with -d")
+    logs = sub.add_parser("logs", help="a container's output")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until it exits")
+    logs.add_argument("-n", "--tail", default="all", help="the last N lines (default all)")
     logs.add_argument("container")
     logs.set_defaults(func=cmd_logs)

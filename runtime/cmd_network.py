@@ -142,6 +142,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for n in nets:
             print(n.id if args.no_trunc else n.short_id)
         return 0
+    if args.format not in ("table", "json"):
+        from pycni.runtime import gotemplate
+
+        rows = []
+        for n in nets:
+            row = gotemplate.Context(
+                {
+                    "ID": n.id if args.no_trunc else n.short_id,
+                    "Name": n.name,
+                    "Driver": n.driver,
+                    "Scope": "local",
+                    "IPv6": str(n.ipv6).lower(),
+                    "Internal": str(n.internal).lower(),
+                    "Labels": ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())),
+                    "CreatedAt": n.created,
+                }
+            )
+            row.type_name = "*formatter.networkContext"
+            rows.append(row)
+        headers = {"ID": "NETWORK ID", "IPv6": "IPV6", "CreatedAt": "CREATED"}
+        try:
+            sys.stdout.write(gotemplate.render_table(args.format, rows, headers))
+        except gotemplate.TemplateError as exc:
+            raise NetworkError(str(exc)) from None
+        return 0
     if args.format == "json":
         for n in nets:
             labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
@@ -225,7 +250,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             if "not found" not in exc.msg:
                 raise
             missing.append(ref)
-    if out or not missing:
+    if args.format not in ("json", "") and out:
+        from pycni.runtime import gotemplate
+
+        try:
+            sys.stdout.write(gotemplate.render_each(args.format, out))
+        except gotemplate.TemplateError as exc:
+            raise NetworkError(str(exc)) from None
+    elif out or not missing:
         print_json(out)
     for ref in missing:
         sys.stderr.write(f"Error: No such network: {ref}\n")
@@ -287,13 +319,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="name=, id=, driver=, label=KEY[=VALUE], type=custom|builtin, scope=local",
     )
-    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("--format", default="table", help="table | json | a Go template")
     ls.add_argument("--no-trunc", action="store_true", help="full network IDs")
     ls.set_defaults(func=cmd_ls)
 
     insp = nsub.add_parser("inspect", help="details of networks as JSON")
     insp.add_argument("networks", nargs="+", metavar="NETWORK")
-    insp.add_argument("-f", "--format", choices=["json"], default="json")
+    insp.add_argument("-f", "--format", default="json", help="json | a Go template")
     insp.set_defaults(func=cmd_inspect)
 
     rm = nsub.add_parser("rm", aliases=["remove"], help="remove networks without containers")

@@ -121,6 +121,11 @@ class ContainerRecord(_Plain):
         "finished",
         "torn_down",
         "log_path",
+        "env",
+        "workdir",
+        "user",
+        "interactive",
+        "tty",
     )
 
     def __init__(
@@ -153,6 +158,11 @@ class ContainerRecord(_Plain):
         finished: float = 0.0,
         torn_down: bool = False,  # CNI DEL done and netns removed
         log_path: str = "",
+        env: list[str] | None = None,  # the workload's whole environment, KEY=VALUE
+        workdir: str = "",  # -w ("" : netctl's own working directory)
+        user: str = "",  # -u as given ("" : root)
+        interactive: bool = False,  # -i
+        tty: bool = False,  # -t
     ) -> None:
         self.id = id
         self.name = name
@@ -182,6 +192,11 @@ class ContainerRecord(_Plain):
         self.finished = finished
         self.torn_down = torn_down
         self.log_path = log_path
+        self.env: list[str] = list(env or [])
+        self.workdir = workdir
+        self.user = user
+        self.interactive = interactive
+        self.tty = tty
 
     @property
     def short_id(self) -> str:

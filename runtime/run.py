@@ -14,6 +14,7 @@ for containers whose supervisor was killed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -66,6 +67,14 @@ class RunOptions:
     privileged: bool = False
     detach: bool = False
     rm: bool = False
+    env: list[str] = field(default_factory=list)
+    env_file: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    interactive: bool = False
+    tty: bool = False
+    expose: list[str] = field(default_factory=list)
+    publish_all: bool = False
 
 
 def warn(msg: str) -> None:
@@ -115,8 +124,43 @@ def _exec_failure(answer: bytes) -> tuple[int, str] | None:
     return int(code), message
 
 
+def _workload_stdio(rec: ContainerRecord, pty_slave: int) -> None:
+    """-t: the pseudo-terminal is the workload's controlling terminal and its stdout and
+    stderr (and stdin with -i); without -i, stdin is /dev/null, as Docker has it."""
+    if pty_slave >= 0:
+        import termios
+
+        os.setsid()
+        fcntl.ioctl(pty_slave, termios.TIOCSCTTY, 0)
+        os.dup2(pty_slave, 1)
+        os.dup2(pty_slave, 2)
+        if rec.interactive:
+            os.dup2(pty_slave, 0)
+        os.close(pty_slave)
+    if not rec.interactive:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+
+def _process_settings(
+    rec: ContainerRecord, env: list[str], user_spec: str, workdir: str
+) -> tuple[dict[str, str], sandbox.ExecUser | None]:
+    """-e/-u/-w applied in the workload's process: its environment, who it runs as,
+    and its working directory (chdir'd here, before the user switch, as runc does)."""
+    user = sandbox.resolve_user(user_spec)
+    if workdir:
+        sandbox.enter_workdir(workdir)
+    home = user.home if user is not None else "/root"
+    return sandbox.workload_env(env, rec.hostname, home, tty=rec.tty), user
+
+
 def _container_init(
-    rec: ContainerRecord, files: dict[str, str], exec_w: int, took_tty: bool
+    rec: ContainerRecord,
+    files: dict[str, str],
+    exec_w: int,
+    took_tty: bool,
+    pty_slave: int = -1,
 ) -> None:
     """PID 1 of the container: enter its namespaces, start the workload, pass signals
     on to it exactly once, reap every orphan, and exit with the workload's status.
@@ -147,12 +191,19 @@ def _container_init(
             for sig in FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {*FORWARDED, signal.SIGCHLD})
-            sandbox.drop_capabilities(frozenset(rec.caps))
-        except sandbox.SetupError as exc:
+            _workload_stdio(rec, pty_slave)
+            env, user = _process_settings(rec, rec.env, rec.user, rec.workdir)
+            sandbox.drop_capabilities(frozenset(rec.caps), user)
+        except (sandbox.SetupError, ValueError) as exc:
             sys.stderr.write(f"netctl: {exc}\n")
             os.write(exec_w, f"{EXIT_SETUP} {exc}".encode())
             os._exit(EXIT_SETUP)
-        sandbox.execvp(rec.command, report_fd=exec_w)
+        except OSError as exc:  # -w: Docker's codes for a cwd that is not there
+            code = 127 if exc.errno == errno.ENOENT else 126
+            sys.stderr.write(f"netctl: {exc.strerror}\n")
+            os.write(exec_w, f"{code} {exc.strerror}".encode())
+            os._exit(code)
+        sandbox.execvp(rec.command, env=env, report_fd=exec_w)
     os.close(exec_w)
     for fd in range(3, 256):  # nothing of netctl's but what holds the published ports
         try:
@@ -181,6 +232,141 @@ def _container_init(
                 os._exit(128 - code if code < 0 else code)
 
 
+class PtyRelay:
+    """-t: a pseudo-terminal for the workload; this side copies what the workload
+    writes to our stdout (and to `log_fd`, the container's log, when given) and, with
+    -i, what the caller types to the workload. The caller's terminal is raw while the
+    relay runs (the pty's own line discipline does the echo and Ctrl-C) and its
+    window size is passed on, at start and on SIGWINCH."""
+
+    def __init__(self, interactive: bool, log_fd: int = -1) -> None:
+        self.master, self.slave = os.openpty()
+        os.set_inheritable(self.master, False)
+        self.interactive = interactive
+        self.log_fd = log_fd
+        self._saved: list[Any] | None = None
+        self._thread: Any = None
+        self.resize()
+
+    def resize(self) -> None:
+        import termios
+
+        for fd in (0, 1):
+            try:
+                size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+            except OSError:
+                continue
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+            return
+
+    def start(self) -> None:
+        """After the fork: our copy of the workload's side closes, the relay starts."""
+        import threading
+        import tty
+
+        os.close(self.slave)
+        if self.interactive and os.isatty(0):
+            import termios
+
+            self._saved = termios.tcgetattr(0)
+            tty.setraw(0)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        fds = [self.master] + ([0] if self.interactive else [])
+        while True:
+            ready, _, _ = select.select(fds, [], [])
+            if self.master in ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:  # EIO: every holder of the workload's side is gone
+                    data = b""
+                if not data:
+                    return
+                for fd in (1, self.log_fd):
+                    _write_all(fd, data)
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if not data:  # our stdin ended: the terminal's end of file
+                    fds.remove(0)
+                    data = b"\x04"
+                os.write(self.master, data)
+
+    def finish(self) -> None:
+        """The workload ended: drain what it wrote, restore the caller's terminal."""
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, self._saved)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+class OutputTee:
+    """A foreground container without -t: the workload's stdout and stderr are pipes
+    this side copies to our own stdout and stderr and to the container's log, so
+    `netctl logs` has it as for -d (Docker's json-file logging does the same)."""
+
+    def __init__(self, log_fd: int) -> None:
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        for fd in (self.out_r, self.err_r):
+            os.set_inheritable(fd, False)
+        self.log_fd = log_fd
+        self._thread: Any = None
+
+    def child(self) -> None:
+        """In the container's init: its stdout and stderr (and the workload's) are ours."""
+        os.dup2(self.out_w, 1)
+        os.dup2(self.err_w, 2)
+        for fd in (self.out_r, self.err_r, self.out_w, self.err_w, self.log_fd):
+            os.close(fd)
+
+    def start(self) -> None:
+        import threading
+
+        os.close(self.out_w)
+        os.close(self.err_w)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        where = {self.out_r: 1, self.err_r: 2}
+        while where:
+            ready, _, _ = select.select(list(where), [], [])
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    os.close(fd)
+                    del where[fd]
+                    continue
+                for out in (where[fd], self.log_fd):
+                    _write_all(out, data)
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._thread.join(5)
+        os.close(self.log_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while fd >= 0 and view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError:
+            return
+
+
 # -- validation (Docker's rejections, Docker's words) ----------------------------------
 
 
@@ -189,6 +375,7 @@ def validate(opts: RunOptions) -> None:
         raise UsageError(
             '"netctl run" requires at least 1 argument: the command to run (netctl run [OPTIONS] -- CMD [ARG...])'
         )
+    check_process_options(opts)
     if opts.name and not valid_name(opts.name):
         raise UsageError(
             f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
@@ -256,6 +443,78 @@ def validate(opts: RunOptions) -> None:
     except etcfiles.EtcValueError as exc:
         raise UsageError(str(exc)) from None
     parse_sysctls(opts)
+    opts.publish = [*opts.publish, *published_exposed(opts)]
+    _refuse_ipv6_loopback(opts.publish)
+
+
+def published_exposed(opts: RunOptions) -> list[str]:
+    """--expose PORT[-END][/PROTO] checked as Docker checks it; with -P/--publish-all,
+    each exposed port not published already gets a dynamic host port (a `-p PORT`)."""
+    from pycni.runtime import portspec
+
+    exposed = []
+    for spec in opts.expose:
+        if ":" in spec:
+            raise UsageError(f"invalid port format for --expose: {spec}")
+        try:
+            exposed += portspec.parse_publish(spec)
+        except portspec.PortSpecError as exc:
+            raise UsageError(f"invalid range format for --expose: {spec}: {exc}") from None
+    if not opts.publish_all:
+        return []
+    try:
+        published = {
+            (b.container_port, b.protocol) for b in portspec.parse_publish_all(opts.publish)
+        }
+    except portspec.PortSpecError:
+        published = set()  # said in Docker's words where the ports are bound
+    out = []
+    for b in exposed:
+        if (b.container_port, b.protocol) not in published:
+            published.add((b.container_port, b.protocol))
+            out.append(f"{b.container_port}/{b.protocol}")
+    return out
+
+
+def _refuse_ipv6_loopback(publish: list[str]) -> None:
+    """-p '[::1]:PORT:80' could never be reached: the kernel does not route IPv6
+    loopback traffic anywhere else (IPv6 has no route_localnet), so no DNAT can carry it
+    into the container. Refused rather than accepted and silently dropped."""
+    import ipaddress
+
+    from pycni.runtime import portspec
+
+    try:
+        bindings = portspec.parse_publish_all(publish)
+    except portspec.PortSpecError:
+        return  # said in Docker's words where the ports are bound
+    for b in bindings:
+        try:
+            addr = ipaddress.ip_address(b.host_ip) if b.host_ip else None
+        except ValueError:
+            continue
+        if addr is not None and addr.version == 6 and addr.is_loopback:
+            raise UsageError(
+                f"cannot publish on [{b.host_ip}]: the kernel cannot forward IPv6 loopback "
+                "traffic to a container (IPv6 has no route_localnet); publish on 127.0.0.1 "
+                "or on one of the host's IPv6 addresses instead"
+            )
+
+
+def check_process_options(opts: Any) -> None:
+    """-e/--env-file resolved into opts.env (KEY=VALUE, the caller's value for a bare
+    KEY), -u resolved once here so an unknown user fails before anything is set up,
+    -it refused when stdin is no terminal (Docker's words)."""
+    try:
+        given: list[str] = []
+        for path in getattr(opts, "env_file", []):
+            given += sandbox.parse_env_file(path, dict(os.environ))
+        opts.env = given + sandbox.parse_env(opts.env, dict(os.environ))
+        sandbox.resolve_user(opts.user)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if opts.interactive and opts.tty and not os.isatty(0):
+        raise UsageError("the input device is not a TTY")
 
 
 def parse_sysctls(opts: RunOptions) -> dict[str, str]:
@@ -691,6 +950,8 @@ class Runtime:
             id=cid, name=name, command=opts.command, detach=opts.detach, auto_remove=opts.rm
         )
         rec.hostname = opts.hostname or cid[:12]
+        rec.env, rec.workdir, rec.user = opts.env, opts.workdir, opts.user
+        rec.interactive, rec.tty = opts.interactive and not opts.detach, opts.tty
         try:
             rec.caps = sorted(sandbox.resolve_caps(opts.cap_add, opts.cap_drop, opts.privileged))
         except sandbox.CapabilityError as exc:
@@ -699,8 +960,7 @@ class Runtime:
         try:
             self.setup(rec, opts)
             files = self.write_files(rec, opts)
-            if opts.detach:
-                rec.log_path = os.path.join(self.container_dir(cid), "log")
+            rec.log_path = os.path.join(self.container_dir(cid), "log")
             self.store.save(rec)
         except BaseException:
             try:
@@ -780,10 +1040,18 @@ class Runtime:
         namespace, so ending its init ends them all (the kernel kills the rest)."""
         rec.supervisor_pid = os.getpid()
         rec.supervisor_start = process_start_time(rec.supervisor_pid)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
+        waited = {*FORWARDED, signal.SIGCHLD} | ({signal.SIGWINCH} if rec.tty else set())
+        signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         go_r, go_w = os.pipe()
         exec_r, exec_w = os.pipe()  # closed on the workload's exec, or its reason
-        took_tty = foreground and _foreground_tty()
+        log_fd = -1
+        if foreground and rec.log_path:
+            log_fd = os.open(rec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            os.set_inheritable(log_fd, False)
+        relay = PtyRelay(rec.interactive, log_fd) if rec.tty else None
+        tee = OutputTee(log_fd) if relay is None and log_fd >= 0 else None
+        # with -t the terminal is the pty's, through the relay: we stay its foreground job
+        took_tty = foreground and relay is None and _foreground_tty()
         own_pidns = sandbox.new_pid_namespace_for_next_child()
         try:
             pid = os.fork()
@@ -796,11 +1064,19 @@ class Runtime:
                 os.close(exec_r)
                 os.read(go_r, 1)  # wait until the supervisor has recorded us
                 os.close(go_r)
-                _container_init(rec, files, exec_w, took_tty)
+                if relay is not None:
+                    os.close(relay.master)
+                if tee is not None:
+                    tee.child()
+                _container_init(rec, files, exec_w, took_tty, relay.slave if relay else -1)
             except BaseException:
                 os._exit(EXIT_SETUP)
         os.close(go_r)
         os.close(exec_w)
+        if relay is not None:
+            relay.start()
+        if tee is not None:
+            tee.start()
         rec.pid = pid
         rec.pid_start = process_start_time(pid)
         rec.status = "running"
@@ -815,7 +1091,15 @@ class Runtime:
         if ready_fd >= 0:
             os.write(ready_fd, answer or b"x")
             os.close(ready_fd)
-        code = self._wait(pid)
+        try:
+            code = self._wait(pid, relay.resize if relay is not None else None)
+        finally:
+            if relay is not None:
+                relay.finish()
+            if tee is not None:
+                tee.finish()
+            elif log_fd >= 0:
+                os.close(log_fd)
         if took_tty:
             _take_foreground()
         rec.exit_code = code
@@ -838,11 +1122,16 @@ class Runtime:
         return code
 
     @staticmethod
-    def _wait(pid: int) -> int:
+    def _wait(pid: int, on_winch: Any = None) -> int:
         """Pass every signal sent to us on to the container's init (which passes it to
-        the workload, once), until the init exits; its exit code, docker's way."""
+        the workload, once), until the init exits; its exit code, docker's way. With
+        a pty (-t), SIGWINCH calls `on_winch` (the new window size goes to the pty)."""
+        waited = {*FORWARDED, signal.SIGCHLD} | ({signal.SIGWINCH} if on_winch else set())
         while True:
-            info = signal.sigwaitinfo({*FORWARDED, signal.SIGCHLD})
+            info = signal.sigwaitinfo(waited)
+            if info.si_signo == signal.SIGWINCH:
+                on_winch()
+                continue
             if info.si_signo != signal.SIGCHLD:
                 try:
                     os.kill(pid, info.si_signo)
@@ -946,9 +1235,19 @@ class Runtime:
                 removed.append(rec.id)
         return removed
 
-    def exec(self, ref: str, argv: list[str]) -> int:
+    def exec(
+        self,
+        ref: str,
+        argv: list[str],
+        env: list[str] | None = None,
+        workdir: str = "",
+        user: str = "",
+        interactive: bool = False,
+        tty: bool = False,
+    ) -> int:
         """Run `argv` in the container: its namespaces (PID namespace included, so the
-        process ends with the container) and its capabilities."""
+        process ends with the container) and its capabilities; its environment with
+        `env` on top, its user and working directory unless given (Docker's exec)."""
         rec = self.get(ref)
         if rec.status != "running" or not alive(rec.pid, rec.pid_start):
             raise UsageError(f"container {rec.id} is not running")
@@ -961,17 +1260,35 @@ class Runtime:
             netns.setns(target, sandbox.CLONE_NEWPID)  # for the child forked next
         finally:
             os.close(target)
+        relay = PtyRelay(interactive) if tty else None
         pid = os.fork()
         if pid != 0:
             sandbox.restore_pid_namespace(own)
         if pid == 0:
+            proc = ContainerRecord(rec.id, rec.name, argv, hostname=rec.hostname)
+            proc.interactive, proc.tty = interactive, tty
             try:
+                if relay is not None:
+                    os.close(relay.master)
+                _workload_stdio(proc, relay.slave if relay else -1)
                 sandbox.join_namespaces(rec.pid)
-                sandbox.drop_capabilities(frozenset(rec.caps))
-            except sandbox.SetupError as exc:
+                penv, puser = _process_settings(
+                    proc, [*rec.env, *(env or [])], user or rec.user, workdir or rec.workdir
+                )
+                sandbox.drop_capabilities(frozenset(rec.caps), puser)
+            except (sandbox.SetupError, ValueError) as exc:
                 sys.stderr.write(f"netctl: {exc}\n")
                 os._exit(EXIT_SETUP)
-            sandbox.execvp(argv)
-        _pid, status = os.waitpid(pid, 0)
+            except OSError as exc:
+                sys.stderr.write(f"netctl: {exc.strerror}\n")
+                os._exit(127 if exc.errno == errno.ENOENT else 126)
+            sandbox.execvp(argv, env=penv)
+        if relay is not None:
+            relay.start()
+        try:
+            _pid, status = os.waitpid(pid, 0)
+        finally:
+            if relay is not None:
+                relay.finish()
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code

@@ -78,10 +78,13 @@ def resolve_caps(add: list[str], drop: list[str], privileged: bool = False) -> f
     return every if added is None else frozenset(keep | added)
 
 
-def drop_capabilities(keep: frozenset[int]) -> None:
+def drop_capabilities(keep: frozenset[int], user: ExecUser | None = None) -> None:
     """Limit this process, and everything it execs, to `keep`: the bounding set (what
     an exec'd root program gets), the inheritable and ambient sets, then the
-    effective and permitted sets."""
+    effective and permitted sets. With `user` (-u), groups, gid and uid are switched
+    between the two, as runc does: root still has CAP_SETUID/SETGID then (even when
+    they are dropped from the bounding set), and a switch away from uid 0 clears the
+    permitted and effective sets, so a non-root workload has none (Docker's way)."""
     import ctypes
 
     libc = netns.libc()
@@ -91,6 +94,10 @@ def drop_capabilities(keep: frozenset[int]) -> None:
             err = ctypes.get_errno()
             raise SetupError(f"prctl(PR_CAPBSET_DROP, {cap}): {os.strerror(err)}")
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # none before 4.3
+    if user is not None:
+        _step(f"setgroups({user.groups})", os.setgroups, user.groups)
+        _step(f"setgid({user.gid})", os.setgid, user.gid)
+        _step(f"setuid({user.uid})", os.setuid, user.uid)
     mask = sum(1 << cap for cap in keep if cap <= top) & permitted_caps()
     header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
     data = (ctypes.c_uint32 * 6)(
@@ -112,6 +119,133 @@ def permitted_caps() -> int:
     except (OSError, ValueError):
         pass
     return (1 << (last_cap() + 1)) - 1
+
+
+class ExecUser:
+    """Who the workload runs as (-u): uid, gid, supplementary groups and home."""
+
+    def __init__(self, uid: int, gid: int, groups: list[int], home: str) -> None:
+        self.uid, self.gid, self.groups, self.home = uid, gid, groups, home
+
+    def __repr__(self) -> str:
+        return f"ExecUser({self.uid}, {self.gid}, {self.groups}, {self.home!r})"
+
+
+def resolve_user(spec: str) -> ExecUser | None:
+    """-u uid[:gid] | name[:group], resolved as runc does against the host's passwd and
+    group files: a numeric uid needs no entry (gid 0, home /); a name does; the
+    supplementary groups are the groups listing the user by name. ValueError in
+    Docker's words when a name is unknown."""
+    import grp
+    import pwd
+
+    if not spec:
+        return None
+    user, sep, group = spec.partition(":")
+    entry = None
+    if user.isdigit():
+        try:
+            entry = pwd.getpwuid(int(user))
+        except KeyError:
+            entry = None
+        uid = int(user)
+    else:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError(
+                f"unable to find user {user}: no matching entries in passwd file"
+            ) from None
+        uid = entry.pw_uid
+    gid = entry.pw_gid if entry is not None else 0
+    if sep and group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ValueError(
+                    f"unable to find group {group}: no matching entries in group file"
+                ) from None
+    groups: list[int] = []
+    if entry is not None:
+        groups = sorted({g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem} - {gid})
+    return ExecUser(uid, gid, [gid, *groups], entry.pw_dir if entry is not None else "/")
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class EnvError(ValueError):
+    """A bad -e / --env-file value, in Docker's words."""
+
+
+def parse_env_file(path: str, environ: dict[str, str]) -> list[str]:
+    """Docker's --env-file: one KEY=VALUE a line (the value verbatim, quotes and all),
+    blank lines and #-comments skipped, a bare KEY taken from the caller's environment
+    (left out when unset)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise EnvError(f"open {path}: {(exc.strerror or str(exc)).lower()}") from None
+    out = []
+    for line in lines:
+        text = line.lstrip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.partition("=")
+        if not key:
+            raise EnvError(f"no variable name on line '{line}'")
+        if any(c.isspace() for c in key):
+            raise EnvError(f"variable '{key}' contains whitespaces")
+        if sep:
+            out.append(f"{key}={value}")
+        elif key in environ:
+            out.append(f"{key}={environ[key]}")
+    return out
+
+
+def parse_env(values: list[str], environ: dict[str, str]) -> list[str]:
+    """-e KEY=VALUE | KEY (from the caller's environment, left out when unset)."""
+    out = []
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not key:
+            raise EnvError(f"invalid environment variable: {value}")
+        if sep:
+            out.append(value)
+        elif key in environ:
+            out.append(f"{key}={environ[key]}")
+    return out
+
+
+def workload_env(
+    given: list[str], hostname: str, home: str = "/root", tty: bool = False
+) -> dict[str, str]:
+    """The workload's whole environment, built as Docker builds it: PATH and HOSTNAME
+    (TERM=xterm with -t), then the given variables (a later one wins), then HOME
+    from the user's passwd entry when still unset. Nothing of the caller's."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if tty:
+        env["TERM"] = "xterm"
+    for item in given:
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("HOME", home)
+    return env
+
+
+def enter_workdir(path: str) -> None:
+    """-w: the workload's working directory, which must exist on the host (netctl
+    creates nothing on the host's file system). OSError as Docker words it."""
+    try:
+        os.chdir(path)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f'chdir to cwd ("{path}"): {(exc.strerror or "").lower()}'
+        ) from None
 
 
 def cap_names(caps: frozenset[int]) -> list[str]:

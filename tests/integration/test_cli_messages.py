@@ -47,7 +47,7 @@ CASES: list[tuple[list[str], str]] = [
     (["network", "ls", "--bogus"], "unknown flag: --bogus\nSee 'netctl network ls --help'."),
     (["run", "--name"], "flag needs an argument: --name\nSee 'netctl run --help'."),
     (["stop", "-t", "x", "web"], 'invalid argument "x" for "-t, --time" flag'),
-    (["ps", "--format", "xml"], 'invalid argument "xml" for "--format" flag'),
+    (["ps", "--format", "{{.Names"], "template parsing error: template: :1: unclosed action"),
     (["network", "create", "n1", "--mtu", "big"], 'invalid argument "big" for "--mtu" flag'),
     # bad -p (Docker's nat.ParsePortSpec words)
     (
