@@ -499,7 +499,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     refuse = _refusing_action()
     for flags in (("-v", "--volume"), ("--mount",), ("--restart",)):
         action = run.add_argument(*flags, action=refuse, help=argparse.SUPPRESS)
-        action.dest_flag = flags[-1]  # type: ignore[attr-defined]
+        action.dest_flag = flags[-1]
     run.add_argument("-d", "--detach", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="attr-defined,unused-ignore"
 """The common subset of Go's text/template that Docker's --format flags take.
 
     {{.Field.Sub}}  {{.}}  {{$}}  {{$var.Field}}      field chains (maps by key)
