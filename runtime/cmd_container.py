@@ -149,6 +149,8 @@ def ps_matches(rec: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     """Docker's semantics: values of one key are alternatives, keys all must match;
     name= is a regular expression searched in the name, network= a network's name or
     ID prefix the container is attached to."""
+    if not filters:
+        return True  # plain `ps`: no regular expressions on the hot path
     import re
 
     networks = {a.network for a in rec.attachments} | {rec.network_mode}
