@@ -5,17 +5,17 @@ the config checks can touch anything."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pycni import netns as pynetns
-from pycni import skel
-from tests.integration.test_bad_input_corpus import cni_args, json_values
+from tests.integration.test_bad_input_corpus import (
+    fuzz_never_internal_error,
+    json_values,
+)
 
 pytestmark = pytest.mark.root
 
@@ -75,34 +75,11 @@ def inside_host_ns(host_ns):
 
 
 @pytest.mark.parametrize("plugin", ["bandwidth", "sbr", "vrf"])
-def test_fuzz_never_internal_error(plugin: str, inside_host_ns) -> None:
+def test_fuzz_never_internal_error(
+    plugin: str, inside_host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pycni.plugins import PLUGINS
 
+    monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
     verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS
-    env_base = {
-        "CNI_CONTAINERID": "fuzz1",
-        "CNI_NETNS": "/var/run/netns/pyt-fuzz-none",
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": "/nonexistent-cni-path",
-    }
-
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(
-        conf=netconfs(plugin),
-        args=cni_args,
-        verb=st.sampled_from(["ADD", "DEL", "CHECK", "GC", "STATUS"]),
-    )
-    def check(conf: dict[str, Any], args: str, verb: str) -> None:
-        env = dict(env_base, CNI_COMMAND=verb, CNI_ARGS=args)
-        try:
-            stdin = json.dumps(conf).encode()
-        except (ValueError, OverflowError):
-            return
-        out, code = skel.run(verbs, env, stdin)
-        if code == 0:
-            return
-        err = json.loads(out)
-        assert err["code"] != 999, (conf, args, verb, err)
-        assert err["msg"] and "Traceback" not in out
-
-    check()
+    fuzz_never_internal_error(verbs, netconfs(plugin))
