@@ -752,6 +752,64 @@ def route_subnets() -> list[IPNetwork]:
         return [r.dst for r in nl.routes() if r.dst.prefixlen > 0]
 
 
+#: the ifalias prefix with which a netctl root marks the bridges it made (netctl:STATE_DIR)
+BRIDGE_OWNER_PREFIX = "netctl:"
+
+
+def claim_bridge(net: Network, owner: str, hint: str) -> bool:
+    """Refuse to attach to `net`'s bridge when it belongs to another netctl root.
+
+    Two roots (NETCTL_ROOT) on one host that derive the same bridge (the default
+    network's `netctl0`, 172.17.0.0/16) would share one bridge with two IPAM stores and
+    hand out the same addresses twice. The bridge carries its owner's state directory in
+    its ifalias; another live owner, or a subnet already routed through another device
+    (Docker's docker0 on 172.17.0.0/16, say), is refused with what to change (`hint`).
+    Returns True when the bridge still has to be marked (after the ADD made it)."""
+    from pycni.netlink import Netlink
+
+    mine = BRIDGE_OWNER_PREFIX + owner
+    with Netlink() as nl:
+        link = nl.link(net.bridge)
+        if link is not None:
+            if link.alias == mine:
+                return False
+            other = link.alias[len(BRIDGE_OWNER_PREFIX) :]
+            if link.alias.startswith(BRIDGE_OWNER_PREFIX) and os.path.isdir(other):
+                raise NetworkError(
+                    f"the bridge {net.bridge} of network {net.name} belongs to another netctl "
+                    f"root (state in {other}); two roots on one host need their own bridge "
+                    f"and subnet: {hint}"
+                )
+            return True  # unmarked (an older netctl) or its owner is gone: take it over
+        for route in nl.routes():
+            for subnet in net.subnets:
+                if (
+                    route.dst.prefixlen
+                    and route.dst.version == subnet.version
+                    and route.dst.overlaps(subnet)
+                    and route.oif
+                ):
+                    dev = nl.link_by_index(route.oif)
+                    raise NetworkError(
+                        f"the subnet {subnet} of network {net.name} is already routed through "
+                        f"{dev.name if dev else route.oif} ({route.dst}); {hint}"
+                    )
+    return True
+
+
+def mark_bridge(net: Network, owner: str) -> None:
+    """Record this root as the owner of `net`'s bridge (its ifalias); best effort."""
+    from pycni.netlink import Netlink, NetlinkError
+
+    with Netlink() as nl:
+        link = nl.link(net.bridge)
+        if link is not None:
+            try:
+                nl.set_link(link.index, alias=BRIDGE_OWNER_PREFIX + owner)
+            except NetlinkError:
+                pass
+
+
 def release_bridge(name: str) -> list[str]:
     """Delete a removed network's bridge when no port is left on it, then drop the
     isolation rules of bridges that are gone. Best effort: returns what was left."""

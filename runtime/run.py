@@ -42,6 +42,7 @@ from pycni import errors, netns
 
 if TYPE_CHECKING:
     from pycni.runtime import portspec
+    from pycni.runtime.networks import Network
 
 EXIT_SETUP = 125
 IFNAME = "eth0"
@@ -736,7 +737,12 @@ class Runtime:
         if opts.mac:
             rec.cap_args["mac"] = opts.mac
         self.store.save(rec)
+        mark = self._claim_bridge(network)
         result = self.cni.add(self._with_sysctls(network.conflist, rec), self._runtime_conf(rec))
+        if mark:
+            from pycni.runtime.networks import mark_bridge
+
+            mark_bridge(network, os.path.realpath(self.paths.lib))
         att = Attachment(network=network.name, ifname=IFNAME)
         for i, iface in enumerate(result.interfaces):
             if iface.name == IFNAME and iface.sandbox:
@@ -766,6 +772,18 @@ class Runtime:
             for p in portspec.expand(bindings, ipv6=has_v6)
         ]
         self.store.save(rec)
+
+    def _claim_bridge(self, network: Network) -> bool:
+        """Refuse a bridge another netctl root owns (see networks.claim_bridge)."""
+        if network.kind != "bridge" or not network.managed or not network.bridge:
+            return False
+        from pycni.runtime.networks import claim_bridge
+
+        if network.default:
+            hint = f'set "bridge" and "bip" in {self.paths.daemon_config} to a name and subnet of its own'
+        else:
+            hint = "create the network with another -o com.docker.network.bridge.name and --subnet"
+        return claim_bridge(network, os.path.realpath(self.paths.lib), hint)
 
     def _check_requested_ips(self, network: Any, opts: RunOptions) -> None:
         for value in (opts.ip, opts.ip6):
