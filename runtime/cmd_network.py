@@ -8,17 +8,17 @@ shaped like Docker's plus "ConfigFile", `rm` the names it removed, `prune` a
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TYPE_CHECKING, Any
 
 from pycni.runtime.cli import print_json
 from pycni.runtime.networks import Network, NetworkError, NetworkStore
 
 from pycni import errors
 
+TYPE_CHECKING = False  # typing and json cost more than `network ls` may spend
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 FILTER_KEYS = ("name", "id", "driver", "label", "type", "scope")
 
@@ -180,6 +180,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "Name": n.name,
                 "Scope": "local",
             }
+            import json
+
             print(json.dumps(obj))
         return 0
     rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]

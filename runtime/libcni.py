@@ -13,16 +13,18 @@
 
 from __future__ import annotations
 
-import base64
-import json
+import binascii  # base64 imports re, for b64encode's one call to binascii
 import os
-from dataclasses import dataclass, field
-from typing import Any
 
-from pycni import errors, invoke, skel
+from pycni import errors, fastjson, invoke, skel
 from pycni import version as cniver
 from pycni.fastjson import GoDict
+from pycni.record import dataclass, field
 from pycni.result import Result, parse_result
+
+TYPE_CHECKING = False  # typing, json and dataclasses cost more than `network ls` may spend
+if TYPE_CHECKING:
+    from typing import Any
 
 CACHE_KIND = "cniCacheV1"
 
@@ -45,7 +47,7 @@ class NetworkConfigList:
 
     def to_json(self) -> dict[str, Any]:
         return (
-            json.loads(self.raw)
+            fastjson.loads(self.raw)
             if self.raw
             else {"cniVersion": self.cni_version, "name": self.name, "plugins": self.plugins}
         )
@@ -111,7 +113,7 @@ def _pick_version(obj: dict[str, Any]) -> str:
 def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
     where = f" ({path})" if path else ""
     try:
-        obj = json.loads(raw, object_pairs_hook=GoDict)  # libcni's keys match as Go's
+        obj = fastjson.loads(raw, go=True)  # libcni's keys match as Go's
     except ValueError as exc:
         raise ConfigError(f"error parsing configuration list{where}: {exc}") from None
     if not isinstance(obj, dict):
@@ -151,7 +153,7 @@ def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
 def conflist_from_conf(raw: bytes, path: str = "") -> NetworkConfigList:
     """A single-plugin `.conf` wrapped into a list, as libcni's ConfListFromConf."""
     try:
-        obj = json.loads(raw)
+        obj = fastjson.loads(raw)
     except ValueError as exc:
         raise ConfigError(f"error parsing {path}: {exc}") from None
     if not isinstance(obj, dict):
@@ -164,7 +166,7 @@ def conflist_from_conf(raw: bytes, path: str = "") -> NetworkConfigList:
         "name": obj.get("name"),
         "plugins": [obj],
     }
-    return conflist_from_bytes(json.dumps(wrapped).encode(), path)
+    return conflist_from_bytes(fastjson.dumps(wrapped).encode(), path)
 
 
 def _files(directory: str, extensions: tuple[str, ...]) -> list[str]:
@@ -249,7 +251,7 @@ class CNIConfig:
             }
             if runtime_config:
                 conf["runtimeConfig"] = runtime_config
-        return json.dumps(conf, sort_keys=True).encode()
+        return fastjson.dumps(conf, sort_keys=True).encode()
 
     def _env(self, command: str, rt: RuntimeConf | None) -> dict[str, str]:
         env = dict(self.env)
@@ -315,7 +317,9 @@ class CNIConfig:
         entry: dict[str, Any] = {
             "kind": CACHE_KIND,
             "containerId": rt.container_id,
-            "config": base64.b64encode(net.raw or json.dumps(net.to_json()).encode()).decode(),
+            "config": binascii.b2a_base64(
+                net.raw or fastjson.dumps(net.to_json()).encode(), newline=False
+            ).decode(),
             "ifName": rt.ifname,
             "networkName": net.name,
         }
@@ -329,7 +333,7 @@ class CNIConfig:
         tmp = f"{path}.tmp-{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump(entry, fh, separators=(",", ":"))
+            fh.write(fastjson.dumps(entry))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -337,7 +341,7 @@ class CNIConfig:
     def cached_result(self, net: NetworkConfigList, rt: RuntimeConf) -> Result | None:
         try:
             with open(self.cache_path(net.name, rt), "rb") as fh:
-                obj = json.loads(fh.read())
+                obj = fastjson.loads(fh.read())
         except (OSError, ValueError):
             return None
         if isinstance(obj, dict) and obj.get("kind") == CACHE_KIND:
@@ -352,7 +356,7 @@ class CNIConfig:
     def cached_entry(self, net_name: str, rt: RuntimeConf) -> dict[str, Any] | None:
         try:
             with open(self.cache_path(net_name, rt), "rb") as fh:
-                obj = json.loads(fh.read())
+                obj = fastjson.loads(fh.read())
         except (OSError, ValueError):
             return None
         return obj if isinstance(obj, dict) and obj.get("kind") == CACHE_KIND else None
@@ -363,7 +367,7 @@ class CNIConfig:
         for path in _files(directory, ("",)):
             try:
                 with open(path, "rb") as fh:
-                    obj = json.loads(fh.read())
+                    obj = fastjson.loads(fh.read())
             except (OSError, ValueError):
                 continue
             if not isinstance(obj, dict) or obj.get("kind") != CACHE_KIND:
@@ -392,7 +396,7 @@ class CNIConfig:
                 ran += 1
                 out = self._exec(net, plugin, "ADD", self._request(net, plugin, rt, prev), rt)
                 try:
-                    obj = json.loads(out)
+                    obj = fastjson.loads(out)
                 except ValueError as exc:
                     raise errors.DecodingFailure(f"failed to unmarshal raw result: {exc}") from None
                 if isinstance(obj, dict) and not obj.get("cniVersion"):
@@ -458,7 +462,7 @@ class CNIConfig:
             conf["cni.dev/valid-attachments"] = attachments
             conf["cni.dev/attachments"] = attachments
             try:
-                self._exec(net, plugin, "GC", json.dumps(conf, sort_keys=True).encode(), None)
+                self._exec(net, plugin, "GC", fastjson.dumps(conf, sort_keys=True).encode(), None)
             except errors.CniError as exc:
                 problems.append(f"failed to GC plugin {plugin.get('type')}: {exc}")
         return problems
@@ -469,4 +473,4 @@ class CNIConfig:
         for plugin in net.plugins:
             conf = dict(plugin)
             conf.update(name=net.name, cniVersion=net.cni_version)
-            self._exec(net, plugin, "STATUS", json.dumps(conf, sort_keys=True).encode(), None)
+            self._exec(net, plugin, "STATUS", fastjson.dumps(conf, sort_keys=True).encode(), None)

@@ -25,21 +25,26 @@ ties them together under a lock.
 from __future__ import annotations
 
 import builtins
-import datetime
 import fcntl
-import hashlib
 import ipaddress
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from pycni.runtime import libcni
 from pycni.runtime.paths import Paths
 
-from pycni import errors
+from pycni import errors, fastjson
+from pycni.record import dataclass, field
+
+TYPE_CHECKING = False  # typing, json, hashlib and datetime cost more than `network ls` may spend
+if TYPE_CHECKING:
+    from typing import Any
+
+try:  # the builtin module: hashlib's OpenSSL binding alone costs ~3 ms to load
+    from _sha256 import sha256
+except ImportError:  # Python >= 3.12 calls it _sha2
+    from hashlib import sha256
 
 if TYPE_CHECKING:
     # pydantic costs ~200 ms to import: `netctl run` on an up-to-date network never does.
@@ -416,7 +421,7 @@ def pick_subnet(
 def ula_subnet(network_id: str, used: Iterable[IPNetwork]) -> ipaddress.IPv6Network | None:
     """A unique local /64 (RFC 4193): fd00::/8 + a 40-bit global ID taken from the
     network id + a 16-bit subnet ID, the first that overlaps nothing in `used`."""
-    global_id = int(hashlib.sha256(network_id.encode()).hexdigest()[:10], 16)
+    global_id = int(sha256(network_id.encode()).hexdigest()[:10], 16)
     site = ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 48))
     return pick_subnet([(site, 64)], [u for u in used if u.version == 6])  # type: ignore[return-value]
 
@@ -425,6 +430,8 @@ def ula_subnet(network_id: str, used: Iterable[IPNetwork]) -> ipaddress.IPv6Netw
 
 
 def now_rfc3339() -> str:
+    import datetime
+
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -597,7 +604,7 @@ def default_conflist(
 
 
 def _builtin_id(name: str) -> str:
-    return hashlib.sha256(f"netctl builtin network {name}".encode()).hexdigest()
+    return sha256(f"netctl builtin network {name}".encode()).hexdigest()
 
 
 @dataclass
@@ -653,7 +660,7 @@ class Network:
         first_type = str(net.plugins[0].get("type", "")) if net.plugins else ""
         out = cls(
             name=net.name,
-            id=_meta_str(meta, "id") or hashlib.sha256(f"cni {net.name}".encode()).hexdigest(),
+            id=_meta_str(meta, "id") or sha256(f"cni {net.name}".encode()).hexdigest(),
             kind="bridge" if bridge_conf is not None else "cni",
             driver=_meta_str(meta, "driver") or first_type,
             conflist=net,
@@ -691,6 +698,8 @@ def _mtime(path: str) -> str:
         t = os.stat(path).st_mtime
     except OSError:
         return ""
+    import datetime
+
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -858,6 +867,8 @@ def _write_atomic(path: str, obj: dict[str, Any]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
+            import json
+
             fh.write(json.dumps(obj, indent=4) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -893,7 +904,7 @@ class NetworkStore:
     def daemon_digest(self) -> str:
         """Identifies daemon.json's bytes (or its absence), the layout of the default
         conflist and the IPAM dir: what bridge.conflist was derived from."""
-        h = hashlib.sha256(f"netctl default network {DEFAULT_LAYOUT}\0{self.ipam_dir}\0".encode())
+        h = sha256(f"netctl default network {DEFAULT_LAYOUT}\0{self.ipam_dir}\0".encode())
         try:
             with open(self.paths.daemon_config, "rb") as fh:
                 h.update(b"file\0" + fh.read())
@@ -1015,7 +1026,7 @@ class NetworkStore:
     def _read_json(path: str) -> dict[str, Any]:
         try:
             with open(path, "rb") as fh:
-                obj = json.loads(fh.read())
+                obj = fastjson.loads(fh.read())
         except (OSError, ValueError):
             return {}
         return obj if isinstance(obj, dict) else {}

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from typing import Literal
 
 from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exported)
@@ -50,6 +49,7 @@ from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exporte
 from pycni.runtime.portview import port_number as _port_number
 
 from pycni.firewall.base import PortMapping
+from pycni.record import dataclass, replace
 
 Protocol = Literal["tcp", "udp", "sctp"]
 _PROTOCOLS: dict[str, Protocol] = {"tcp": "tcp", "udp": "udp", "sctp": "sctp"}

@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pycni.runtime import etcfiles, sandbox
@@ -39,6 +38,7 @@ from pycni.runtime.paths import Paths
 from pycni.runtime.usage import UsageError
 
 from pycni import errors, netns
+from pycni.record import dataclass, field
 
 if TYPE_CHECKING:
     from pycni.runtime import portspec
@@ -646,14 +646,14 @@ class Runtime:
         backups in the run dir); the chain as it is without them."""
         if not rec.cap_args.get("sysctl"):
             return net
-        import dataclasses
+        from pycni.record import replace
 
         tuning = {
             "type": "tuning",
             "sysctl": rec.cap_args["sysctl"],
             "dataDir": os.path.join(self.paths.run, "tuning"),
         }
-        return dataclasses.replace(net, plugins=[*net.plugins, tuning], raw=b"")
+        return replace(net, plugins=[*net.plugins, tuning], raw=b"")
 
     def _lo_chain(self, rec: ContainerRecord) -> Any:
         """loopback, with the --sysctl values when there is no network chain to carry them."""
