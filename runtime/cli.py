@@ -253,6 +253,13 @@ def fast_path(argv: list[str]) -> tuple[Any, _Args] | None:
 
         port = argv[2] if len(argv) == 3 else None
         return cmd_container.cmd_port, _Args("netctl port", container=argv[1], port=port)
+    if argv[0] == "run":
+        from pycni.runtime import cmd_container
+
+        parsed = cmd_container.fast_run_args(argv[1:])
+        if parsed is None:
+            return None
+        return cmd_container.cmd_run, _Args("netctl run", **parsed)
     if argv[:2] in (["network", "ls"], ["network", "list"]):
         flags = {"quiet": False, "no_trunc": False}
         for word in argv[2:]:

@@ -333,9 +333,7 @@ class CNIConfig:
         tmp = f"{path}.tmp-{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(fastjson.dumps(entry))
-            fh.flush()
-            os.fsync(fh.fileno())
+            fh.write(fastjson.dumps(entry))  # no fsync, as libcni (os.WriteFile)
         os.replace(tmp, path)
 
     def cached_result(self, net: NetworkConfigList, rt: RuntimeConf) -> Result | None:
