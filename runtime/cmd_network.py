@@ -184,9 +184,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
             print(json.dumps(obj))
         return 0
-    rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-    rows += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
-    _table(rows)
+    table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+    table += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
+    _table(table)
     return 0
 
 

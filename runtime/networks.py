@@ -41,10 +41,13 @@ TYPE_CHECKING = False  # typing, json, hashlib and datetime cost more than `netw
 if TYPE_CHECKING:
     from typing import Any
 
-try:  # the builtin module: hashlib's OpenSSL binding alone costs ~3 ms to load
-    from _sha256 import sha256
-except ImportError:  # Python >= 3.12 calls it _sha2
+if TYPE_CHECKING:
     from hashlib import sha256
+else:
+    try:  # the builtin module: hashlib's OpenSSL binding alone costs ~3 ms to load
+        from _sha256 import sha256
+    except ImportError:  # Python >= 3.12 calls it _sha2
+        from hashlib import sha256
 
 if TYPE_CHECKING:
     # pydantic costs ~200 ms to import: `netctl run` on an up-to-date network never does.

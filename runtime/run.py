@@ -14,7 +14,6 @@ for containers whose supervisor was killed.
 
 from __future__ import annotations
 
-import _signal as signal  # the ints and calls; `signal` adds enums (and `enum`, ~2 ms)
 import errno
 import fcntl
 import os
@@ -41,10 +40,13 @@ from pycni.record import dataclass, field
 
 TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:
+    import signal
     from typing import Any
 
     from pycni.runtime import portspec
     from pycni.runtime.networks import Network
+else:  # the same ints and calls; `signal` wraps them in enums (and imports `enum`, ~2 ms)
+    import _signal as signal
 
 EXIT_SETUP = 125
 
