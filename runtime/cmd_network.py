@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from pycni.runtime.cli import print_json
+from pycni.runtime.cli import print_json, print_table
 from pycni.runtime.networks import Network, NetworkError, NetworkStore
 
 from pycni import errors
@@ -126,13 +126,6 @@ def _matches(net: Network, filters: dict[str, list[str]]) -> bool:
     return all(any(tests[key](v) for v in values) for key, values in filters.items())
 
 
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        cells = [c.ljust(w + 3) for c, w in zip(r[:-1], widths[:-1], strict=True)]
-        print(("".join(cells) + r[-1]).rstrip())
-
-
 def cmd_ls(args: argparse.Namespace) -> int:
     filters = _filters(args.filter)
     store = NetworkStore()
@@ -186,7 +179,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
     table += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
-    _table(table)
+    print_table(table)
     return 0
 
 

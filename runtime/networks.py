@@ -31,7 +31,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from pycni.runtime import libcni
+from pycni.runtime import conflist, libcni
+from pycni.runtime.conflist import DEFAULT_NETWORK
 from pycni.runtime.paths import Paths
 
 from pycni import errors, fastjson
@@ -57,9 +58,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CNI_VERSION = "1.1.0"
-# Bump when default_conflist() changes, so existing bridge.conflist files are rewritten.
-DEFAULT_LAYOUT = "1"
-DEFAULT_NETWORK = "bridge"
 BUILTINS = ("bridge", "host", "none")
 # Longest network name: it becomes a file name, an IPAM directory and part of libcni's
 # cache file names (<network>-<container id>-<ifname>), which must stay under 255 bytes.
@@ -606,10 +604,6 @@ def default_conflist(
 # -- the Network view ------------------------------------------------------------------------
 
 
-def _builtin_id(name: str) -> str:
-    return sha256(f"netctl builtin network {name}".encode()).hexdigest()
-
-
 @dataclass
 class Network:
     """One network as the runtime and `inspect` see it."""
@@ -650,7 +644,7 @@ class Network:
 
     @classmethod
     def builtin_mode(cls, name: str) -> Network:
-        return cls(name, _builtin_id(name), name, "null" if name == "none" else name)
+        return cls(name, conflist.builtin_id(name), name, "null" if name == "none" else name)
 
     @classmethod
     def from_conflist(cls, net: libcni.NetworkConfigList) -> Network:
@@ -660,12 +654,11 @@ class Network:
         bridge_conf = next(
             (p for p in net.plugins if isinstance(p, dict) and p.get("type") == "bridge"), None
         )
-        first_type = str(net.plugins[0].get("type", "")) if net.plugins else ""
         out = cls(
             name=net.name,
-            id=_meta_str(meta, "id") or sha256(f"cni {net.name}".encode()).hexdigest(),
+            id=conflist.network_id(meta, net.name),
             kind="bridge" if bridge_conf is not None else "cni",
-            driver=_meta_str(meta, "driver") or first_type,
+            driver=conflist.network_driver(meta, net.plugins),
             conflist=net,
             bridge=str((bridge_conf or {}).get("bridge", "cni0" if bridge_conf else "")),
             internal=bool(meta.get("internal", False)),
@@ -905,18 +898,7 @@ class NetworkStore:
         return self._daemon
 
     def daemon_digest(self) -> str:
-        """Identifies daemon.json's bytes (or its absence), the layout of the default
-        conflist and the IPAM dir: what bridge.conflist was derived from."""
-        h = sha256(f"netctl default network {DEFAULT_LAYOUT}\0{self.ipam_dir}\0".encode())
-        try:
-            with open(self.paths.daemon_config, "rb") as fh:
-                h.update(b"file\0" + fh.read())
-        except FileNotFoundError:
-            h.update(b"absent")
-        except OSError as exc:
-            # Unreadable: let the full load report it (with the path).
-            h.update(f"error {exc.errno}".encode())
-        return h.hexdigest()
+        return conflist.daemon_digest(self.paths)
 
     def runtime_defaults(self) -> RuntimeDefaults:
         """daemon.json's per-container defaults (ip, dns, dns-search, dns-opts), read from
