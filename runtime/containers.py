@@ -15,6 +15,8 @@ import time
 
 from pycni.runtime.paths import Paths
 
+from pycni.atomicfile import write_atomic
+
 TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more than `ps` itself
 if TYPE_CHECKING:
     from typing import Any
@@ -301,14 +303,9 @@ class ContainerStore:
         return os.path.join(self.dir, f"{cid}.json")
 
     def save(self, rec: ContainerRecord) -> None:
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        path = self._path(rec.id)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        # Atomic for readers (rename); no fsync: the run dir is tmpfs on a real host and
-        # a reboot is meant to forget these records.
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(rec.to_json())
-        os.replace(tmp, path)
+        # No fsync: the run dir is tmpfs on a real host and a reboot is meant to forget
+        # these records.
+        write_atomic(self._path(rec.id), rec.to_json(), 0o644, dir_mode=0o700)
 
     def delete(self, cid: str) -> None:
         try:

@@ -18,6 +18,7 @@ import os
 
 from pycni import errors, fastjson, invoke, skel
 from pycni import version as cniver
+from pycni.atomicfile import write_atomic
 from pycni.record import dataclass, field
 from pycni.result import Result, parse_result
 
@@ -210,11 +211,7 @@ class CNIConfig:
         if rt.capability_args:
             entry["capabilityArgs"] = rt.capability_args
         entry["result"] = result.to_wire(net.cni_version)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(fastjson.dumps(entry))  # no fsync, as libcni (os.WriteFile)
-        os.replace(tmp, path)
+        write_atomic(path, fastjson.dumps(entry), 0o600)  # no fsync, as libcni (os.WriteFile)
 
     def cached_result(self, net: NetworkConfigList, rt: RuntimeConf) -> Result | None:
         try:

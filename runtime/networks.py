@@ -36,6 +36,7 @@ from pycni.runtime.conflist import DEFAULT_NETWORK
 from pycni.runtime.paths import Paths
 
 from pycni import errors, fastjson
+from pycni.atomicfile import write_atomic
 from pycni.record import dataclass, field
 
 TYPE_CHECKING = False  # typing, json, hashlib and datetime cost more than `network ls` may spend
@@ -858,24 +859,10 @@ class RuntimeDefaults:
 
 
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            import json
+    import json
 
-            fh.write(json.dumps(obj, indent=4) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # a runtime reading the directory sees the old or the new file
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # A runtime reading the directory sees the old file or the new one.
+    write_atomic(path, json.dumps(obj, indent=4) + "\n", 0o644, fsync=True, dir_mode=0o755)
 
 
 class NetworkStore:
