@@ -15,13 +15,14 @@ import time
 
 from pycni.runtime.paths import Paths
 
+from pycni import names
 from pycni.atomicfile import write_atomic
 
 TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more than `ps` itself
 if TYPE_CHECKING:
     from typing import Any
 
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+NAME_CHARS = names.NAME_CHARS
 
 
 class _Plain:
@@ -227,13 +228,8 @@ def new_id() -> str:
 
 
 def valid_name(name: str) -> bool:
-    """Docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+."""
-    return (
-        len(name) >= 1
-        and name[0].isascii()
-        and name[0].isalnum()
-        and all(c in NAME_CHARS for c in name)
-    )
+    """Docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (pycni.names)."""
+    return names.valid_name(name)
 
 
 _ADJ = [
@@ -315,11 +311,11 @@ class ContainerStore:
 
     def all(self) -> list[ContainerRecord]:
         try:
-            names = sorted(os.listdir(self.dir))
+            fnames = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
         out = []
-        for name in names:
+        for name in fnames:
             if not name.endswith(".json"):
                 continue
             try:

@@ -35,7 +35,7 @@ from pycni.runtime import conflist, libcni
 from pycni.runtime.conflist import DEFAULT_NETWORK
 from pycni.runtime.paths import Paths
 
-from pycni import errors, fastjson
+from pycni import errors, fastjson, names
 from pycni.atomicfile import write_atomic
 from pycni.record import dataclass, field
 
@@ -63,7 +63,7 @@ BUILTINS = ("bridge", "host", "none")
 # Longest network name: it becomes a file name, an IPAM directory and part of libcni's
 # cache file names (<network>-<container id>-<ifname>), which must stay under 255 bytes.
 MAX_NAME = 128
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+NAME_CHARS = names.NAME_CHARS
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -105,11 +105,7 @@ class NetworkInUse(NetworkError):
 def validate_name(name: str) -> None:
     if name in BUILTINS:
         raise NetworkError(f"{name} is a pre-defined network and cannot be created")
-    if (
-        not name
-        or not (name[0].isascii() and name[0].isalnum())
-        or any(c not in NAME_CHARS for c in name)
-    ):
+    if not names.valid_name(name):
         raise NetworkError(
             f'invalid network name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
         )
@@ -117,14 +113,7 @@ def validate_name(name: str) -> None:
         raise NetworkError(f'invalid network name "{name[:20]}...": longer than {MAX_NAME}')
 
 
-def valid_ifname(name: str) -> bool:
-    """The kernel's rule for interface names (dev_valid_name)."""
-    return (
-        bool(name)
-        and len(name.encode()) <= 15
-        and name not in (".", "..")
-        and not any(c in "/:\0" or c.isspace() for c in name)
-    )
+valid_ifname = names.valid_ifname  # the kernel's rule for interface names
 
 
 def parse_bool(text: str, key: str) -> bool:
@@ -932,11 +921,11 @@ class NetworkStore:
         out: list[Network] = []
         seen: set[str] = set()
         try:
-            names = sorted(os.listdir(self.dir))
+            fnames = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
         for ext in (".conflist", ".conf", ".json"):
-            for fname in names:
+            for fname in fnames:
                 path = os.path.join(self.dir, fname)
                 if os.path.splitext(fname)[1] != ext or not os.path.isfile(path):
                     continue
