@@ -1,6 +1,6 @@
 """`netctl run`: a workload in its own network namespace, on a network, with ports.
 
-Order of work (DESIGN.md, "The runtime"): resolve the network mode; create the netns
+Order of work (docs/architecture.md draws where it sits): resolve the network mode; create the netns
 (bind-mounted under the run dir); run the chain's ADD with runtimeConfig (portMappings,
 ips via CNI_ARGS, mac); write the container's resolv.conf, hosts and hostname; fork:
 the child joins the netns, unshares UTS and mount namespaces, sets the hostname,
