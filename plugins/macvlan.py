@@ -30,7 +30,16 @@ MODES = ("bridge", "private", "vepa", "passthru")
 
 
 class MacvlanConf:
-    __slots__ = ("bcqueuelen", "dns", "ipam_type", "link_in_container", "mac", "master", "mode", "mtu")
+    __slots__ = (
+        "bcqueuelen",
+        "dns",
+        "ipam_type",
+        "link_in_container",
+        "mac",
+        "master",
+        "mode",
+        "mtu",
+    )
 
     def __init__(self, d: dict[str, Any], cni_args: dict[str, str], for_del: bool = False) -> None:
         #: the parent link; "" = the interface of the default route

@@ -133,6 +133,7 @@ def add(
         fault.point("after-link")
         if after_create is not None:
             after_create(fd, cont, link)
+            link = cont.link_by_index(created) or link  # its MAC may have changed
         result = Result(cmd.cni_version, interfaces=[Interface(cmd.ifname, link.mac, cmd.netns)])
         l3 = prev_ips
         if ipam_type:
