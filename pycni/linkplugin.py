@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import errors, fault, ipam_exec, netlink, netns, netsetup, skel
+from pycni import errors, fault, invoke, ipam_exec, netlink, netns, netsetup, skel
 from pycni.netlink import Link, Netlink
 from pycni.result import DNS, Interface, IPConfig, Result, parse_result
 
@@ -115,6 +115,8 @@ def add(
     container's namespace (nothing when it raises); `after_create` (tap: its bridge)
     runs on the new link before any address. With `prev_ips` (ipvlan chained after a
     plugin that assigned addresses) IPAM is not called and those addresses are used."""
+    if ipam_type:
+        invoke.find_in_path(ipam_type, cmd.path_list)  # a missing IPAM fails before any change
     fd = netns.open_netns(cmd.netns)
     cont = Netlink(netns_fd=fd)
     created = 0

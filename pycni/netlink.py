@@ -56,7 +56,7 @@ IFLA_TXQLEN, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 13, 26, 28, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
 IFLA_VRF_TABLE = 1  # in IFLA_INFO_DATA of a vrf link
 # IFLA_INFO_DATA of the links that sit on a parent ("master") link
-IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 10  # u32 each
+IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7  # u32 each
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IFLA_IPVLAN_MODE = 1  # u16
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
