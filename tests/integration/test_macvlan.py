@@ -17,66 +17,28 @@ from typing import Any
 import pytest
 
 from tests.conftest import Netns, PluginRun
+from tests.integration import sublinks
+from tests.integration.sublinks import OUTSIDE, links, ok, reaches
 
 pytestmark = pytest.mark.root
-
-SUBNET = "10.91.0.0/24"
-OUTSIDE = "10.91.0.1"
 
 
 @pytest.fixture
 def lan(host_ns: Netns, container_ns: Callable[[], Netns]) -> Netns:
-    """The outside namespace, wired to host_ns's mst0 (left without an address)."""
-    out = container_ns()
-    host_ns.run("ip", "link", "add", "mst0", "type", "veth", "peer", "name", "up0",
-                "netns", out.name)  # fmt: skip
-    host_ns.run("ip", "link", "set", "mst0", "up")
-    out.run("ip", "addr", "add", f"{OUTSIDE}/24", "dev", "up0")
-    out.run("ip", "link", "set", "up0", "up")
-    return out
+    return sublinks.make_lan(host_ns, container_ns)
 
 
 def conf(tmp_path: Path, with_ipam: bool = True, **keys: Any) -> dict[str, Any]:
     c: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mvnet", "type": "macvlan",
                          "master": "mst0"}  # fmt: skip
     if with_ipam:
-        c["ipam"] = {
-            "type": "host-local",
-            "ranges": [[{"subnet": SUBNET, "gateway": OUTSIDE}]],
-            "routes": [{"dst": "0.0.0.0/0"}],
-            "dataDir": str(tmp_path / "ipam"),
-        }
+        c["ipam"] = sublinks.host_local(tmp_path)
     c.update(keys)
     return {k: v for k, v in c.items() if v is not None}
 
 
 def leases(tmp_path: Path) -> list[str]:
-    d = tmp_path / "ipam" / "mvnet"
-    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
-
-
-def links(ns: Netns) -> list[tuple[str, str]]:
-    return sorted(
-        (x["ifname"], x.get("linkinfo", {}).get("info_kind", ""))
-        for x in ns.ip_json("-d", "link", "show")
-    )
-
-
-def ok(r: PluginRun) -> Any:
-    assert r.rc == 0, r.stdout + r.stderr
-    return r.json if r.stdout.strip() else None
-
-
-def _ping_rc(src: Netns, dst: str) -> int:
-    return subprocess.run(
-        ["ip", "netns", "exec", src.name, "ping", "-c", "1", "-W", "1", dst],
-        capture_output=True,
-        timeout=10,
-    ).returncode
-
-
-def reaches(src: Netns, dst: str) -> bool:
-    return _ping_rc(src, dst) == 0
+    return sublinks.leases(tmp_path, "mvnet")
 
 
 def container_ip(r: dict[str, Any]) -> str:
