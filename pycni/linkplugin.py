@@ -183,31 +183,63 @@ def add(
 
 
 def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
-    """IPAM release, then CNI_IFNAME if it is one of `kinds`; teardown goes on past a
-    failure and reports the first one."""
-    problems: list[errors.CniError] = []
-    if ipam_type:
+    """IPAM release, and CNI_IFNAME if it is one of `kinds`; teardown goes on past a
+    failure and reports the first one (IPAM's first, as the reference orders them).
+
+    The link goes in a thread of its own: the kernel's unregistration of a netdevice
+    waits for RCU grace periods (~10-20 ms inside the netlink call), time in which this
+    thread releases the address."""
+    import _thread
+
+    link_problems: list[errors.CniError] = []
+    crashed: list[BaseException] = []
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def delete_link() -> None:
         try:
-            ipam_exec.run("DEL", cmd)
-        except errors.CniError as exc:
-            problems.append(exc)
+            _delete_link(cmd, kinds, link_problems)
+        except BaseException as exc:
+            crashed.append(exc)
+        finally:
+            done.release()
+
     if cmd.netns:
-        try:
-            fd = netns.open_netns(cmd.netns)
-        except errors.CniError:
-            fd = -1  # the namespace is gone, and the link with it
-        if fd >= 0:
+        _thread.start_new_thread(delete_link, ())
+    else:
+        done.release()
+    problems: list[errors.CniError] = []
+    try:
+        if ipam_type:
             try:
-                with Netlink(netns_fd=fd) as cont:
-                    link = cont.link(cmd.ifname)
-                    if link is not None and link.kind in kinds:
-                        cont.del_link(link.index)
-            except netlink.NetlinkError as exc:
-                problems.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
-            finally:
-                os.close(fd)
+                ipam_exec.run("DEL", cmd)
+            except errors.CniError as exc:
+                problems.append(exc)
+    finally:
+        done.acquire()
+    if crashed:
+        raise crashed[0]
+    problems.extend(link_problems)
     if problems:
         raise problems[0]
+
+
+def _delete_link(
+    cmd: skel.CmdArgs, kinds: tuple[str, ...], problems: list[errors.CniError]
+) -> None:
+    try:
+        fd = netns.open_netns(cmd.netns)
+    except errors.CniError:
+        return  # the namespace is gone, and the link with it
+    try:
+        with Netlink(netns_fd=fd) as cont:
+            link = cont.link(cmd.ifname)
+            if link is not None and link.kind in kinds:
+                cont.del_link(link.index)
+    except netlink.NetlinkError as exc:
+        problems.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
+    finally:
+        os.close(fd)
 
 
 # -- CHECK -----------------------------------------------------------------------------
