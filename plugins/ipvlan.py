@@ -99,7 +99,9 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             except netlink.NetlinkError as exc:
                 raise linkplugin.kind_error(exc, "ipvlan", cmd.ifname) from None
 
-    return linkplugin.add(cmd, "ipvlan", create, c.ipam_type, c.dns, prev_ips=prev_ips)
+    return linkplugin.add(
+        cmd, "ipvlan", create, c.ipam_type, c.dns, prev_ips=prev_ips, notify_v6=True
+    )
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:

@@ -110,7 +110,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             except netlink.NetlinkError as exc:
                 raise linkplugin.kind_error(exc, "macvlan", cmd.ifname) from None
 
-    return linkplugin.add(cmd, "macvlan", create, c.ipam_type, c.dns)
+    return linkplugin.add(cmd, "macvlan", create, c.ipam_type, c.dns, notify_v6=True)
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:

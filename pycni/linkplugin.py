@@ -110,11 +110,13 @@ def add(
     prev_ips: Result | None = None,
     l3_required: bool = False,
     after_create: Callable[[int, Netlink, Link], None] | None = None,
+    notify_v6: bool = False,
 ) -> Result:
     """The ADD of every plugin here. `create(netns_fd, cont)` makes CNI_IFNAME in the
     container's namespace (nothing when it raises); `after_create` (tap: its bridge)
     runs on the new link before any address. With `prev_ips` (ipvlan chained after a
-    plugin that assigned addresses) IPAM is not called and those addresses are used."""
+    plugin that assigned addresses) IPAM is not called and those addresses are used;
+    `notify_v6`: ndisc_notify on (macvlan, ipvlan)."""
     if ipam_type:
         invoke.find_in_path(ipam_type, cmd.path_list)  # a missing IPAM fails before any change
     fd = netns.open_netns(cmd.netns)
@@ -153,6 +155,13 @@ def add(
             result.ips = [IPConfig(ip.address, ip.gateway, 0) for ip in l3.ips]
             result.routes = list(l3.routes)
             result.dns = l3.dns
+            if notify_v6 and any(ip.family == 6 for ip in result.ips):
+                # Unsolicited neighbour advertisements when the link comes up, as the
+                # reference: a reused address's neighbours learn the new MAC at once.
+                from pycni import sysctl
+
+                with netns.entered(fd):
+                    sysctl.write_in(f"net/ipv6/conf/{link.name}", {"ndisc_notify": "1"})
             netsetup.configure_container_iface(fd, cont, link, result.ips, result.routes)
             fault.point("after-addresses")
         else:

@@ -322,3 +322,23 @@ def test_result_versions(run_plugin, host_ns, lan, container_ns, tmp_path) -> No
         assert r["cniVersion"] == version and r["interfaces"][0]["name"] == "eth0"
         ok(run_plugin("macvlan", "DEL", c, netns=a.path, container_id="ca", in_ns=host_ns))
     assert json.dumps(leases(tmp_path)) == "[]"
+
+
+def test_dual_stack(run_plugin, host_ns, lan, container_ns, tmp_path) -> None:
+    lan.run("ip", "addr", "add", "fd91::1/64", "dev", "up0", "nodad")
+    a, b = container_ns(), container_ns()
+    c = conf(tmp_path)
+    c["ipam"]["ranges"].append([{"subnet": "fd91::/64", "gateway": "fd91::1"}])
+    c["ipam"]["routes"].append({"dst": "::/0"})
+    ra = ok(run_plugin("macvlan", "ADD", c, netns=a.path, container_id="ca", in_ns=host_ns))
+    rb = ok(run_plugin("macvlan", "ADD", c, netns=b.path, container_id="cb", in_ns=host_ns))
+    assert [ip["address"] for ip in ra["ips"]] == ["10.91.0.2/24", "fd91::2/64"]
+    assert "fd91::2/64" in a.addrs("eth0")
+    assert a.sysctl("net.ipv6.conf.eth0.ndisc_notify") == "1"
+    assert any(r["dst"] == "default" for r in a.ip_json("-6", "route", "show"))
+    assert reaches(a, "fd91::1") and reaches(a, rb["ips"][1]["address"].split("/")[0])
+    ok(run_plugin("macvlan", "CHECK", {**c, "prevResult": ra}, netns=a.path, container_id="ca",
+                  in_ns=host_ns))  # fmt: skip
+    for ns, cid in ((a, "ca"), (b, "cb")):
+        ok(run_plugin("macvlan", "DEL", c, netns=ns.path, container_id=cid, in_ns=host_ns))
+    assert leases(tmp_path) == []
