@@ -342,3 +342,30 @@ def test_dual_stack(run_plugin, host_ns, lan, container_ns, tmp_path) -> None:
     for ns, cid in ((a, "ca"), (b, "cb")):
         ok(run_plugin("macvlan", "DEL", c, netns=ns.path, container_id=cid, in_ns=host_ns))
     assert leases(tmp_path) == []
+
+
+def test_killed_add_is_cleaned_by_del(run_plugin, host_ns, lan, container_ns, tmp_path) -> None:
+    """SIGKILL right after IPAM (link made, lease taken): the runtime's DEL frees both."""
+    a = container_ns()
+    c = conf(tmp_path)
+    r = run_plugin("macvlan", "ADD", c, netns=a.path, container_id="ca", in_ns=host_ns,
+                   env_extra={"PYCNI_FAULT": "after-ipam"})  # fmt: skip
+    assert r.rc != 0
+    assert a.link("eth0") is not None and leases(tmp_path) == ["10.91.0.2"]
+    ok(run_plugin("macvlan", "DEL", c, netns=a.path, container_id="ca", in_ns=host_ns))
+    assert a.link("eth0") is None and leases(tmp_path) == []
+
+
+def test_master_named_like_the_container_interface(run_plugin, host_ns, lan, container_ns,
+                                                   tmp_path) -> None:  # fmt: skip
+    """The link is born in the container's namespace: a master called eth0 on the node
+    and CNI_IFNAME eth0 do not collide (no temporary name, no rename)."""
+    host_ns.run("ip", "link", "set", "mst0", "name", "eth0")
+    a = container_ns()
+    c = conf(tmp_path, master="eth0")
+    ok(run_plugin("macvlan", "ADD", c, netns=a.path, container_id="ca", in_ns=host_ns))
+    assert a.link("eth0")["linkinfo"]["info_kind"] == "macvlan"
+    assert host_ns.link("eth0")["linkinfo"]["info_kind"] == "veth"
+    assert reaches(a, OUTSIDE)
+    ok(run_plugin("macvlan", "DEL", c, netns=a.path, container_id="ca", in_ns=host_ns))
+    assert a.link("eth0") is None and host_ns.link("eth0") is not None
