@@ -96,6 +96,10 @@ def test_macvlan_network_create_run_inspect_rm(nc: Netctl, tmp_path: Path) -> No
     assert "lan 10.94.0." in out  # the outside saw the container's own LAN address
     assert nc.leases() == [] and nc.netns_files() == []
     assert [x["ifname"] for x in nc.node.ip_json("link", "show")] == ["lo", "mst0"]
+    # --ip picks the LAN address (host-local's IP argument, as on bridge networks)
+    out = nc("run", "--rm", "--network", "lan0", "--ip", "10.94.0.77", "--", "ip", "-4", "-o",
+             "addr", "show", "eth0").stdout  # fmt: skip
+    assert "inet 10.94.0.77/24" in out and nc.leases() == []
     # a second network on the same parent is refused, as Docker does
     res = nc("network", "create", "-d", "macvlan", "-o", "parent=mst0", "--subnet",
              "10.95.0.0/24", "lan1", check=False)  # fmt: skip
