@@ -109,6 +109,8 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 )
             except netlink.NetlinkError as exc:
                 raise linkplugin.kind_error(exc, "macvlan", cmd.ifname) from None
+        if c.mac:
+            linkplugin.check_mac_free(cont, cmd.ifname, "macvlan")
 
     return linkplugin.add(cmd, "macvlan", create, c.ipam_type, c.dns, notify_v6=True)
 

@@ -44,12 +44,33 @@ def kind_error(exc: netlink.NetlinkError, kind: str, name: str) -> errors.CniErr
             f"(kernel module {module})",
             f"load the {module} kernel module (modprobe {module}), or use a kernel built with it",
         )
+    if exc.errno == 98:  # EADDRINUSE: the MAC is the master's or another child's
+        return errors.InvalidConfig(
+            f"failed to create {kind} {name}: its MAC address is already in use on the master",
+            "choose another MAC (mac, CNI_ARGS MAC or runtimeConfig.mac), or leave it out",
+        )
     if isinstance(exc, netlink.LinkExists):
         return errors.InvalidEnvironment(
             f"failed to create {kind}: interface {name} already exists in the container",
             "CNI_IFNAME must name an interface that does not exist in the container yet",
         )
     return netsetup.nl_error(exc, f"create {kind} {name}")
+
+
+def check_mac_free(cont: Netlink, ifname: str, kind: str) -> None:
+    """A child with a MAC the caller chose: the kernel checks it against the master's
+    other children only when the link opens (EADDRINUSE at IFF_UP), so open it once
+    here, before any address (the real up must come after arp_notify, for the
+    gratuitous ARP). On a collision the link is removed and the caller told."""
+    link = cont.link(ifname)
+    if link is None:
+        return
+    try:
+        cont.set_link(link.index, up=True)
+    except netlink.NetlinkError as exc:
+        cont.del_link(link.index)
+        raise kind_error(exc, kind, ifname) from None
+    cont.set_link(link.index, up=False)
 
 
 def find_master(nl: Netlink, name: str, where: str) -> Link:
@@ -91,7 +112,7 @@ class parent_netlink:
 
 
 def check_mtu(mtu: int, master: Link, where: str) -> None:
-    if mtu > master.mtu:
+    if mtu > master.mtu or 0 < mtu < 68:
         raise errors.InvalidConfig(
             f"{where}: invalid MTU {mtu}, must be [0, master MTU({master.mtu})]",
             f"master {master.name} has MTU {master.mtu}",

@@ -194,6 +194,7 @@ BAD_KEYS = [
     ({"mode": 4}, 7, "'mode' must be a string"),
     ({"mtu": 1501}, 7, "invalid MTU 1501, must be [0, master MTU(1500)]"),
     ({"mtu": -1}, 7, "'mtu'"),
+    ({"mtu": 60}, 7, "invalid MTU 60, must be [0, master MTU(1500)]"),
     ({"mtu": "1400"}, 7, "'mtu'"),
     ({"master": "nosuch0"}, 7, 'failed to lookup master "nosuch0"'),
     ({"master": "a/b"}, 7, "'master' is not a valid interface name"),
@@ -369,3 +370,15 @@ def test_master_named_like_the_container_interface(run_plugin, host_ns, lan, con
     assert reaches(a, OUTSIDE)
     ok(run_plugin("macvlan", "DEL", c, netns=a.path, container_id="ca", in_ns=host_ns))
     assert a.link("eth0") is None and host_ns.link("eth0") is not None
+
+
+def test_mac_in_use_is_the_callers_mistake(run_plugin, host_ns, lan, container_ns,
+                                           tmp_path) -> None:  # fmt: skip
+    a, b = container_ns(), container_ns()
+    c = conf(tmp_path, mac="02:00:00:aa:bb:77")
+    ok(run_plugin("macvlan", "ADD", c, netns=a.path, container_id="ca", in_ns=host_ns))
+    before = links(b)
+    err = run_plugin("macvlan", "ADD", c, netns=b.path, container_id="cb", in_ns=host_ns).error
+    assert err["code"] == 7 and "already in use" in err["msg"], err
+    assert links(b) == before and leases(tmp_path) == ["10.91.0.2"]
+    ok(run_plugin("macvlan", "DEL", c, netns=a.path, container_id="ca", in_ns=host_ns))

@@ -212,6 +212,8 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("plugins/tap.py", "cmd_add.configure", "nl_error"): "returns a CniError (listed in "
     "INTERNAL_999)",
     ("pycni/linkplugin.py", "add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
+    ("pycni/linkplugin.py", "check_mac_free", "kind_error"): "returns InvalidConfig (the MAC "
+    "is in use), or netsetup.nl_error's CniError (listed in INTERNAL_999)",
 }
 
 
