@@ -169,3 +169,16 @@ def test_vlan_parent_is_created_or_refused(nc: Netctl) -> None:
     assert link is not None and link["linkinfo"]["info_data"]["id"] == 10
     nc("network", "rm", "v10")
     assert nc.node.link("mst0.10") is None
+
+
+def test_auto_subnet_and_internal(nc: Netctl) -> None:
+    nc("network", "create", "-d", "macvlan", "-o", "parent=mst0", "--internal", "auto0")
+    [plugin] = conflist(nc, "auto0")["plugins"]
+    [[rng]] = plugin["ipam"]["ranges"]
+    assert rng["subnet"].startswith("172.") and "routes" not in plugin["ipam"]
+    [insp] = json.loads(nc("network", "inspect", "auto0").stdout)
+    assert insp["Internal"] is True and insp["Driver"] == "macvlan"
+    out = nc("run", "--rm", "--network", "auto0", "--", "ip", "route").stdout
+    assert "default" not in out and "dev eth0" in out
+    nc("network", "rm", "auto0")
+    assert nc.leases() == []
