@@ -54,6 +54,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
 IFLA_MASTER, IFLA_PROTINFO, IFLA_OPERSTATE, IFLA_LINKINFO = 10, 12, 16, 18
 IFLA_TXQLEN, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 13, 26, 28, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
+IFLA_IFALIAS = 20
 IFLA_VRF_TABLE = 1  # in IFLA_INFO_DATA of a vrf link
 # IFLA_INFO_DATA of the links that sit on a parent ("master") link
 IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7  # u32 each
@@ -199,6 +200,7 @@ class Link:
     """One RTM_NEWLINK record."""
 
     __slots__ = (
+        "alias",
         "flags",
         "index",
         "ipv6_accept_ra",
@@ -229,6 +231,8 @@ class Link:
                 self.ipv6_accept_ra = struct.unpack_from("=i", conf, 4 * DEVCONF_ACCEPT_RA)[0]
         self.name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
         self.mac = format_mac(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else ""
+        #: the link's ifalias (`ip link set DEV alias TEXT`), "" when unset
+        self.alias = attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(errors="replace")
         self.mtu = struct.unpack("=I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
         self.master = struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0
         self.txqlen = struct.unpack("=I", attrs[IFLA_TXQLEN])[0] if IFLA_TXQLEN in attrs else 0
@@ -529,6 +533,7 @@ class Netlink:
         name: str = "",
         allmulti: bool | None = None,
         txqlen: int | None = None,
+        alias: str | None = None,
     ) -> None:
         flags = change = 0
         if up is not None:
@@ -551,6 +556,8 @@ class Netlink:
             attrs.append(_str(IFLA_IFNAME, name))
         if txqlen is not None:
             attrs.append(_u32(IFLA_TXQLEN, txqlen))
+        if alias is not None:
+            attrs.append(_str(IFLA_IFALIAS, alias))
         body = _IFINFO.pack(AF_UNSPEC, 0, index, flags, change) + b"".join(attrs)
         self.request(RTM_NEWLINK, 0, body, f"set link {index}")
 

@@ -163,6 +163,15 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/fastjson.py", "loads", "JSONError"): "skel.decode_conf answers DecodingFailure (6)",
     ("pycni/fastjson.py", "_ScannerContext.parse_constant", "ValueError"): "skel.decode_conf (6)",
     ("pycni/fastjson.py", "_reject", "TypeError"): "dumps of our own results only (a bug)",
+    **{
+        ("pycni/record.py", fn, exc): "misuse of a record class by our own code (a bug)"
+        for fn, exc in (
+            ("_frozen_delattr", "FrozenInstanceError"),
+            ("_frozen_setattr", "FrozenInstanceError"),
+            ("field", "ValueError"),
+            ("replace", "TypeError"),
+        )
+    },
     (
         "pycni/version.py",
         "parse",
