@@ -148,3 +148,40 @@ def test_conflist_shape() -> None:
                                    options={}, created_parent=True)  # fmt: skip
     assert "routes" not in internal["plugins"][0]["ipam"]
     assert "capabilities" not in internal["plugins"][0]
+
+
+# -- the rtnetlink message of each kind (what the kernel would get; the kinds this
+# kernel lacks are checked here byte by byte, their refusal in the integration tests) --
+
+
+def _sent(kind: str, **kw: Any) -> dict[int, Any]:
+    nl = netlink.Netlink.__new__(netlink.Netlink)
+    sent: list[tuple[int, int, bytes]] = []
+    nl.request = lambda t, f, body, what: sent.append((t, f, body))  # type: ignore[method-assign]
+    nl.add_sublink("eth0", kind, **kw)
+    [(msg_type, flags, body)] = sent
+    assert msg_type == netlink.RTM_NEWLINK
+    assert flags == netlink.NLM_F_CREATE | netlink.NLM_F_EXCL
+    attrs = netlink.parse_attrs(body, 16)
+    info = netlink.parse_attrs(attrs[netlink.IFLA_LINKINFO])
+    return {
+        "name": attrs[netlink.IFLA_IFNAME],
+        "parent": attrs.get(netlink.IFLA_LINK),
+        "netns": attrs.get(netlink.IFLA_NET_NS_FD),
+        "kind": info[netlink.IFLA_INFO_KIND],
+        "data": netlink.parse_attrs(info.get(netlink.IFLA_INFO_DATA, b"")),
+    }
+
+
+def test_sublink_messages() -> None:
+    u32 = lambda v: v.to_bytes(4, "little")  # noqa: E731
+    u16 = lambda v: v.to_bytes(2, "little")  # noqa: E731
+    m = _sent("ipvlan", parent=7, netns_fd=9,
+              info_data=netlink.nla_u16(netlink.IFLA_IPVLAN_MODE, netlink.IPVLAN_MODES["l3s"]))  # fmt: skip
+    assert m == {"name": b"eth0\0", "parent": u32(7), "netns": u32(9), "kind": b"ipvlan\0",
+                 "data": {netlink.IFLA_IPVLAN_MODE: u16(2)}}  # fmt: skip
+    m = _sent("vlan", parent=3, info_data=netlink.nla_u16(netlink.IFLA_VLAN_ID, 100))
+    assert m["kind"] == b"vlan\0" and m["data"] == {netlink.IFLA_VLAN_ID: u16(100)}
+    assert m["netns"] is None
+    m = _sent("dummy")
+    assert m["kind"] == b"dummy\0" and m["parent"] is None and m["data"] == {}
