@@ -112,7 +112,12 @@ class parent_netlink:
 
 
 def check_mtu(mtu: int, master: Link, where: str) -> None:
-    if mtu > master.mtu or 0 < mtu < 68:
+    if 0 < mtu < 68:
+        raise errors.InvalidConfig(
+            f"{where}: invalid MTU {mtu}, must be 0 (the master's) or at least 68",
+            f"master {master.name} has MTU {master.mtu}",
+        )
+    if mtu > master.mtu:
         raise errors.InvalidConfig(
             f"{where}: invalid MTU {mtu}, must be [0, master MTU({master.mtu})]",
             f"master {master.name} has MTU {master.mtu}",

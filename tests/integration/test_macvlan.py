@@ -194,7 +194,7 @@ BAD_KEYS = [
     ({"mode": 4}, 7, "'mode' must be a string"),
     ({"mtu": 1501}, 7, "invalid MTU 1501, must be [0, master MTU(1500)]"),
     ({"mtu": -1}, 7, "'mtu'"),
-    ({"mtu": 60}, 7, "invalid MTU 60, must be [0, master MTU(1500)]"),
+    ({"mtu": 60}, 7, "invalid MTU 60, must be 0 (the master's) or at least 68"),
     ({"mtu": "1400"}, 7, "'mtu'"),
     ({"master": "nosuch0"}, 7, 'failed to lookup master "nosuch0"'),
     ({"master": "a/b"}, 7, "'master' is not a valid interface name"),
