@@ -182,3 +182,18 @@ def test_auto_subnet_and_internal(nc: Netctl) -> None:
     assert "default" not in out and "dev eth0" in out
     nc("network", "rm", "auto0")
     assert nc.leases() == []
+
+
+def test_detached_container_inspect_and_rm_in_use(nc: Netctl) -> None:
+    nc("network", "create", "-d", "macvlan", "-o", "parent=mst0", "-o", "macvlan_mode=private",
+       "--subnet", "10.94.0.0/24", "lan2")  # fmt: skip
+    nc("run", "-d", "--name", "m1", "--network", "lan2", "--", "sleep", "60")
+    [insp] = json.loads(nc("network", "inspect", "lan2").stdout)
+    [entry] = insp["Containers"].values()
+    assert entry["Name"] == "m1" and entry["IPv4Address"].startswith("10.94.0.")
+    assert entry["MacAddress"]
+    res = nc("network", "rm", "lan2", check=False)
+    assert res.returncode == 125 and "has active endpoints" in res.stderr
+    nc("rm", "-f", "m1")
+    assert nc.leases() == [] and nc.netns_files() == []
+    nc("network", "rm", "lan2")
