@@ -347,7 +347,8 @@ def check(
                     for ip in want
                     if ip.address not in have
                 )
-                table = cont.routes()
+                # any table: a chained sbr moves the interface's routes out of main
+                table = cont.routes(netlink.AF_UNSPEC, 0)
                 for route in prev.routes:
                     if not any(
                         r.dst == route.dst and (route.gw is None or r.gateway == route.gw)

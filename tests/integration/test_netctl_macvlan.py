@@ -197,3 +197,43 @@ def test_detached_container_inspect_and_rm_in_use(nc: Netctl) -> None:
     nc("rm", "-f", "m1")
     assert nc.leases() == [] and nc.netns_files() == []
     nc("network", "rm", "lan2")
+
+
+def test_multus_style_chain(nc: Netctl, tmp_path: Path) -> None:
+    """macvlan + static IPAM + tuning + sbr, the chain Multus users write, run by
+    `netctl cni` (libcni's order and cache) with our plugins only: the address, the
+    tuned sysctl and the source-based routing rule are there; DEL removes them all."""
+    netdir = tmp_path / "chains"
+    netdir.mkdir()
+    (netdir / "lanchain.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "lanchain",
+        "plugins": [
+            {"type": "macvlan", "master": "mst0", "mode": "bridge",
+             "ipam": {"type": "static",
+                      "addresses": [{"address": "10.94.0.50/24", "gateway": OUTSIDE}],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth1.arp_announce": "2"},
+             "dataDir": str(tmp_path / "tuning")},
+            {"type": "sbr"},
+        ],
+    }))  # fmt: skip
+    cont = _make_netns("c")
+    try:
+        out = nc("cni", "add", "lanchain", "--conf-dir", str(netdir), "--netns", cont.path,
+                 "--id", "chain1", "--ifname", "eth1").stdout  # fmt: skip
+        result = json.loads(out)
+        assert result["ips"][0]["address"] == "10.94.0.50/24"
+        assert cont.link("eth1")["linkinfo"]["info_kind"] == "macvlan"
+        assert cont.sysctl("net.ipv4.conf.eth1.arp_announce") == "2"
+        rules = cont.ip_json("rule", "show")
+        assert any(r.get("src") == "10.94.0.50" for r in rules), rules
+        # sbr moved the routes to a table of their own, reached from the address
+        cont.run("ping", "-c", "1", "-W", "2", "-I", "10.94.0.50", OUTSIDE)
+        nc("cni", "check", "lanchain", "--conf-dir", str(netdir), "--netns", cont.path,
+           "--id", "chain1", "--ifname", "eth1")  # fmt: skip
+        nc("cni", "del", "lanchain", "--conf-dir", str(netdir), "--netns", cont.path,
+           "--id", "chain1", "--ifname", "eth1")  # fmt: skip
+        assert cont.link("eth1") is None
+        assert not any(r.get("src") == "10.94.0.50" for r in cont.ip_json("rule", "show"))
+    finally:
+        _delete_netns(cont)
