@@ -68,7 +68,12 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def _add_create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NETWORK")
-    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network")
+    p.add_argument(
+        "-d",
+        "--driver",
+        default="bridge",
+        help="driver to manage the network: bridge, macvlan, ipvlan",
+    )
     p.add_argument(
         "--subnet", action="append", help="subnet in CIDR format (repeatable: one per family)"
     )
@@ -90,7 +95,8 @@ def _add_create_args(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="driver option: com.docker.network.bridge.{name,enable_icc,"
-        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu",
+        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu; "
+        "macvlan: parent, macvlan_mode; ipvlan: parent, ipvlan_mode",
     )
     p.set_defaults(func=cmd_create)
 

@@ -1065,9 +1065,14 @@ class NetworkStore:
         validate_name(name)
         if driver in ("host", "null"):
             raise NetworkError(f'only one instance of "{driver}" network is allowed')
-        if driver != "bridge":
-            raise NetworkError(f'plugin "{driver}" not found', "netctl creates bridge networks")
-        opts = parse_options(options or {}, mtu)
+        from pycni.runtime import netdrivers
+
+        if driver != "bridge" and driver not in netdrivers.DRIVERS:
+            raise NetworkError(
+                f'plugin "{driver}" not found', "netctl creates bridge, macvlan and ipvlan networks"
+            )
+        sub = netdrivers.parse_options(driver, options or {}, mtu) if driver != "bridge" else None
+        opts = parse_options({} if sub else options or {}, mtu)
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
         self.ensure_default_network()  # before the lock: it takes the lock itself
@@ -1080,6 +1085,12 @@ class NetworkStore:
             holders = [n.name for n in existing if n.bridge == bridge]
             if bridge == cfg.bridge:
                 holders.append(DEFAULT_NETWORK)
+            if sub is not None:
+                holders = []  # no bridge; one network per parent instead
+                if other := netdrivers.parent_in_use(existing, sub.parent):
+                    raise NetworkError(
+                        f"network {other} is already using parent interface {sub.parent}"
+                    )
             if holders:
                 raise NetworkError(
                     f"bridge name {bridge} is already in use by network {holders[0]}",
@@ -1130,6 +1141,12 @@ class NetworkStore:
                 labels=labels or {},
                 options=options or {},
             )
+            if sub is not None:
+                conflist = netdrivers.conflist(
+                    name, driver, net_id, now_rfc3339(), configs, sub, internal=internal,
+                    ipv6=ipv6, ipam_dir=self.ipam_dir, labels=labels or {},
+                    options=options or {}, created_parent=netdrivers.ensure_parent(sub.parent),
+                )  # fmt: skip
             path = self.path_of(name)
             _write_atomic(path, conflist)
         with open(path, "rb") as fh:
@@ -1164,6 +1181,10 @@ class NetworkStore:
         warnings: builtins.list[str] = []
         if net.kind == "bridge" and net.bridge:
             warnings = release_bridge(net.bridge)
+        if net.managed and net.kind == "cni":
+            from pycni.runtime import netdrivers
+
+            warnings = netdrivers.release_parent(net.meta)
         if not any(w.startswith(f"bridge {net.bridge} still has ports") for w in warnings):
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.

@@ -113,7 +113,8 @@ def test_ipv6_picks_a_ula_or_the_configured_pool(store: NetworkStore) -> None:
             dict(subnets=["172.27.0.0/16"], options={networks.OPT_BRIDGE_NAME: "netctl0"}),
             "bridge name netctl0 is already in use by network bridge",
         ),
-        (dict(driver="macvlan"), 'plugin "macvlan" not found'),
+        (dict(driver="overlay"), 'plugin "overlay" not found'),
+        (dict(driver="macvlan"), "the macvlan driver needs a parent interface"),
         (dict(driver="host"), 'only one instance of "host" network is allowed'),
     ],
 )
