@@ -91,6 +91,8 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/vrf.py", "_wait_local_route"): "the kernel did not install a restored IPv6 "
     "address's local route within 2.5 s (DAD failed): " + KERNEL,
     ("plugins/vrf.py", "cmd_check"): DRIFT,
+    ("plugins/ptp.py", "plan"): "the IPAM delegate answered success with no address",
+    ("plugins/ptp.py", "cmd_check"): DRIFT,
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -146,6 +148,10 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         )
     },
     ("plugins/bridge.py", "cmd_add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
+    **{
+        ("plugins/ptp.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
+        for fn in ("cmd_add", "_route_via_gateway", "_host_side")
+    },
     ("pycni/firewall/iptables.py", "IptablesFirewall._save", "_error"): "returns a CniError",
     ("pycni/firewall/forward.py", "Firewalld.__init__", "firewalld_not_running"): "returns "
     "PluginNotAvailable (50)",
