@@ -18,4 +18,5 @@ PLUGINS = {
     "sbr": "pycni.plugins.sbr",
     "vrf": "pycni.plugins.vrf",
     "ptp": "pycni.plugins.ptp",
+    "host-device": "pycni.plugins.host_device",
 }

@@ -93,6 +93,11 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/vrf.py", "cmd_check"): DRIFT,
     ("plugins/ptp.py", "plan"): "the IPAM delegate answered success with no address",
     ("plugins/ptp.py", "cmd_check"): DRIFT,
+    ("plugins/host_device.py", "_move_in"): "a link vanished while it was moved (a race)",
+    ("plugins/host_device.py", "_move_out"): "the host has another link with the device's "
+    "name: a conflict on the node, not in the call (the message says how to resolve it)",
+    ("plugins/host_device.py", "cmd_add"): "the IPAM delegate answered success with no address",
+    ("plugins/host_device.py", "cmd_check"): DRIFT,
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -151,6 +156,10 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     **{
         ("plugins/ptp.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
         for fn in ("cmd_add", "_route_via_gateway", "_host_side")
+    },
+    **{
+        ("plugins/host_device.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
+        for fn in ("cmd_add", "_move_in", "_move_out", "_give_back_returned")
     },
     ("pycni/firewall/iptables.py", "IptablesFirewall._save", "_error"): "returns a CniError",
     ("pycni/firewall/forward.py", "Firewalld.__init__", "firewalld_not_running"): "returns "
