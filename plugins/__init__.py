@@ -19,4 +19,5 @@ PLUGINS = {
     "vrf": "pycni.plugins.vrf",
     "ptp": "pycni.plugins.ptp",
     "host-device": "pycni.plugins.host_device",
+    "dhcp": "pycni.ipam.dhcp",
 }
