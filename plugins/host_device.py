@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import attstore, conf, errors, invoke, ipam_exec, netlink, netns, netsetup, skel
+from pycni import attstore, conf, errors, fault, invoke, ipam_exec, netlink, netns, netsetup, skel
 from pycni.netlink import Netlink
 from pycni.result import DNS, Interface, IPConfig, Result, parse_result
 
@@ -211,7 +211,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         invoke.find_in_path(c.ipam_type, cmd.path_list)  # a missing IPAM fails before any change
     fd = netns.open_netns(cmd.netns)
     result = Result(cmd.cni_version, interfaces=[Interface(cmd.ifname, "", cmd.netns)])
-    host_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     host, cont = Netlink(), Netlink(netns_fd=fd)
     moved: tuple[str, bool] | None = None  # (host name, was up)
     ipam_done = False
@@ -229,11 +229,13 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             )  # fmt: skip
             moved = (link.name, link.up)
             cont_link = _move_in(host, cont, link, fd, cmd.ifname)
+            fault.point("after-move")
             result.interfaces[0].mac = cont_link.mac
         if c.ipam_type:
             ipam = ipam_exec.run("ADD", cmd)
             assert ipam is not None
             ipam_done = True
+            fault.point("after-ipam")
             if not ipam.ips:
                 raise errors.CniError("IPAM plugin returned missing IP config")
             result.ips = [IPConfig(ip.address, ip.gateway, 0) for ip in ipam.ips]
@@ -374,7 +376,7 @@ def give_back(network: str, container_id: str, ifname: str, netns_path: str) -> 
             fd = netns.open_netns(netns_path)
         except errors.CniError:
             fd = None  # the namespace is gone: a physical device is back on the host
-    host_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         with Netlink() as host:
             done = False

@@ -298,3 +298,25 @@ def test_refusals(env: Env, container_ns, state_dir) -> None:
     assert env.run("ADD", hd_conf(device=DEV), c, args="FOO=1").error["code"] == 4
     err = env.run("CHECK", hd_conf(device=DEV), c).error
     assert err["code"] == 7 and "prevResult" in err["msg"]
+
+
+@pytest.mark.parametrize("point", ["after-move", "after-ipam"])
+def test_injected_failures_roll_back_and_kills_are_cleaned_by_del(
+    point: str, env: Env, container_ns, state_dir
+) -> None:
+    mac = env.host.link(DEV)["address"]
+    c = container_ns()
+    conf = hd_conf(device=DEV)
+    res = env.run("ADD", conf, c, env_extra={"PYCNI_FAULT": f"fail:{point}"})
+    assert res.error["msg"] == f"injected failure at {point}"
+    link = env.host.link(DEV)
+    assert link["address"] == mac and "UP" in link["flags"] and link.get("ifalias", "") == ""
+    assert c.link("eth0") is None and not list((state_dir / "host-device").rglob("*.json"))
+    # killed (SIGKILL) right there: the device stays in the container, and DEL, which
+    # finds it by its alias and our record, gives it back
+    res = env.run("ADD", conf, c, env_extra={"PYCNI_FAULT": point})
+    assert res.rc == -9 or res.rc == 137, res
+    assert c.link("eth0") is not None and env.host.link(DEV) is None
+    assert env.run("DEL", conf, c).rc == 0
+    _back_home(env, mac, c)
+    assert not list((state_dir / "host-device").rglob("*.json"))

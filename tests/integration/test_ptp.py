@@ -325,3 +325,19 @@ def test_bad_environment(ptp: Ptp, container_ns, tmp_path) -> None:
     assert err["code"] == 4, err
     assert ptp.leases() == [] and ptp.veths() == []
     assert ptp.run("ADD", b"{not json", c, "c1").error["code"] == 6
+
+
+@pytest.mark.parametrize("point", ["after-veth", "after-routes", "after-firewall"])
+def test_killed_add_is_cleaned_by_del(
+    point: str, ptp: Ptp, container_ns, tmp_path, state_dir
+) -> None:
+    c = container_ns()
+    conf = ptp_conf(tmp_path, ipMasq=True)
+    res = ptp.run("ADD", conf, c, "k1", env_extra={"PYCNI_FAULT": point})  # SIGKILL there
+    assert res.rc in (-9, 137), res
+    assert ptp.veths() and ptp.leases() and ptp.records(state_dir)
+    d = ptp.run("DEL", conf, None, "k1")  # without the netns: the record names the veth
+    assert d.rc == 0, d.stdout
+    assert ptp.veths() == [] and ptp.leases() == [] and ptp.records(state_dir) == []
+    nft = ptp.host.nft_json()["nftables"]
+    assert not any("10.77.0.2" in str(x) for x in nft if "element" in x or "rule" in x)
