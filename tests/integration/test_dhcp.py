@@ -355,3 +355,31 @@ def test_daemon_flags_and_single_instance(plugin_dir, host_ns, tmp_path) -> None
         second = run("-socketpath", str(daemon.socket))
         assert second.returncode != 0 and b"another daemon listens" in second.stderr
     assert daemon.proc.returncode == 0 and not daemon.socket.exists()
+
+
+def test_known_lease_and_vanished_namespace(
+    run_plugin, plugin_dir, host_ns, server_link, container_ns, tmp_path
+) -> None:
+    dns = Dnsmasq(server_link, "pyts0", tmp_path, t1=3)
+    daemon = Daemon(plugin_dir, host_ns, tmp_path)
+    with running(daemon, dns):
+        c = container_ns()
+        conf = {"cniVersion": "1.0.0", "name": "dhnet", "type": "host-device", "device": "pytd0",
+                "ipam": dhcp_ipam(daemon, tmp_path)}  # fmt: skip
+        out = hd(run_plugin, host_ns, "ADD", conf, c).json
+        # the IPAM ADD again (a retried ADD): the kept lease, no new exchange
+        ipam_conf = {"cniVersion": "1.0.0", "name": "dhnet", "ipam": conf["ipam"]}
+        again = run_plugin("dhcp", "ADD", ipam_conf, netns=c.path, container_id="c1")
+        assert again.rc == 0, again.stdout
+        assert again.json["ips"][0]["address"] == out["ips"][0]["address"]
+        assert len(dns.events("DHCPDISCOVER")) == 1
+        # the namespace disappears without DEL: the keeper stops at its next wake-up
+        # (it holds nothing that would keep the namespace alive)
+        path = c.path
+        os.system(f"ip netns del {c.name}")
+        deadline = time.monotonic() + 10
+        while "terminating lease maintenance" not in daemon.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "terminating lease maintenance" in daemon.log(), daemon.log()
+        d = run_plugin("dhcp", "DEL", ipam_conf, netns=path, container_id="c1")
+        assert d.rc == 0, d.stdout
