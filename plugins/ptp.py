@@ -298,9 +298,15 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
     if c.ipam_type:
         step(lambda: ipam_exec.run("DEL", cmd))
+    gone: list[bool] = []
     if cmd.netns:
-        step(lambda: _del_container_side(cmd))
-    step(lambda: _del_recorded_veth(c.name, cmd.container_id, cmd.ifname))
+        step(lambda: gone.append(_del_container_side(cmd)))
+    if gone == [True]:
+        # The host end went with the container end. Not looked up again: a lookup
+        # waits (~40 ms) for the kernel to finish unregistering the pair.
+        attstore.delete(WHERE, c.name, cmd.container_id, cmd.ifname)
+    else:
+        step(lambda: _del_recorded_veth(c.name, cmd.container_id, cmd.ifname))
     if c.ip_masq:
         # Keyed by attachment: works without the netns or the container's addresses.
         step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname))
@@ -313,14 +319,19 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         raise first
 
 
-def _del_container_side(cmd: skel.CmdArgs) -> None:
+def _del_container_side(cmd: skel.CmdArgs) -> bool:
+    """Delete the container's veth (its host end goes with it); False when there was
+    none (the namespace or the interface is gone already)."""
     try:
         fd = netns.open_netns(cmd.netns)
     except errors.CniError:
-        return  # the namespace is gone, and the veth with it
+        return False  # the namespace is gone, and the veth with it
     try:
         with Netlink(netns_fd=fd) as cont:
-            netsetup.del_container_iface(cont, cmd.ifname)
+            link = cont.link(cmd.ifname)
+            if link is None or link.kind != "veth":
+                return False  # not ours (another plugin's interface of that name is kept)
+            return cont.del_link(link.index)
     finally:
         os.close(fd)
 
