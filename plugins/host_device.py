@@ -31,6 +31,7 @@ from pycni.result import DNS, Interface, IPConfig, Result, parse_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 WHERE = "host-device"
@@ -266,7 +267,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         os.close(fd)
 
 
-def _best_effort(fn: Any) -> None:
+def _best_effort(fn: Callable[[], object]) -> None:
     try:
         fn()
     except Exception as exc:  # undo keeps going
