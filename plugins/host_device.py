@@ -284,11 +284,11 @@ def _move_in(
     host: Netlink, cont: Netlink, link: netlink.Link, cont_fd: int, ifname: str
 ) -> netlink.Link:
     """Alias := host name, then one request moves and renames it; up in the container."""
-    netlink.set_alias(host, link.index, link.name)
+    host.set_link(link.index, alias=link.name)
     try:
         netlink.move_link(host, link.index, cont_fd, ifname)
     except netlink.NetlinkError as exc:
-        _best_effort(lambda: netlink.set_alias(host, link.index, ""))
+        _best_effort(lambda: host.set_link(link.index, alias=""))
         if exc.errno == 22:  # EINVAL: NETIF_F_NETNS_LOCAL (bridge, lo, vrf, ...)
             raise errors.InvalidConfig(
                 f"{WHERE}: {link.name} cannot change namespace",
@@ -316,11 +316,7 @@ def _move_out(
         if cont.link(ifname) is None:
             # Moved, but the rename was refused: back into the container with it
             # rather than leave it on the host under its container name.
-            stray = next(
-                (x.link for x in netlink.links_with_alias(host)
-                 if x.alias == name and x.link.mac == link.mac),
-                None,
-            )  # fmt: skip
+            stray = next((x for x in host.links() if x.alias == name and x.mac == link.mac), None)
             if stray is not None:
                 _best_effort(lambda: netlink.move_link(host, stray.index, cont_fd, ifname))
         if isinstance(exc, netlink.LinkExists):
@@ -331,7 +327,7 @@ def _move_out(
         raise netsetup.nl_error(exc, f"give {ifname} back to the host as {name}") from None
     back = host.link(name)
     if back is not None:
-        netlink.set_alias(host, back.index, "")
+        host.set_link(back.index, alias="")
     return True
 
 
@@ -342,17 +338,17 @@ def _give_back_returned(host: Netlink, rec: dict[str, Any]) -> bool:
     name, mac = rec.get("device"), rec.get("mac")
     if not isinstance(name, str) or not name:
         return False
-    for x in netlink.links_with_alias(host):
-        if x.alias != name or (isinstance(mac, str) and mac and x.link.mac != mac):
+    for x in host.links():
+        if x.alias != name or (isinstance(mac, str) and mac and x.mac != mac):
             continue
-        if x.link.name != name:
-            if x.link.up:
-                host.set_link(x.link.index, up=False)
+        if x.name != name:
+            if x.up:
+                host.set_link(x.index, up=False)
             try:
-                host.set_link(x.link.index, name=name)
+                host.set_link(x.index, name=name)
             except netlink.NetlinkError as exc:
-                raise netsetup.nl_error(exc, f"rename {x.link.name} back to {name}") from None
-        netlink.set_alias(host, x.link.index, "")
+                raise netsetup.nl_error(exc, f"rename {x.name} back to {name}") from None
+        host.set_link(x.index, alias="")
         return True
     return False
 
@@ -383,7 +379,7 @@ def give_back(network: str, container_id: str, ifname: str, netns_path: str) -> 
             done = False
             if fd is not None:
                 with Netlink(netns_fd=fd) as cont:
-                    found = netlink.link_alias(cont, ifname)
+                    found = cont.link(ifname)
                     name = (found.alias if found else "") or str(rec.get("device") or "")
                     if found is not None and name:
                         done = _move_out(cont, fd, host, host_fd, ifname, name)

@@ -960,45 +960,8 @@ def _parse_ifinfo(payload: bytes) -> tuple[int, int, dict[int, bytes]]:
     return index, flags, parse_attrs(payload, _IFINFO.size)
 
 
-# -- moving links between namespaces, link aliases (host-device) ---------------------
+# -- moving links between namespaces (host-device) ------------------------------------
 # (a block of its own: other link kinds are added above by other plugins)
-
-IFLA_IFALIAS = 20
-
-
-class AliasedLink:
-    """A link with its alias (IFLA_IFALIAS, `ip link set X alias Y`): host-device keeps
-    a moved device's host name there, as the reference does."""
-
-    __slots__ = ("alias", "link")
-
-    def __init__(self, link: Link, alias: str) -> None:
-        self.link = link
-        self.alias = alias
-
-
-def links_with_alias(nl: Netlink) -> list[AliasedLink]:
-    """Every link of the namespace with its alias ("" when none)."""
-    body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0)
-    out = []
-    for t, payload in nl.dump(RTM_GETLINK, body, "list links"):
-        if t != RTM_NEWLINK:
-            continue
-        index, flags, attrs = _parse_ifinfo(payload)
-        alias = attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(errors="replace")
-        out.append(AliasedLink(Link(index, flags, attrs), alias))
-    return out
-
-
-def link_alias(nl: Netlink, name: str) -> AliasedLink | None:
-    """The link called `name` with its alias, or None."""
-    return next((x for x in links_with_alias(nl) if x.link.name == name), None)
-
-
-def set_alias(nl: Netlink, index: int, alias: str) -> None:
-    """Set (or, with "", clear) a link's alias."""
-    body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + _attr(IFLA_IFALIAS, alias.encode())
-    nl.request(RTM_NEWLINK, 0, body, f"set alias of link {index}")
 
 
 def move_link(nl: Netlink, index: int, netns_fd: int, name: str = "") -> None:
