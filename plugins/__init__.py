@@ -22,4 +22,7 @@ PLUGINS = {
     "vlan": "pycni.plugins.vlan",
     "dummy": "pycni.plugins.dummy",
     "tap": "pycni.plugins.tap",
+    "ptp": "pycni.plugins.ptp",
+    "host-device": "pycni.plugins.host_device",
+    "dhcp": "pycni.ipam.dhcp",
 }

@@ -1004,3 +1004,18 @@ class Rule:
 def _parse_ifinfo(payload: bytes) -> tuple[int, int, dict[int, bytes]]:
     _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
     return index, flags, parse_attrs(payload, _IFINFO.size)
+
+
+# -- moving links between namespaces (host-device) ------------------------------------
+# (a block of its own: other link kinds are added above by other plugins)
+
+
+def move_link(nl: Netlink, index: int, netns_fd: int, name: str = "") -> None:
+    """Move link `index` of `nl`'s namespace into the namespace `netns_fd`, renamed to
+    `name` there in the same request (the kernel applies the name after the move; the
+    move takes the link down)."""
+    attrs = _u32(IFLA_NET_NS_FD, netns_fd)
+    if name:
+        attrs += _str(IFLA_IFNAME, name)
+    body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + attrs
+    nl.request(RTM_NEWLINK, 0, body, f"move link {index} to another namespace")
