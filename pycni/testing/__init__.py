@@ -21,10 +21,13 @@ and never touches what a live run owns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 __all__ = ["topology_fixture"]
 
 
-def topology_fixture(spec: object, scope: str = "module"):  # type: ignore[no-untyped-def]
+def topology_fixture(spec: object, scope: str = "module") -> Any:
     """A fixture (assign it to a name in a test module) that builds `spec` once per
     `scope` and tears it down after:
 
@@ -34,8 +37,8 @@ def topology_fixture(spec: object, scope: str = "module"):  # type: ignore[no-un
     """
     import pytest
 
-    @pytest.fixture(scope=scope)  # type: ignore[call-overload, misc]
-    def _topology(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    def _topology(request: pytest.FixtureRequest) -> Iterator[Any]:
         from pycni.testing.plugin import build_topology
 
         topo = build_topology(request, spec)

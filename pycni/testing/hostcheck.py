@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 #: directories plugins and netctl must only ever write inside a test's sandbox
-STATE_DIRS = ("/var/lib/pycni", "/var/lib/cni", "/var/lib/netctl", "/run/netctl", "/etc/netctl", "/run/pycni")
+STATE_DIRS = (
+    "/var/lib/pycni",
+    "/var/lib/cni",
+    "/var/lib/netctl",
+    "/run/netctl",
+    "/etc/netctl",
+    "/run/pycni",
+)
 
 
 def _out(*cmd: str) -> str:
@@ -46,10 +53,15 @@ def host_state() -> dict[str, str]:
         state["iptables"] = _strip_counters(_out("iptables-save"))
         state["ip6tables"] = _strip_counters(_out("ip6tables-save"))
     for d in STATE_DIRS:
-        state[d] = "\n".join(sorted(str(p) for p in Path(d).rglob("*"))) if os.path.exists(d) else "absent"
+        state[d] = (
+            "\n".join(sorted(str(p) for p in Path(d).rglob("*"))) if os.path.exists(d) else "absent"
+        )
     # Only link identity matters for links: counters and operstate of real NICs move.
     state["links"] = json.dumps(
-        sorted((x["ifname"], x.get("address"), x.get("mtu"), x.get("master")) for x in json.loads(state["links"]))
+        sorted(
+            (x["ifname"], x.get("address"), x.get("mtu"), x.get("master"))
+            for x in json.loads(state["links"])
+        )
     )
     state["addrs"] = json.dumps(
         sorted(

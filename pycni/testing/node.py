@@ -47,7 +47,11 @@ class Node:
         return self.ns.host.argv("nsenter", f"--net={runs.NETNS_DIR}/{self.ns.name}", *cmd)
 
     def run(
-        self, *cmd: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT, input: str | None = None
+        self,
+        *cmd: str,
+        check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """A command in the node's own ("host") namespace."""
         return self._run(self.argv(*cmd), cmd, check, timeout, input)
@@ -59,7 +63,11 @@ class Node:
         return proc
 
     def netctl(
-        self, *args: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT, input: str | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """`netctl ARGS` on this node."""
         argv = self.argv(PY, "-m", "pycni.runtime.cli", *args)
@@ -75,9 +83,16 @@ class Node:
         return Container(self, ref)
 
     def _run(
-        self, argv: list[str], shown: tuple[str, ...], check: bool, timeout: float, input: str | None
+        self,
+        argv: list[str],
+        shown: tuple[str, ...],
+        check: bool,
+        timeout: float,
+        input: str | None,
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout, input=input)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=self.env, timeout=timeout, input=input
+        )
         if check and proc.returncode != 0:
             raise CommandFailed(shown, proc)
         return proc
@@ -86,7 +101,7 @@ class Node:
 
     def containers(self) -> list[dict[str, Any]]:
         """`netctl inspect` of every container, running or not."""
-        ids = self.netctl("ps", "-a", "-q", "--no-trunc", check=False).stdout.split()
+        ids = self.netctl("ps", "-a", "-q", check=False).stdout.split()
         if not ids:
             return []
         proc = self.netctl("inspect", *ids, check=False)
@@ -129,7 +144,9 @@ class Container:
     def argv(self, *cmd: str) -> list[str]:
         return self.node.argv(PY, "-m", "pycni.runtime.cli", "exec", self.ref, *cmd)
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         return self.node.exec(self.ref, *cmd, check=check, timeout=timeout)
 
     def popen(self, *cmd: str, **kw: Any) -> subprocess.Popen[Any]:

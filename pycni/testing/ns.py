@@ -95,7 +95,15 @@ class Host:
         if not self.rootless:
             return
         script = "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/netns && echo ready && exec sleep infinity"
-        argv = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--propagation", "private"]
+        argv = [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+        ]
         if _setpriv_has_pdeathsig():
             argv = ["setpriv", "--pdeathsig", "KILL", *argv]
         self.holder = subprocess.Popen(
@@ -141,7 +149,11 @@ _pdeathsig: bool | None = None
 def _setpriv_has_pdeathsig() -> bool:
     global _pdeathsig
     if _pdeathsig is None:
-        out = subprocess.run(["setpriv", "--help"], capture_output=True, text=True) if shutil.which("setpriv") else None
+        out = (
+            subprocess.run(["setpriv", "--help"], capture_output=True, text=True)
+            if shutil.which("setpriv")
+            else None
+        )
         _pdeathsig = bool(out and "--pdeathsig" in out.stdout)
     return _pdeathsig
 
@@ -188,7 +200,17 @@ class Netns:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `cmd` in the namespace; raise `CommandFailed` on a non-zero exit when `check`."""
-        return self.host.run("ip", "netns", "exec", self.name, *cmd, check=check, timeout=timeout, input=input, env=env)
+        return self.host.run(
+            "ip",
+            "netns",
+            "exec",
+            self.name,
+            *cmd,
+            check=check,
+            timeout=timeout,
+            input=input,
+            env=env,
+        )
 
     def popen(self, *cmd: str, **kw: Any) -> subprocess.Popen[Any]:
         """Start `cmd` in the namespace in the background; killed at teardown at the latest."""

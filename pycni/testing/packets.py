@@ -67,7 +67,9 @@ def send(place: Place | None, packets: Any, iface: str = "-", timeout: float = 1
     from scapy.layers.l2 import Ether
 
     lines = []
-    for pkt in packets if isinstance(packets, Iterable) and not hasattr(packets, "layers") else [packets]:
+    for pkt in (
+        packets if isinstance(packets, Iterable) and not hasattr(packets, "layers") else [packets]
+    ):
         if Ether in pkt:
             assert iface != "-", "a frame with an Ethernet header needs iface="
             lines.append(f"l2 {bytes(pkt).hex()} -")
@@ -111,7 +113,9 @@ class Sniffer:
         assert self._proc.stdout is not None
         if self._proc.stdout.readline().strip() != "ready":
             self._proc.kill()
-            raise AssertionError(f"sniffer on {iface} in {place} failed: {self._proc.communicate()[1]}")
+            raise AssertionError(
+                f"sniffer on {iface} in {place} failed: {self._proc.communicate()[1]}"
+            )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

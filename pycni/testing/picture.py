@@ -31,13 +31,19 @@ class Entry:
 def _iface_line(link: dict[str, Any], peers: Mapping[str, str]) -> str:
     info = link.get("linkinfo", {})
     kind = info.get("info_kind", link.get("link_type", ""))
-    addrs = " ".join(f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("scope") != "link")
+    addrs = " ".join(
+        f"{a['local']}/{a['prefixlen']}"
+        for a in link.get("addr_info", [])
+        if a.get("scope") != "link"
+    )
     extra = []
     if link.get("master"):
         extra.append(f"in bridge {link['master']}")
     if kind == "vxlan":
         data = info.get("info_data", {})
-        extra.append(f"vni {data.get('id')} remote {data.get('remote', data.get('group', '-'))} port {data.get('port')}")
+        extra.append(
+            f"vni {data.get('id')} remote {data.get('remote', data.get('group', '-'))} port {data.get('port')}"
+        )
     peer = peers.get(link["ifname"])
     if peer:
         extra.append(f"<-> {peer}")
@@ -76,7 +82,9 @@ def render(entries: Iterable[Entry], peers: Mapping[str, Mapping[str, str]] | No
                     for b in (binds or [])
                 )
                 state = c.get("State", {}).get("Status", "")
-                out.append(f"   container    {c.get('Name', '').lstrip('/'):<12} {addrs} {ports} [{state}]".rstrip())
+                out.append(
+                    f"   container    {c.get('Name', '').lstrip('/'):<12} {addrs} {ports} [{state}]".rstrip()
+                )
             out.append(f"   netctl root  {e.node.root}")
         for p in e.pcaps:
             out.append(f"   pcap         {p}")

@@ -74,7 +74,9 @@ def pycni_run(pytestconfig: pytest.Config) -> Iterator[Run]:
         if reason:
             pytest.skip(reason)
     runs.reap_dead_runs()
-    capture = (pytestconfig.getoption("--pycni-capture") or pytestconfig.getini("pycni_capture")) == "on"
+    capture = (
+        pytestconfig.getoption("--pycni-capture") or pytestconfig.getini("pycni_capture")
+    ) == "on"
     run = Run.start(capture=capture)
     reporter = _Reporter(run)
     pytestconfig.pluginmanager.register(reporter, f"pycni-reporter-{run.tag}")
@@ -92,8 +94,10 @@ class _Reporter:
         self.run = run
 
     @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-        outcome = yield
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Iterator[None]:
+        outcome: Any = yield
         rep = outcome.get_result()
         if not rep.failed:
             return
@@ -112,7 +116,14 @@ def picture_of(run: Run, objects: list[Any], mark_failed: bool = False) -> str:
     entries: list[picture.Entry] = []
     peers: dict[str, dict[str, str]] = {}
 
+    seen: set[str] = set()
+
     def add(obj: Any, label: str = "") -> None:
+        if isinstance(obj, Node | Netns):
+            name = obj.ns.name if isinstance(obj, Node) else obj.name
+            if name in seen:
+                return
+            seen.add(name)
         if isinstance(obj, Node):
             entries.append(picture.Entry(label or obj.name, obj.ns, obj, run.pcaps(obj.ns)))
             if mark_failed:
@@ -250,7 +261,9 @@ def node(node_factory: NodeFactory) -> Node:
 
 
 @pytest.fixture
-def topology(pycni_run: Run, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Topology]]:
+def topology(
+    pycni_run: Run, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Topology]]:
     """build(spec) -> Topology, from a dict or a YAML file (relative to the test file)."""
     factory = TopologyFactory(pycni_run, tmp_path, request)
     yield factory

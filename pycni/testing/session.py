@@ -74,8 +74,15 @@ class Run:
         pcap_dir.mkdir(parents=True, exist_ok=True)
         prefix = f"{ns.label or ns.name}-"
         proc = ns.popen(
-            PY, "-m", "pycni.testing.capture", str(pcap_dir), prefix, str(self.capture_max_packets),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            PY,
+            "-m",
+            "pycni.testing.capture",
+            str(pcap_dir),
+            prefix,
+            str(self.capture_max_packets),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":

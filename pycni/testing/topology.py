@@ -44,7 +44,9 @@ class TopologyError(ValueError):
     """The spec is wrong (names the key and what to write instead)."""
 
 
-def load_spec(spec: Mapping[str, Any] | str | Path, relative_to: Path | None = None) -> dict[str, Any]:
+def load_spec(
+    spec: Mapping[str, Any] | str | Path, relative_to: Path | None = None
+) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         return dict(spec)
     path = Path(spec)
@@ -112,7 +114,9 @@ class Topology:
     def peers(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for link in self.links:
-            pairs = [(link.a, link.b)] if link.kind != "veth" else [(link.a, link.b), (link.b, link.a)]
+            pairs = (
+                [(link.a, link.b)] if link.kind != "veth" else [(link.a, link.b), (link.b, link.a)]
+            )
             for here, there in pairs:
                 node, ifname = _endpoint(here)
                 out.setdefault(node, {})[ifname] = there
@@ -139,7 +143,9 @@ def build(
     data = load_spec(spec, relative_to)
     unknown = set(data) - {"nodes", "links", "addresses", "vxlans", "name"}
     if unknown:
-        raise TopologyError(f"unknown topology keys {sorted(unknown)}: use nodes, links, addresses, vxlans")
+        raise TopologyError(
+            f"unknown topology keys {sorted(unknown)}: use nodes, links, addresses, vxlans"
+        )
     nodes_spec = data.get("nodes") or {}
     if not isinstance(nodes_spec, Mapping) or not nodes_spec:
         raise TopologyError("a topology needs `nodes:` (a mapping of name -> settings)")
@@ -180,7 +186,9 @@ def _build(
     addresses: dict[str, list[str]] = {k: list(v) for k, v in (data.get("addresses") or {}).items()}
     for name, conf in nodes_spec.items():
         for ifname, addrs in ((conf or {}).get("addresses") or {}).items():
-            addresses.setdefault(f"{name}:{ifname}", []).extend(addrs if isinstance(addrs, list) else [addrs])
+            addresses.setdefault(f"{name}:{ifname}", []).extend(
+                addrs if isinstance(addrs, list) else [addrs]
+            )
     port_numbers: dict[tuple[str, str], int] = {}
     for raw in data.get("links") or []:
         if isinstance(raw, Mapping):
@@ -200,9 +208,23 @@ def _build(
                 real_ends.append((node, f"{ifname[:10]}p{n}", ifname))
             else:
                 real_ends.append((node, ifname, ""))
-        (na, ia, bra), (nb, ib, brb) = real_ends
+        (na, ia, _), (nb, ib, _) = real_ends
         host = topo.ns(na).host
-        cmd = ["ip", "link", "add", ia, "netns", topo.ns(na).name, "type", "veth", "peer", "name", ib, "netns", topo.ns(nb).name]
+        cmd = [
+            "ip",
+            "link",
+            "add",
+            ia,
+            "netns",
+            topo.ns(na).name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ib,
+            "netns",
+            topo.ns(nb).name,
+        ]
         host.run(*cmd)
         for node, ifname, br in real_ends:
             ns = topo.ns(node)
@@ -226,7 +248,9 @@ def _build(
     for name, conf in nodes_spec.items():
         for route in (conf or {}).get("routes") or []:
             words = route.split() if isinstance(route, str) else list(route)
-            topo.ns(name).run("ip", "-6" if any(":" in w for w in words[:1]) else "-4", "route", "add", *words)
+            topo.ns(name).run(
+                "ip", "-6" if any(":" in w for w in words[:1]) else "-4", "route", "add", *words
+            )
     for name, conf in nodes_spec.items():
         conf = conf or {}
         obj = topo.nodes[name]
@@ -238,7 +262,9 @@ def _build(
             args = ["network", "create"]
             for key, value in (nconf or {}).items():
                 for v in value if isinstance(value, list) else [value]:
-                    args += [f"--{key.replace('_', '-')}", str(v)] if v is not True else [f"--{key}"]
+                    args += (
+                        [f"--{key.replace('_', '-')}", str(v)] if v is not True else [f"--{key}"]
+                    )
             obj.netctl(*args, net)
         for cname, cconf in (conf.get("containers") or {}).items():
             cconf = dict(cconf or {})
@@ -264,7 +290,20 @@ def _vxlan(topo: Topology, vx: Mapping[str, Any]) -> None:
         ns = topo.ns(node)
         local = str(conf["underlay"])
         others = [str(c["underlay"]) for n, c in members.items() if n != node]
-        args = ["ip", "link", "add", name, "type", "vxlan", "id", str(vni), "local", local, "dstport", str(port)]
+        args = [
+            "ip",
+            "link",
+            "add",
+            name,
+            "type",
+            "vxlan",
+            "id",
+            str(vni),
+            "local",
+            local,
+            "dstport",
+            str(port),
+        ]
         if conf.get("dev"):
             args += ["dev", str(conf["dev"])]
         if len(others) == 1:

@@ -85,7 +85,9 @@ else:
 
 
 @contextmanager
-def _background(place: Place | None, code: str, *args: str, ready_timeout: float = 10.0) -> Iterator[subprocess.Popen[str]]:
+def _background(
+    place: Place | None, code: str, *args: str, ready_timeout: float = 10.0
+) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         _argv(place, PY, "-c", code, *args),
         stdout=subprocess.PIPE,
@@ -123,7 +125,9 @@ def echo_server(
     max_count: int = 1000,
 ) -> Iterator[subprocess.Popen[str]]:
     """A TCP or UDP server at ip:port answering "<reply, or what it got> <client ip>"."""
-    with _background(place, _ECHO_SERVER, ip, str(port), proto, reply, str(max_seconds), str(max_count)) as proc:
+    with _background(
+        place, _ECHO_SERVER, ip, str(port), proto, reply, str(max_seconds), str(max_count)
+    ) as proc:
         yield proc
 
 
@@ -147,7 +151,14 @@ def echo_reply(
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def echo(place: Place | None, ip: str, port: int, data: str = "hi", proto: str = "tcp", timeout: float = 2.0) -> str | None:
+def echo(
+    place: Place | None,
+    ip: str,
+    port: int,
+    data: str = "hi",
+    proto: str = "tcp",
+    timeout: float = 2.0,
+) -> str | None:
     """What came back for `data` (without the client address), or None when unreachable."""
     answer = echo_reply(place, ip, port, data, proto, timeout)
     return None if answer is None else answer.rsplit(" ", 1)[0]
@@ -193,7 +204,9 @@ sys.stdout.write(f"{status}\n"); sys.stdout.write(body.decode(errors='replace'))
 
 
 @contextmanager
-def http_server(place: Place | None, ip: str, port: int, body: str = "ok", max_seconds: float = 120) -> Iterator[subprocess.Popen[str]]:
+def http_server(
+    place: Place | None, ip: str, port: int, body: str = "ok", max_seconds: float = 120
+) -> Iterator[subprocess.Popen[str]]:
     """An HTTP server at ip:port answering every GET with 200 and `body`."""
     with _background(place, _HTTP_SERVER, ip, str(port), body, str(max_seconds)) as proc:
         yield proc
@@ -246,7 +259,9 @@ s.close()
 """
 
 
-def throughput(client: Place | None, server: Place | None, ip: str, port: int = 5201, seconds: float = 1.0) -> float:
+def throughput(
+    client: Place | None, server: Place | None, ip: str, port: int = 5201, seconds: float = 1.0
+) -> float:
     """Bits per second of one TCP stream from `client` to `server` (listening on ip:port)
     during `seconds` (at most 30)."""
     seconds = min(seconds, 30.0)
