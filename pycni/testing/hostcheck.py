@@ -3,7 +3,7 @@ before a session and compared after it, and a check that no namespace of this ru
 outlives the module that made it.
 
 Enabled for a whole suite with the ini option `pycni_host_check = true` (pycni's own
-suite does); the plugin then registers `HostGuard` and fails the session's last
+suite does); the plugin then registers this module's fixtures, which fail the session's last
 teardown when the real host's links, addresses, routes, nft ruleset, iptables rules or
 the CNI/netctl state directories differ.
 """
@@ -91,36 +91,38 @@ def watch_namespaces(owned: Callable[[str], bool]) -> None:
     _owned.append(owned)
 
 
-class HostGuard:
-    """Registered by the plugin when `pycni_host_check` is on."""
+# The fixtures below are active only when the plugin registers this module as a plugin
+# (ini `pycni_host_check = true`).
 
-    @pytest.fixture(scope="session", autouse=True)
-    def pycni_real_host_unchanged(self) -> Iterator[None]:
-        if os.geteuid() != 0:
-            yield
-            return
-        before = host_state()
+
+@pytest.fixture(scope="session", autouse=True)
+def pycni_real_host_unchanged() -> Iterator[None]:
+    if os.geteuid() != 0:
         yield
-        after = host_state()
-        changed = [k for k in before if before[k] != after.get(k)]
-        assert not changed, f"the test session changed the real host's network state: {changed}"
+        return
+    before = host_state()
+    yield
+    after = host_state()
+    changed = [k for k in before if before[k] != after.get(k)]
+    assert not changed, f"the test session changed the real host's network state: {changed}"
 
-    @pytest.fixture(scope="module", autouse=True)
-    def pycni_no_namespace_leaks(self) -> Iterator[None]:
-        """After each module: no namespace this run owns is left behind (everything else a
-        test makes lives in its namespaces and dies with them)."""
-        from pycni.testing import runs
 
-        tag = runs.current_tag()
-        before = netns_names()
-        yield
-        if os.geteuid() != 0:
-            return
-        leaked = sorted(
-            n
-            for n in netns_names() - before
-            if n.startswith(f"{tag}-") or any(owned(n) for owned in _owned)
-        )
-        for name in leaked:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        assert not leaked, f"namespaces leaked by this module: {leaked}"
+@pytest.fixture(scope="module", autouse=True)
+def pycni_no_namespace_leaks() -> Iterator[None]:
+    """After each module: no namespace this run owns is left behind (everything else a
+    test makes lives in its namespaces and dies with them)."""
+    from pycni.testing import runs
+
+    tag = runs.current_tag()
+    before = netns_names()
+    yield
+    if os.geteuid() != 0:
+        return
+    leaked = sorted(
+        n
+        for n in netns_names() - before
+        if n.startswith(f"{tag}-") or any(owned(n) for owned in _owned)
+    )
+    for name in leaked:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    assert not leaked, f"namespaces leaked by this module: {leaked}"

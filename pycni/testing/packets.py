@@ -120,6 +120,7 @@ class Sniffer:
         self._thread.start()
 
     def _read(self) -> None:
+        import scapy.layers.all  # noqa: F401  (every layer bound, so frames decode fully)
         from scapy.layers.l2 import Ether
 
         assert self._proc.stdout is not None

@@ -55,9 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getini("pycni_host_check"):
-        from pycni.testing.hostcheck import HostGuard
+        from pycni.testing import hostcheck
 
-        config.pluginmanager.register(HostGuard(), "pycni-host-guard")
+        config.pluginmanager.register(hostcheck, "pycni-host-check")
 
 
 # -- the run --------------------------------------------------------------------------
