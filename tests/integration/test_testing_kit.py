@@ -412,6 +412,15 @@ def test_rootless(topology, netns):
 """
 
 
+def _exec_in_userns_as_nobody(executable: str) -> bool:
+    proc = subprocess.run(
+        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+        + ["unshare", "-rn", executable, "-c", "pass"],
+        capture_output=True,
+    )
+    return proc.returncode == 0
+
+
 @pytest.fixture
 def nobody_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="pycni-kit-nobody-"))
@@ -441,6 +450,15 @@ def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
         capture_output=True,
     )
     env = {"HOME": str(nobody_dir), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    python = PY
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not _exec_in_userns_as_nobody(PY) and system.exists():
+        # This machine's interpreter lives under /root, which a user namespace of nobody
+        # cannot traverse: run the same packages with Debian's interpreter of the same
+        # version, as a user's own venv would.
+        python = str(system)
+        site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+        env["PYTHONPATH"] = f"{REPO}:{site}"
     proc = subprocess.run(
         [
             "setpriv",
@@ -449,7 +467,7 @@ def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
             "--regid",
             "nogroup",
             "--clear-groups",
-            PY,
+            python,
             "-m",
             "pytest",
             "-p",
@@ -493,8 +511,8 @@ EMPTY = """
 import sys
 
 def test_empty():
-    assert "pycni.testing.ns" not in sys.modules and "scapy" not in sys.modules
-    assert "pycni.testing.plugin" in sys.modules
+    loaded = {m for m in sys.modules if m.startswith(("pycni", "scapy", "pyroute2", "yaml"))}
+    assert loaded == {"pycni", "pycni.testing", "pycni.testing.plugin"}, loaded
 """
 
 
@@ -503,7 +521,7 @@ def test_plugin_costs_nothing_to_runs_that_do_not_use_it(tmp_path: Path) -> None
     proc = _pytest(tmp_path, "test_empty.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     timings: dict[str, list[float]] = {"with": [], "without": []}
-    for _ in range(5):  # interleaved, so a busy machine weighs on both alike
+    for _ in range(7):  # interleaved, so a busy machine weighs on both alike
         for which, extra in (("with", ()), ("without", ("-p", "no:pycni"))):
             start = time.perf_counter()
             done = _pytest(tmp_path, "--collect-only", "test_empty.py", *extra)
@@ -511,10 +529,11 @@ def test_plugin_costs_nothing_to_runs_that_do_not_use_it(tmp_path: Path) -> None
             assert done.returncode == 0
     best = {k: min(v) for k, v in timings.items()}
     print(
-        f"pytest --collect-only, best of 5: with the plugin {best['with'] * 1000:.0f} ms, "
+        f"pytest --collect-only, best of 7: with the plugin {best['with'] * 1000:.0f} ms, "
         f"without {best['without'] * 1000:.0f} ms"
     )
-    assert best["with"] - best["without"] < 0.05
+    # the machine is shared: the bound is loose; the module check above is the exact one
+    assert best["with"] - best["without"] < 0.1
 
 
 # -- netctl graph -------------------------------------------------------------------------
@@ -595,7 +614,7 @@ def test_netctl_graph_draws_networks_containers_and_ports(node: Node, tmp_path: 
         assert text in dot, text
     mermaid = node.netctl("graph", "--format", "mermaid").stdout
     assert (
-        mermaid.startswith("flowchart LR\n") and "network front" in mermaid and " --- " in mermaid
+        mermaid.startswith("flowchart LR\n") and "network front" in mermaid and " ---|" in mermaid
     )
     text = node.netctl("graph", "--format", "text").stdout
     assert "[container] web" in text and "-- network front" in text
