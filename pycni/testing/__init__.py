@@ -15,7 +15,7 @@ Traffic helpers live in `pycni.testing.traffic`, scapy helpers in
 that does not ask for these fixtures pays for one small module.
 
 Everything the kit makes carries the run tag of the pytest process that made it
-(`pkt<pid>x<start>`, see `runs`), so the next run reaps what a killed run left behind
+(`pkt<pid>_<start>`, see `runs`), so the next run reaps what a killed run left behind
 and never touches what a live run owns.
 """
 

@@ -3,7 +3,7 @@ interfaces (kind, addresses, bridge, VXLAN id and remote, the other end of a vet
 kit wired), routes; for each node, its netctl networks and containers with addresses
 and published ports; and the pcap files captured so far.
 
-    == client  (netns pkt1kzx5h3b-client-3fa9c1)
+    == client  (netns pkt1kz_5h3b-client-3fa9c1)
        eth0      veth    10.0.0.2/24           <-> router:eth0        up
        route     default via 10.0.0.1 dev eth0
        pcap      /tmp/.../pcap/client-eth0.pcap

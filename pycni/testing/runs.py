@@ -2,7 +2,7 @@
 
 A run is one pytest process (an xdist worker is a run of its own). Its tag is
 
-    pkt<pid base36>x<process start time base36>      e.g. pkt1kzx5h3b
+    pkt<pid base36>_<process start time base36>      e.g. pkt1kz_5h3b
 
 and every global name the kit makes starts with `<tag>-`: namespace names under
 /run/netns and directories that hold mounts (a node's netctl root). Every process the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 PREFIX = "pkt"
 ENV = "PYCNI_TESTING_RUN"
 NETNS_DIR = "/run/netns"
-_TAG = re.compile(r"^pkt([0-9a-z]+)x([0-9a-z]+)(?:-|$)")
+_TAG = re.compile(r"^pkt([0-9a-z]+)_([0-9a-z]+)(?:-|$)")
 
 
 def _b36(n: int) -> str:
@@ -51,7 +51,7 @@ def start_time(pid: int) -> int | None:
 def tag_of(pid: int) -> str:
     start = start_time(pid)
     assert start is not None, f"process {pid} has no /proc entry"
-    return f"{PREFIX}{_b36(pid)}x{_b36(start)}"
+    return f"{PREFIX}{_b36(pid)}_{_b36(start)}"
 
 
 def current_tag() -> str:
@@ -63,7 +63,7 @@ def parse(name: str) -> tuple[str, int, int] | None:
     m = _TAG.match(name)
     if not m:
         return None
-    return f"{PREFIX}{m.group(1)}x{m.group(2)}", int(m.group(1), 36), int(m.group(2), 36)
+    return f"{PREFIX}{m.group(1)}_{m.group(2)}", int(m.group(1), 36), int(m.group(2), 36)
 
 
 def alive(tag: str) -> bool:

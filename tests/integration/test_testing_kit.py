@@ -412,10 +412,12 @@ def test_rootless(topology, netns):
 """
 
 
+NOBODY = ("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups")
+
+
 def _exec_in_userns_as_nobody(executable: str) -> bool:
     proc = subprocess.run(
-        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
-        + ["unshare", "-rn", executable, "-c", "pass"],
+        [*NOBODY, "unshare", "-rn", executable, "-c", "pass"],
         capture_output=True,
     )
     return proc.returncode == 0
