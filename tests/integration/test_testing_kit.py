@@ -647,3 +647,38 @@ def test_netctl_graph_without_graphviz_says_what_to_install(node: Node, tmp_path
         node.env["PATH"] = saved
     assert proc.returncode == 125 and "graphviz" in proc.stderr and "Traceback" not in proc.stderr
     assert node.netctl("graph", "--format", "mermaid").returncode == 0
+
+
+# -- the tutorial's example (docs/testing.md), as a user runs it ----------------------------
+
+
+def test_the_tutorial_example_passes_and_its_failure_report_shows_the_network(
+    tmp_path: Path,
+) -> None:
+    for name in ("service.yaml", "test_service.py"):
+        shutil.copy(REPO / "docs/examples" / name, tmp_path / name)
+    proc = _pytest(tmp_path, "test_service.py", f"--basetemp={tmp_path / 'ok'}")
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+
+    # the rule that also blocks the office: the test fails and says what the network was
+    proc = _pytest(
+        tmp_path,
+        "test_service.py",
+        f"--basetemp={tmp_path / 'broken'}",
+        env={"FIREWALL_SOURCE": "198.18.0.0/16"},
+    )
+    out = proc.stdout
+    assert proc.returncode == 1 and "1 failed" in out, out + proc.stderr
+    section = out[out.index("pycni network") :]
+    for text in (
+        "== web  (node pkt",
+        "198.18.1.1/24",
+        "<-> office:eth0",
+        "container    api",
+        "0.0.0.0:8080->80/tcp",
+        "== internet  (netns pkt",
+        "web-eth1.pcap",
+    ):
+        assert text in section, text
+    (tmp_path / "report.txt").write_text(out)
+    print(out)
