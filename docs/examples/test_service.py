@@ -20,13 +20,14 @@ table inet guard {{
 """
 
 
-def wait_http(place, url, seconds=10.0):
-    """The first answer within `seconds` (the server takes a moment to start)."""
+def http_status(place, url, seconds=10.0):
+    """The HTTP status of the first answer within `seconds` (the server takes a moment to
+    start), or None when nothing answered."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         answer = traffic.http_get(place, url, timeout=1)
         if answer is not None:
-            return answer
+            return answer[0]
         time.sleep(0.2)
     return None
 
@@ -38,9 +39,9 @@ def test_service(topology):
     api_ip = topo.ip("web/api")
 
     # container to container, on the network
-    assert wait_http(topo["web/client"], f"http://{api_ip}/")[0] == 200
+    assert http_status(topo["web/client"], f"http://{api_ip}/") == 200
     # the published port, from a namespace outside the host
-    assert wait_http(topo["office"], "http://198.18.1.1:8080/")[0] == 200
+    assert http_status(topo["office"], "http://198.18.1.1:8080/") == 200
     # and the firewall keeps the internet out (a bounded attempt, not a hang)
     assert traffic.http_get(topo["internet"], "http://198.18.2.1:8080/", timeout=1) is None
     assert traffic.ping(topo["internet"], "198.18.2.1")  # the host itself answers

@@ -51,6 +51,31 @@ def _iface_line(link: dict[str, Any], peers: Mapping[str, str]) -> str:
     return f"   {link['ifname']:<12} {kind or '-':<8} {addrs or '-':<22} {' '.join(extra)}  {state}".rstrip()
 
 
+def _nft_lines(ns: Netns) -> list[str]:
+    """One line per nft table: its chains (with hook) and how many rules each holds."""
+    doc = ns.nft_json().get("nftables", [])
+    tables: dict[str, list[str]] = {}
+    rules: dict[tuple[str, str], int] = {}
+    for item in doc:
+        if "table" in item:
+            tables[f"{item['table']['family']} {item['table']['name']}"] = []
+        elif "rule" in item:
+            r = item["rule"]
+            key = (f"{r['family']} {r['table']}", r["chain"])
+            rules[key] = rules.get(key, 0) + 1
+    for item in doc:
+        if "chain" in item:
+            c = item["chain"]
+            table = f"{c['family']} {c['table']}"
+            hook = f" ({c['hook']}, policy {c.get('policy', 'accept')})" if c.get("hook") else ""
+            tables.setdefault(table, []).append(
+                f"{c['name']}{hook}: {rules.get((table, c['name']), 0)} rules"
+            )
+    return [
+        f"   nft          table {t}: {'; '.join(chains) or 'empty'}" for t, chains in tables.items()
+    ]
+
+
 def render(entries: Iterable[Entry], peers: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """`peers[label][ifname]` names the other end of a link ("node:ifname")."""
     out: list[str] = []
@@ -70,6 +95,10 @@ def render(entries: Iterable[Entry], peers: Mapping[str, Mapping[str, str]] | No
             for r in e.ns.routes():
                 via = f" via {r['gateway']}" if r.get("gateway") else ""
                 out.append(f"   route        {r['dst']}{via} dev {r.get('dev', '-')}")
+        except Exception:
+            pass
+        try:
+            out.extend(_nft_lines(e.ns))
         except Exception:
             pass
         if e.node is not None:
