@@ -181,9 +181,22 @@ class NetnsFactory(_Factory):
         return ns
 
 
+NODE_NEEDS_ROOT = (
+    "a node runs netctl, which needs real root (its netns mounts, PID namespaces, and it "
+    "refuses state directories a user namespace shows as owned by nobody); plain "
+    "namespaces and topologies without `netctl: true` work unprivileged"
+)
+
+
+def _node(run: Run, label: str, base: Path) -> Node:
+    if run.host.rootless:
+        pytest.skip(NODE_NEEDS_ROOT)
+    return run.node(label, base, base / "pcap")
+
+
 class NodeFactory(_Factory):
     def __call__(self, label: str = "node") -> Node:
-        node = self.run.node(label, self.base, self.base / "pcap")
+        node = _node(self.run, label, self.base)
         self.made.append(node)
         return node
 
@@ -208,7 +221,7 @@ def build_topology(request: pytest.FixtureRequest, spec: Any, base: Path | None 
     return build(
         spec,
         make_netns=lambda label: run.netns(label, pcap),
-        make_node=lambda label: run.node(label, base, pcap),
+        make_node=lambda label: _node(run, label, base),
         closer=closer,
         relative_to=Path(str(request.path)).parent,
     )

@@ -409,6 +409,10 @@ def test_rootless(topology, netns):
     t["b"].run("nft", "add table inet t; add chain inet t in { type filter hook input priority 0; policy drop; }")
     assert not traffic.ping(t["a"], "10.2.0.2", timeout=0.3)
     assert netns.run("ip", "-br", "link").stdout.startswith("lo")
+
+
+def test_node_says_it_needs_root(node):
+    pass
 """
 
 
@@ -486,9 +490,12 @@ def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
         timeout=300,
     )
     if userns.returncode == 0:
-        assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "1 passed, 1 skipped" in proc.stdout, (
+            proc.stdout + proc.stderr
+        )
+        assert "a node runs netctl, which needs real root" in proc.stdout
     else:  # a kernel without unprivileged user namespaces: a clear skip, not an error
-        assert "1 skipped" in proc.stdout and "user namespaces" in proc.stdout, proc.stdout
+        assert "2 skipped" in proc.stdout and "user namespaces" in proc.stdout, proc.stdout
 
 
 LEAKY = """
