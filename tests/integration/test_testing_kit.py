@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pycni.testing import packets, runs, traffic
+from pycni.testing import packets, runs, topology_fixture, traffic
 from pycni.testing.node import Node
 from pycni.testing.ns import Netns
 from pycni.testing.topology import Topology, TopologyError
@@ -194,6 +194,23 @@ def test_scapy_send_and_sniff(topology: type[Topology]) -> None:
     with packets.sniffer(topo["b"], "eth0", match=lambda p: ICMP in p and p[ICMP].id == 4242) as s:
         packets.send(topo["a"], IP(src="10.7.0.1", dst="10.7.0.2") / ICMP(id=4242), iface="eth0")
         assert s.wait(count=2, timeout=3)  # the request and b's reply
+
+
+# one topology for the module, built once (topology_fixture), and module_topology
+lab = topology_fixture({"nodes": {"x": {}, "y": {}}, "links": [["x:eth0", "y:eth0"]]})
+_seen: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_module_scoped_topology_is_built_once(
+    lab: Topology, module_topology: type[Topology], turn: int
+) -> None:
+    _seen.setdefault("lab", lab.ns("x").name)
+    assert lab.ns("x").name == _seen["lab"]  # the same namespace in both turns
+    shared = module_topology({"nodes": {"m": {}}})
+    _seen.setdefault("module", shared.ns("m").name)
+    assert shared.ns("m").name == _seen["module"]
+    assert lab["x"].link("eth0") is not None
 
 
 # -- the guarantees, checked from outside: pytest in a subprocess --------------------------
