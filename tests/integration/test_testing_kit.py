@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -546,20 +547,25 @@ def test_plugin_costs_nothing_to_runs_that_do_not_use_it(tmp_path: Path) -> None
     (tmp_path / "test_empty.py").write_text(EMPTY)
     proc = _pytest(tmp_path, "test_empty.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    timings: dict[str, list[float]] = {"with": [], "without": []}
+    # CPU time (user + sys) of the pytest process, not wall time: other work on a shared
+    # machine stretches wall time far more than it changes what the process itself does
+    cpu: dict[str, list[float]] = {"with": [], "without": []}
+    wall: dict[str, list[float]] = {"with": [], "without": []}
     for _ in range(7):  # interleaved, so a busy machine weighs on both alike
         for which, extra in (("with", ()), ("without", ("-p", "no:pycni"))):
-            start = time.perf_counter()
+            before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             done = _pytest(tmp_path, "--collect-only", "test_empty.py", *extra)
-            timings[which].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall[which].append(time.perf_counter() - start)
+            cpu[which].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             assert done.returncode == 0
-    best = {k: min(v) for k, v in timings.items()}
+    best = {k: min(v) for k, v in cpu.items()}
     print(
-        f"pytest --collect-only, best of 7: with the plugin {best['with'] * 1000:.0f} ms, "
-        f"without {best['without'] * 1000:.0f} ms"
+        "pytest --collect-only of an empty test, best of 7: "
+        f"CPU {best['with'] * 1000:.0f} ms with the plugin, {best['without'] * 1000:.0f} ms "
+        f"without; wall {min(wall['with']) * 1000:.0f} / {min(wall['without']) * 1000:.0f} ms"
     )
-    # the machine is shared: the bound is loose; the module check above is the exact one
-    assert best["with"] - best["without"] < 0.1
+    assert best["with"] - best["without"] < 0.05
 
 
 # -- netctl graph -------------------------------------------------------------------------
