@@ -248,6 +248,14 @@ class Netns:
         out = self.run("nft", "-j", "list", "ruleset").stdout
         return dict(json.loads(out or '{"nftables": []}'))
 
+    def netlink(self) -> Any:
+        """A pyroute2 `NetNS` on this namespace (full netlink: links, addresses, routes,
+        neighbours, tc; use it as a context manager). Root only: a user-namespace
+        sandbox's namespaces cannot be entered from outside it."""
+        from pyroute2 import NetNS
+
+        return NetNS(self.path)
+
     def stop_processes(self) -> None:
         for proc in self.processes:
             if proc.poll() is None:

@@ -58,6 +58,8 @@ def test_netns_is_fresh_tagged_and_runs_commands(netns: Netns) -> None:
     assert isinstance(proc, subprocess.CompletedProcess)
     assert [x["ifname"] for x in json.loads(proc.stdout)] == ["lo"]
     assert netns.run("false", check=False).returncode == 1
+    with netns.netlink() as ipr:  # pyroute2, for what `ip` does not say in JSON
+        assert [link.get("ifname") for link in ipr.get_links()] == ["lo"]
 
 
 def test_routed_topology_carries_tcp_udp_http_icmp_and_bulk(
