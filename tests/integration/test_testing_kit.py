@@ -536,6 +536,42 @@ def test_host_check_fails_a_module_that_leaks_a_namespace(tmp_path: Path) -> Non
     assert not [n for n in os.listdir(runs.NETNS_DIR) if n.endswith("-leak-1")]
 
 
+CHANGES_ITS_HOST = """
+import subprocess
+
+def test_adds_a_link_to_its_host():
+    subprocess.run(["ip", "link", "add", "hostleak0", "type", "veth", "peer", "name", "hostleak1"], check=True)
+"""
+
+
+def test_host_check_fails_a_session_that_changed_its_host(netns: Netns, tmp_path: Path) -> None:
+    """The session check, seen failing: the sub-pytest runs inside `netns`, which is
+    then its "real host", so the change it makes stays in a namespace of ours."""
+    (tmp_path / "test_host.py").write_text(CHANGES_ITS_HOST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\npycni_host_check = true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        netns.argv(
+            PY,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "test_host.py",
+            f"--basetemp={tmp_path / 'base'}",
+        ),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "changed the real host's network state: ['links'" in proc.stdout, proc.stdout
+    assert netns.link("hostleak0") is not None  # it really happened, in our namespace
+
+
 EMPTY = """
 import sys
 
