@@ -73,7 +73,16 @@ def pycni_run(pytestconfig: pytest.Config) -> Iterator[Run]:
         reason = ns.unprivileged_userns_reason()
         if reason:
             pytest.skip(reason)
-    runs.reap_dead_runs()
+    reaped = runs.reap_dead_runs()
+    if reaped:
+        terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        capman = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        if terminal is not None and capman is not None:
+            with capman.global_and_fixture_disabled():
+                terminal.write_line(
+                    f"\npycni.testing: reaped what dead runs left: {len(reaped.namespaces)} "
+                    f"namespaces, {len(reaped.processes)} processes, {len(reaped.mounts)} mounts"
+                )
     capture = (
         pytestconfig.getoption("--pycni-capture") or pytestconfig.getini("pycni_capture")
     ) == "on"

@@ -369,6 +369,7 @@ def test_sigkill_leftovers_are_reaped_by_the_next_run_and_live_runs_untouched(
             tmp_path / "next", "test_next.py", f"--basetemp={tmp_path / 'next' / 'base'}"
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "pycni.testing: reaped what dead runs left: 4 namespaces" in proc.stdout, proc.stdout
 
         names = set(os.listdir(runs.NETNS_DIR))
         assert not set(dead["netns"]) & names  # type: ignore[arg-type]
