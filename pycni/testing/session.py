@@ -73,10 +73,15 @@ class Run:
     def _start_capture(self, ns: Netns, pcap_dir: Path) -> None:
         pcap_dir.mkdir(parents=True, exist_ok=True)
         prefix = f"{ns.label or ns.name}-"
+        from pycni.testing import capture
+
+        # the capture is stdlib only: run its file without site (-S), the start-up is most
+        # of what a namespace costs with capture on
         proc = ns.popen(
             PY,
-            "-m",
-            "pycni.testing.capture",
+            "-I",
+            "-S",
+            capture.__file__,
             str(pcap_dir),
             prefix,
             str(self.capture_max_packets),
