@@ -252,9 +252,10 @@ class Netns:
         """A pyroute2 `NetNS` on this namespace (full netlink: links, addresses, routes,
         neighbours, tc; use it as a context manager). Root only: a user-namespace
         sandbox's namespaces cannot be entered from outside it."""
-        from pyroute2 import NetNS
+        import importlib
 
-        return NetNS(self.path)
+        # pyroute2 ships no type information: Any, by design
+        return importlib.import_module("pyroute2").NetNS(self.path)
 
     def stop_processes(self) -> None:
         for proc in self.processes:

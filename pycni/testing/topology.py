@@ -52,8 +52,10 @@ def load_spec(
     path = Path(spec)
     if not path.is_absolute() and relative_to is not None:
         path = relative_to / path
+    import importlib
+
     try:
-        import yaml
+        yaml = importlib.import_module("yaml")  # PyYAML, untyped: Any
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise TopologyError("a YAML topology needs PyYAML: pip install 'pycni[testing]'") from exc
     data = yaml.safe_load(path.read_text())
