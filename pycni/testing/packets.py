@@ -99,9 +99,15 @@ class Sniffer:
         timeout: float = 10.0,
         incoming_only: bool = False,
     ) -> None:
+        # every layer bound, so frames decode fully; imported here, not in the reader
+        # thread, so that wait()'s timeout is spent waiting for packets only
+        import scapy.layers.all  # noqa: F401
+
         self.match = match
         self.incoming_only = incoming_only
         self.packets: list[Any] = []
+        #: what `match` raised on frames it could not judge (those count as no match)
+        self.errors: list[Exception] = []
         self._cond = threading.Condition()
         self._proc = subprocess.Popen(
             _argv(place, PY, "-c", _READER, iface, str(max_packets), str(timeout)),
@@ -120,7 +126,6 @@ class Sniffer:
         self._thread.start()
 
     def _read(self) -> None:
-        import scapy.layers.all  # noqa: F401  (every layer bound, so frames decode fully)
         from scapy.layers.l2 import Ether
 
         assert self._proc.stdout is not None
@@ -129,7 +134,12 @@ class Sniffer:
             if self.incoming_only and pkttype == "4":  # PACKET_OUTGOING
                 continue
             pkt = Ether(bytes.fromhex(hexdata))
-            if self.match is None or self.match(pkt):
+            try:
+                matched = self.match is None or bool(self.match(pkt))
+            except Exception as exc:  # a predicate that fails on some frame: not a match
+                self.errors.append(exc)
+                matched = False
+            if matched:
                 with self._cond:
                     self.packets.append(pkt)
                     self._cond.notify_all()
