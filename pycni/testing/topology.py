@@ -249,10 +249,9 @@ def _build(
         _vxlan(topo, vx)
     for name, conf in nodes_spec.items():
         for route in (conf or {}).get("routes") or []:
-            words = route.split() if isinstance(route, str) else list(route)
-            topo.ns(name).run(
-                "ip", "-6" if any(":" in w for w in words[:1]) else "-4", "route", "add", *words
-            )
+            words = route.split() if isinstance(route, str) else [str(w) for w in route]
+            family = "-6" if any(":" in w for w in words) else "-4"
+            topo.ns(name).run("ip", family, "route", "add", *words)
     for name, conf in nodes_spec.items():
         conf = conf or {}
         obj = topo.nodes[name]

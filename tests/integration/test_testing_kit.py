@@ -34,17 +34,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 ROUTED = {
     "nodes": {
-        "client": {"routes": ["default via 10.0.0.1"]},
+        "client": {"routes": ["default via 10.0.0.1", "default via fd00:0::1"]},
         "router": {
-            "sysctls": {"net.ipv4.ip_forward": 1},
+            "sysctls": {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1},
             "bridges": {"lan": {"addresses": ["10.0.1.1/24"]}},
         },
-        "server": {"routes": ["default via 10.0.1.1"]},
+        "server": {"routes": ["default via 10.0.1.1", "default via fd00:1::1"]},
     },
     "links": [
         {"endpoints": ["client:eth0", "router:eth0"], "addresses": ["10.0.0.2/24", "10.0.0.1/24"]},
         {"endpoints": ["server:eth0", "router:lan"], "addresses": ["10.0.1.2/24"]},
     ],
+    "addresses": {
+        "client:eth0": ["fd00:0::2/64"],
+        "router:eth0": ["fd00:0::1/64"],
+        "router:lan": ["fd00:1::1/64"],
+        "server:eth0": ["fd00:1::2/64"],
+    },
 }
 
 
@@ -70,9 +76,12 @@ def test_routed_topology_carries_tcp_udp_http_icmp_and_bulk(
     assert topo.ip("server:eth0") == "10.0.1.2"
     assert topo["router"].link("lanp1")["master"] == "lan"
     assert traffic.ping(client, "10.0.1.2", count=2)
+    assert traffic.ping(client, "fd00:1::2")  # dual stack, routed
     assert not traffic.ping(client, "10.0.9.9", timeout=0.3)  # nothing there: bounded
     with traffic.echo_server(server, "0.0.0.0", 7000):
         assert traffic.echo_reply(client, "10.0.1.2", 7000, "hi") == "hi 10.0.0.2"
+    with traffic.echo_server(server, "::", 7000):
+        assert traffic.echo_reply(client, "fd00:1::2", 7000, "six") == "six fd00::2"
     with traffic.echo_server(server, "0.0.0.0", 7001, proto="udp"):
         assert traffic.echo(client, "10.0.1.2", 7001, "dgram", proto="udp") == "dgram"
     assert traffic.echo(client, "10.0.1.2", 7002, timeout=0.5) is None  # refused, not hung
