@@ -446,7 +446,14 @@ def test_node_says_it_needs_root(node):
 """
 
 
-NOBODY = ("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups")
+NOBODY = (
+    shutil.which("setpriv") or "setpriv",
+    "--reuid",
+    "nobody",
+    "--regid",
+    "nogroup",
+    "--clear-groups",
+)
 
 
 def _exec_in_userns_as_nobody(executable: str) -> bool:
@@ -466,26 +473,10 @@ def nobody_dir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
-    """The kit's own CI runs as root; the rootless path runs here as `nobody`: with
-    unprivileged user namespaces it must pass, without them skip naming the reason."""
-    (nobody_dir / "test_rootless.py").write_text(UNPRIVILEGED)
-    shutil.chown(nobody_dir / "test_rootless.py", "nobody", "nogroup")
-    userns = subprocess.run(
-        [
-            "setpriv",
-            "--reuid",
-            "nobody",
-            "--regid",
-            "nogroup",
-            "--clear-groups",
-            "unshare",
-            "-rn",
-            "true",
-        ],
-        capture_output=True,
-    )
-    env = {"HOME": str(nobody_dir), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+def _pytest_as_nobody(
+    directory: Path, test_file: str, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {"HOME": str(directory), "PATH": path or os.environ.get("PATH", "/usr/bin:/bin")}
     python = PY
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not _exec_in_userns_as_nobody(PY) and system.exists():
@@ -495,30 +486,24 @@ def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
         python = str(system)
         site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
         env["PYTHONPATH"] = f"{REPO}:{site}"
-    proc = subprocess.run(
-        [
-            "setpriv",
-            "--reuid",
-            "nobody",
-            "--regid",
-            "nogroup",
-            "--clear-groups",
-            python,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-rs",
-            "test_rootless.py",
-            f"--basetemp={nobody_dir / 'base'}",
-        ],
-        cwd=nobody_dir,
+    argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", test_file]
+    return subprocess.run(
+        [*NOBODY, *argv, f"--basetemp={directory / 'base'}"],
+        cwd=directory,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
+    """The kit's own CI runs as root; the rootless path runs here as `nobody`: with
+    unprivileged user namespaces it must pass, without them skip naming the reason."""
+    (nobody_dir / "test_rootless.py").write_text(UNPRIVILEGED)
+    shutil.chown(nobody_dir / "test_rootless.py", "nobody", "nogroup")
+    userns = subprocess.run([*NOBODY, "unshare", "-rn", "true"], capture_output=True)
+    proc = _pytest_as_nobody(nobody_dir, "test_rootless.py")
     if userns.returncode == 0:
         assert proc.returncode == 0 and "1 passed, 1 skipped" in proc.stdout, (
             proc.stdout + proc.stderr
@@ -526,6 +511,11 @@ def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
         assert "a node runs netctl, which needs real root" in proc.stdout
     else:  # a kernel without unprivileged user namespaces: a clear skip, not an error
         assert "2 skipped" in proc.stdout and "user namespaces" in proc.stdout, proc.stdout
+
+    # where the tools are missing, the skip says which (a PATH without util-linux here)
+    proc = _pytest_as_nobody(nobody_dir, "test_rootless.py", path=str(nobody_dir))
+    assert "2 skipped" in proc.stdout, proc.stdout + proc.stderr
+    assert "unshare is not installed" in proc.stdout, proc.stdout
 
 
 LEAKY = """
