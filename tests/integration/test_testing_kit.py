@@ -285,6 +285,12 @@ def test_failure_report_shows_the_topology_and_keeps_pcaps(tmp_path: Path) -> No
     assert not list((base / "test_passes0").rglob("*.pcap"))
     assert not [n for n in os.listdir(runs.NETNS_DIR) if n.startswith("pkt") and not runs.alive(n)]
 
+    # without captures the picture is there, the pcap lines are not
+    proc = _pytest(tmp_path, "test_user.py", "--pycni-capture=off", f"--basetemp={base}-off")
+    section = proc.stdout[proc.stdout.index("pycni network") :]
+    assert "<-> server:eth0" in section and "pcap  " not in section, section
+    assert not list(Path(f"{base}-off").rglob("*.pcap"))
+
 
 HOLDER = """
 import os, sys, time
