@@ -609,7 +609,20 @@ def test_plugin_costs_nothing_to_runs_that_do_not_use_it(tmp_path: Path) -> None
         f"CPU {best['with'] * 1000:.0f} ms with the plugin, {best['without'] * 1000:.0f} ms "
         f"without; wall {min(wall['with']) * 1000:.0f} / {min(wall['without']) * 1000:.0f} ms"
     )
-    assert best["with"] - best["without"] < 0.05
+    # a guard against gross regressions only: on a shared machine even CPU time moves by
+    # tens of ms; the exact checks are the loaded modules above and the import below
+    assert best["with"] - best["without"] < 0.15
+    # what registering the plugin costs, measured in-process: importing it (pytest loaded)
+    out = subprocess.run(
+        [PY, "-X", "importtime", "-c", "import pytest; import pycni.testing.plugin"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    line = next(x for x in out.splitlines() if x.rstrip().endswith("| pycni.testing.plugin"))
+    cumulative_us = int(line.split("|")[1])
+    print(f"import pycni.testing.plugin (pytest already loaded): {cumulative_us / 1000:.1f} ms")
+    assert cumulative_us < 30_000
 
 
 # -- netctl graph -------------------------------------------------------------------------
