@@ -49,6 +49,7 @@ COMMANDS: dict[str, str] = {
     "plugins": "cmd_plugins",
     "cni": "cmd_cni",
     "agent": "cmd_agent",
+    "graph": "cmd_graph",
 }
 
 

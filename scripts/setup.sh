@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv
       containerd runc busybox-static util-linux
+      graphviz librsvg2-bin  # netctl graph renders SVG with dot; the tests turn it into PNG
+      podman  # tests/integration/test_podman_*.py: podman's CNI backend drives our plugins
       gcc libc6-dev  # gcc: `netctl plugins install` builds the compiled plugin client (pycni/native)
       dnsmasq-base)  # the DHCP server of tests/integration/test_dhcp.py (-base: no system service)
 missing=()

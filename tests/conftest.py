@@ -7,7 +7,8 @@ Rules this file enforces (see ../shared/TESTING.md):
 - Plugins are the real executables written by `netctl plugins install`, exec'd with
   CNI_* env and stdin exactly as a runtime does, inside the throwaway host namespace.
 - The real host's links, addresses, routes, nft ruleset and iptables rules are
-  compared before and after the session; a difference fails the run.
+  compared before and after the session; a difference fails the run (pycni.testing's
+  host check, enabled in pyproject.toml, which also fails a module that leaks a namespace).
 - Tests marked `root` need root. Without root they are skipped, except when
   PYCNI_REQUIRE_ROOT=1 (CI), where a skip is an error.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pycni.testing import hostcheck
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PREFIX = "pyt"  # every namespace, link and table a test creates starts with this
@@ -66,71 +68,17 @@ def short_id(n: int = 6) -> str:
 
 
 # -- the real host must not change ---------------------------------------------------
+# The session check (links, addresses, routes, nft, iptables, CNI/netctl state dirs) and
+# the per-module namespace leak check are pycni.testing's (ini `pycni_host_check = true`
+# in pyproject.toml); the leak check also covers this file's own namespaces.
 
-
-def host_state() -> dict[str, str]:
-    """The parts of the machine's own network state our tests must never touch."""
-    state = {
-        "links": sh("ip", "-j", "link", "show"),
-        "addrs": sh("ip", "-j", "addr", "show"),
-        "routes4": sh("ip", "-j", "-4", "route", "show", "table", "all"),
-        "routes6": sh("ip", "-j", "-6", "route", "show", "table", "all"),
-    }
-    if shutil.which("nft"):
-        state["nft"] = sh("nft", "list", "ruleset", check=False)
-    if shutil.which("iptables-save"):
-        state["iptables"] = _strip_counters(sh("iptables-save", check=False))
-        state["ip6tables"] = _strip_counters(sh("ip6tables-save", check=False))
-    # Plugin and netctl state must only ever be written inside the tests' sandboxes.
-    for d in (
-        "/var/lib/pycni",
-        "/var/lib/cni",
-        "/var/lib/netctl",
-        "/run/netctl",
-        "/etc/netctl",
-        "/run/pycni",
-    ):
-        state[d] = (
-            "\n".join(sorted(str(p) for p in Path(d).rglob("*"))) if os.path.exists(d) else "absent"
-        )
-    # Only link identity matters for links: counters and operstate of real NICs move.
-    state["links"] = json.dumps(
-        sorted(
-            (x["ifname"], x.get("address"), x.get("mtu"), x.get("master"))
-            for x in json.loads(state["links"])
-        )
-    )
-    state["addrs"] = json.dumps(
-        sorted(
-            (a["ifname"], ai.get("local"), ai.get("prefixlen"))
-            for a in json.loads(state["addrs"])
-            for ai in a.get("addr_info", [])
-        )
-    )
-    return state
-
-
-def _strip_counters(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.startswith(("#", ":")))
+hostcheck.watch_namespaces(
+    lambda n: n.startswith(WORKER_PREFIX) and n[len(WORKER_PREFIX)].isalpha()
+)
 
 
 def host_netns_names() -> set[str]:
-    try:
-        return {n for n in os.listdir("/var/run/netns")}
-    except FileNotFoundError:
-        return set()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def real_host_unchanged() -> Iterator[None]:
-    if not IS_ROOT:
-        yield
-        return
-    before = host_state()
-    yield
-    after = host_state()
-    changed = [k for k in before if before[k] != after.get(k)]
-    assert not changed, f"the test session changed the real host's network state: {changed}"
+    return hostcheck.netns_names("/var/run/netns")
 
 
 # -- namespaces ------------------------------------------------------------------------
@@ -322,25 +270,3 @@ def run_reference() -> Callable[..., PluginRun]:
         return exec_plugin(REFERENCE_DIR / name, command, conf, **kw)
 
     return run
-
-
-# -- leaks -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_leaks_after_module() -> Iterator[None]:
-    """After each module: no namespace of ours left behind. (Everything else a test
-    makes lives inside its namespaces and dies with them; the session check covers
-    the real host.)"""
-    before = host_netns_names()
-    yield
-    if not IS_ROOT:
-        return
-    leaked = sorted(
-        n
-        for n in host_netns_names() - before
-        if n.startswith(WORKER_PREFIX) and n[len(WORKER_PREFIX)].isalpha()
-    )
-    for name in leaked:
-        sh("ip", "netns", "del", name, check=False)
-    assert not leaked, f"namespaces leaked by this module: {leaked}"

@@ -253,6 +253,27 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/linkplugin.py", "add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
     ("pycni/linkplugin.py", "check_mac_free", "kind_error"): "returns InvalidConfig (the MAC "
     "is in use), or netsetup.nl_error's CniError (listed in INTERNAL_999)",
+    # pycni.testing is the pytest plugin: what it raises is a test's failure or error, never
+    # on a plugin's path
+    **{
+        (f"pycni/testing/{f}", fn, exc): "pycni.testing: a test failure, never on a CNI path"
+        for f, fn, exc in (
+            ("capture.py", "main.stop", "SystemExit"),
+            ("node.py", "Node._run", "CommandFailed"),
+            ("ns.py", "Host.run", "CommandFailed"),
+            ("ns.py", "Host.start", "RuntimeError"),
+            ("packets.py", "Sniffer.__init__", "AssertionError"),
+            ("session.py", "Run._start_capture", "RuntimeError"),
+            ("topology.py", "Topology.__getitem__", "KeyError"),
+            ("topology.py", "Topology.ip", "KeyError"),
+            ("topology.py", "_build", "TopologyError"),
+            ("topology.py", "_endpoint", "TopologyError"),
+            ("topology.py", "_vxlan", "TopologyError"),
+            ("topology.py", "build", "TopologyError"),
+            ("topology.py", "load_spec", "TopologyError"),
+            ("traffic.py", "_background", "AssertionError"),
+        )
+    },
 }
 
 
