@@ -690,6 +690,11 @@ def parse_sysctls(opts: RunOptions) -> dict[str, str]:
     return out
 
 
+def uses_names(rec: ContainerRecord) -> bool:
+    """On a user-defined network: the embedded resolver answers its names."""
+    return any(a.network != "bridge" for a in rec.attachments)
+
+
 def gateway_rank(att: Attachment) -> tuple[int, bool, bool, str]:
     """Sort key of the default-route election (smallest wins)."""
     dual = {":" in g for g in att.gateways} == {True, False}
@@ -1186,11 +1191,17 @@ class Runtime:
                 pass
         rec.dns, rec.dns_search, rec.dns_options = dns, search, options
         has_v6 = any(":" in ip for a in rec.attachments for ip in a.ips)
-        files = {
-            "resolv.conf": etcfiles.resolv_conf(
+        if uses_names(rec):
+            from pycni.runtime import dns as resolver
+
+            ups = resolver.upstreams_for(rec.dns, host_resolv)
+            shown = [s if own else f"host({s})" for s, own in ups]
+            text = etcfiles.embedded_resolv_conf(host_resolv, shown, search, options)
+        else:
+            text = etcfiles.resolv_conf(
                 host_resolv, dns, search, options, host_mode=host_mode, ipv6=has_v6
-            ),
-        }
+            )
+        files = {"resolv.conf": text}
         gateway = next((g for a in rec.attachments for g in a.gateways if ":" not in g), "")
         if not gateway and rec.network_mode == "host":
             gateway = "127.0.0.1"
@@ -1236,6 +1247,8 @@ class Runtime:
             files = self.write_files(rec, opts)
             rec.log_path = os.path.join(self.container_dir(cid), "log")
             self.store.save(rec)
+            if uses_names(rec):
+                self.names_changed()
         except BaseException:
             try:
                 self.teardown(rec)
@@ -1393,6 +1406,8 @@ class Runtime:
                 self.store.save(rec)
         finally:
             os.close(lock)
+        if uses_names(rec):
+            self.names_changed()
         return code
 
     @staticmethod
@@ -1550,7 +1565,17 @@ class Runtime:
             fh.write(text)
 
     def names_changed(self) -> None:
-        """The embedded resolver re-reads netctl's records (see runtime/dns.py)."""
+        """The embedded resolver re-reads netctl's records (see runtime/dns.py): started
+        when the first container needs it, gone after the last."""
+        from pycni.runtime import dns as resolver
+
+        try:
+            if not resolver.ensure(self.paths) and any(
+                resolver.needs_resolver(r) for r in self.store.all()
+            ):
+                warn("the embedded DNS resolver did not start (see its log under the run dir)")
+        except Exception as exc:
+            warn(f"embedded DNS resolver: {exc}")
 
     # -- lifecycle commands ------------------------------------------------------------
 
@@ -1617,6 +1642,8 @@ class Runtime:
             if not fresh.torn_down:
                 self.teardown(fresh)
                 self.store.save(fresh)
+                if uses_names(fresh):
+                    self.names_changed()
             rec.torn_down = True
         finally:
             os.close(lock)
