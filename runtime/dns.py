@@ -309,16 +309,17 @@ class Answerer:
         return resp, len(chosen) <= 1
 
 
-def formerr(data: bytes) -> bytes | None:
-    """FORMERR for a query dnspython cannot read, from its header alone (None: not
-    even a header, or it is a response: drop it)."""
+def formerr(data: bytes, rcode: int = 1) -> bytes | None:
+    """FORMERR (or `rcode`) from the query's header alone, for a query dnspython
+    cannot read or an opcode we do not serve (None: not even a header, or it is a
+    response: drop it)."""
     if len(data) < 12:
         return None
     qid, flags = struct.unpack("!HH", data[:4])
     if flags & 0x8000:
         return None
     opcode = flags & 0x7800
-    return struct.pack("!HHHHHH", qid, 0x8000 | opcode | (flags & 0x0100) | 1, 0, 0, 0, 0)
+    return struct.pack("!HHHHHH", qid, 0x8000 | opcode | (flags & 0x0100) | rcode, 0, 0, 0, 0)
 
 
 def rcode_only(query: Any, rcode: Any) -> bytes:
@@ -455,6 +456,11 @@ class Resolver:
             hit = self.cache.get(key)
             if hit is not None:
                 return data[:2] + random.choice(hit)
+        flags = struct.unpack("!H", data[2:4])[0]
+        if flags & 0x8000:
+            return None  # a response sent to us: never answer (no loops)
+        if flags & 0x7800:
+            return formerr(data, 4)  # NOTIMP: only standard queries (no UPDATE, NOTIFY)
         import dns.exception
         import dns.message
         import dns.opcode
