@@ -189,8 +189,9 @@ def build_view(
         view.clients[rec.netns] = Client(
             rec.netns, nets, upstreams_for(rec.dns, host_resolv), internal
         )
+    own = set(view.clients)  # netctl's containers: their plugin record is a duplicate
     for reg in registrations:
-        if not reg.names or not os.path.exists(reg.netns):
+        if reg.netns in own or not reg.netns or not os.path.exists(reg.netns):
             continue
         names = [n.lower().rstrip(".") for n in reg.names]
         add(reg.network, names, reg.ips, f"{reg.names[0]}.{reg.network}")
@@ -790,7 +791,9 @@ def ensure(paths: Paths) -> bool:
     """Bring the resolver in line with netctl's records: started when a container needs
     it and none runs, told to reload otherwise (it exits when nobody needs it). Returns
     once its sockets are open in every container that needs them."""
-    needed = any(needs_resolver(r) for r in ContainerStore(paths).all())
+    needed = any(needs_resolver(r) for r in ContainerStore(paths).all()) or bool(
+        load_registrations(os.path.join(resolver_dir(paths), "cni"))
+    )
     answer = control(paths, "reload")
     if answer is not None or not needed:
         return answer is not None
