@@ -155,6 +155,7 @@ def build_view(
     records: Iterable[ContainerRecord],
     registrations: Iterable[Registration] = (),
     host_resolv: str = "",
+    handles: set[str] | None = None,
 ) -> View:
     view = View()
 
@@ -191,7 +192,9 @@ def build_view(
         )
     own = set(view.clients)  # netctl's containers: their plugin record is a duplicate
     for reg in registrations:
-        if reg.netns in own or not reg.netns or not os.path.exists(reg.netns):
+        if reg.netns in own or not reg.netns:
+            continue
+        if not os.path.exists(reg.netns) and reg.netns not in (handles or set()):
             continue
         names = [n.lower().rstrip(".") for n in reg.names]
         add(reg.network, names, reg.ips, f"{reg.names[0]}.{reg.network}")
@@ -350,24 +353,40 @@ def to_wire(resp: Any, query: Any, tcp: bool) -> bytes:
 class Listener:
     """A client's sockets, created inside its namespace."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, handle: int | None = None) -> None:
         from pycni import netns
 
         self.client = client
-        self.fd = netns.open_netns(client.key)
+        self.fd = os.dup(handle) if handle is not None else netns.open_netns(client.key)
         try:
             with netns.entered(self.fd):
                 self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             for s in (self.udp, self.tcp):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((RESOLVER_IP, PORT))
+                try:
+                    s.bind((RESOLVER_IP, PORT))
+                except OSError as exc:
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+                    # lo still down (a runtime that brings it up after the CNI ADD):
+                    # 127.0.0.0/8 is local only once it is up
+                    self._lo_up()
+                    s.bind((RESOLVER_IP, PORT))
                 s.setblocking(False)
             self.tcp.listen(64)
         except BaseException:
             self.close()
             raise
         self.conns: dict[socket.socket, TcpConn] = {}
+
+    def _lo_up(self) -> None:
+        from pycni import netlink
+
+        with netlink.Netlink(netns_fd=self.fd) as nl:
+            lo = nl.link("lo")
+            if lo is not None and not lo.up:
+                nl.set_link(lo.index, up=True)
 
     def close(self) -> None:
         for s in (getattr(self, "udp", None), getattr(self, "tcp", None)):
@@ -404,6 +423,8 @@ class Resolver:
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
         self.pending = 0
         self.stop = False
+        #: namespaces handed over by fd (their path may not be visible from here)
+        self.handles: dict[str, int] = {}
         self.sema = threading.BoundedSemaphore(32)
 
     # -- state -----------------------------------------------------------------------
@@ -416,8 +437,13 @@ class Resolver:
             host_resolv = ""
         store = ContainerStore(self.paths)
         view = build_view(
-            store.all(), load_registrations(os.path.join(self.dir, "cni")), host_resolv
+            store.all(),
+            load_registrations(os.path.join(self.dir, "cni")),
+            host_resolv,
+            set(self.handles),
         )
+        for key in [k for k in self.handles if k not in view.clients]:
+            os.close(self.handles.pop(key))
         for key in list(self.listeners):
             if key not in view.clients:
                 self._drop(key)
@@ -426,7 +452,7 @@ class Resolver:
                 self.listeners[key].client = client
                 continue
             try:
-                lst = Listener(client)
+                lst = Listener(client, self.handles.get(key))
             except Exception as exc:
                 log(f"cannot listen in {key}: {exc}")
                 continue
@@ -732,9 +758,21 @@ class Resolver:
         with conn:
             conn.settimeout(2.0)
             try:
-                word = conn.recv(64).strip()
+                raw, fds, _flags, _addr = socket.recv_fds(conn, 65536, 255)
             except OSError:
                 return
+            word, _, rest = raw.strip().partition(b" ")
+            try:
+                keys = json.loads(rest) if rest else []
+            except ValueError:
+                keys = []
+            for key, fd in zip(keys, fds, strict=False):
+                old = self.handles.pop(str(key), None)
+                if old is not None:
+                    os.close(old)
+                self.handles[str(key)] = fd
+            for fd in fds[len(keys) :]:
+                os.close(fd)
             if word == b"reload":
                 self.reload()
                 if not self.listeners:
@@ -772,14 +810,23 @@ def resolver_dir(paths: Paths) -> str:
     return os.path.join(paths.run, "dns")
 
 
-def control(paths: Paths, word: str, timeout: float = 5.0) -> str | None:
-    """Send one word to the running resolver; its answer, or None when none runs."""
+def control(
+    paths: Paths, word: str, timeout: float = 5.0, handles: dict[str, int] | None = None
+) -> str | None:
+    """Send one word to the running resolver; its answer, or None when none runs.
+    `handles` ({netns path: open fd}) travel along (SCM_RIGHTS): the resolver may live
+    in another mount namespace, where the caller's netns bind mounts are not visible."""
     path = os.path.join(resolver_dir(paths), "control.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
-        s.sendall(word.encode() + b"\n")
+        keys = list(handles or {})[:250]
+        message = f"{word} {json.dumps(keys)}\n".encode()
+        if keys and handles is not None:
+            socket.send_fds(s, [message], [handles[k] for k in keys])
+        else:
+            s.sendall(message)
         return s.recv(65536).decode()
     except OSError:
         return None
@@ -787,14 +834,40 @@ def control(paths: Paths, word: str, timeout: float = 5.0) -> str | None:
         s.close()
 
 
+def _open_handles(paths: Paths) -> dict[str, int]:
+    """An fd for every namespace that needs names and that this process can open."""
+    from pycni import netns
+
+    keys = [r.netns for r in ContainerStore(paths).all() if needs_resolver(r)]
+    keys += [r.netns for r in load_registrations(os.path.join(resolver_dir(paths), "cni"))]
+    out: dict[str, int] = {}
+    for key in keys:
+        if key in out:
+            continue
+        try:
+            out[key] = netns.open_netns(key)
+        except Exception:
+            continue
+    return out
+
+
 def ensure(paths: Paths) -> bool:
     """Bring the resolver in line with netctl's records: started when a container needs
     it and none runs, told to reload otherwise (it exits when nobody needs it). Returns
     once its sockets are open in every container that needs them."""
+    handles = _open_handles(paths)
+    try:
+        return _ensure(paths, handles)
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+
+
+def _ensure(paths: Paths, handles: dict[str, int]) -> bool:
     needed = any(needs_resolver(r) for r in ContainerStore(paths).all()) or bool(
         load_registrations(os.path.join(resolver_dir(paths), "cni"))
     )
-    answer = control(paths, "reload")
+    answer = control(paths, "reload", handles=handles)
     if answer is not None or not needed:
         return answer is not None
     directory = resolver_dir(paths)
@@ -807,7 +880,7 @@ def ensure(paths: Paths) -> bool:
     )
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if control(paths, "reload") is not None:
+        if control(paths, "reload", handles=handles) is not None:
             return True
         log_fd = os.open(
             os.path.join(directory, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -831,7 +904,7 @@ def ensure(paths: Paths) -> bool:
             os.close(log_fd)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if control(paths, "reload") is not None:
+            if control(paths, "reload", handles=handles) is not None:
                 return True
             time.sleep(0.02)
         return False
