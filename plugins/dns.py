@@ -16,7 +16,6 @@ Config: {"type": "dns", "runDir": "/run/netctl", "internal": false,
 
 from __future__ import annotations
 
-import json
 import os
 
 from pycni import conf, errors, skel
@@ -110,6 +109,8 @@ def _notify(run_dir: str) -> None:
 
 
 def _write(path: str, record: dict[str, Any]) -> None:
+    import json
+
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -171,6 +172,8 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
         names = os.listdir(directory)
     except FileNotFoundError:
         return
+    import json
+
     removed = False
     for fname in names:
         path = os.path.join(directory, fname)

@@ -398,6 +398,20 @@ class Listener:
 
 
 @dataclass
+class Forward:
+    """A UDP query waiting for an upstream."""
+
+    listener: Listener
+    reply_to: Any
+    data: bytes
+    query: Any
+    upstreams: list[tuple[str, bool]]
+    deadline: float
+    expires: float = 0.0
+    key: tuple[socket.socket, bytes] | None = None
+
+
+@dataclass
 class TcpConn:
     sock: socket.socket
     listener: Listener
@@ -421,7 +435,9 @@ class Resolver:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
-        self.pending = 0
+        self.pending = 0  # TCP forwards in worker threads
+        self.inflight: dict[tuple[socket.socket, bytes], Forward] = {}
+        self.upstream_socks: dict[tuple[str, str], socket.socket] = {}
         self.stop = False
         #: namespaces handed over by fd (their path may not be visible from here)
         self.handles: dict[str, int] = {}
@@ -464,6 +480,12 @@ class Resolver:
         self.cache.clear()
 
     def _drop(self, key: str) -> None:
+        for ukey in [k for k in self.upstream_socks if k[0] == key]:
+            sock = self.upstream_socks.pop(ukey)
+            self.sel.unregister(sock)
+            for fkey in [f for f in self.inflight if f[0] is sock]:
+                del self.inflight[fkey]
+            sock.close()
         lst = self.listeners.pop(key)
         for s in (lst.udp, lst.tcp, *lst.conns):
             try:
@@ -520,13 +542,93 @@ class Resolver:
             return wire
         if lst.client.internal_only or not lst.client.upstreams:
             return rcode_only(query, dns.rcode.SERVFAIL)
-        if self.pending >= MAX_FORWARD_QUEUE:
+        if self.pending + len(self.inflight) >= MAX_FORWARD_QUEUE:
             return rcode_only(query, dns.rcode.SERVFAIL)
+        if not tcp:
+            now = time.monotonic()
+            fwd = Forward(lst, reply_to, bytes(data), query, list(lst.client.upstreams),
+                          now + FORWARD_BUDGET)  # fmt: skip
+            self._send_upstream(fwd, now)
+            return None
         self.pending += 1
         threading.Thread(
             target=self._forward, args=(lst, bytes(data), query, reply_to, tcp), daemon=True
         ).start()
         return None
+
+    # UDP forwarding: no thread, one connected socket per (container, upstream), kept
+    # open and watched by the loop; a query waits in `inflight` under the ID we gave it.
+
+    def _upstream(self, lst: Listener, server: str, in_container: bool) -> socket.socket:
+        from pycni import netns
+
+        key = (lst.client.key if in_container else "", server)
+        sock = self.upstream_socks.get(key)
+        if sock is not None:
+            return sock
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        if in_container:
+            with netns.entered(lst.fd):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+        else:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.connect((server, PORT))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.upstream_socks[key] = sock
+        self.sel.register(sock, selectors.EVENT_READ, ("upstream", key))
+        return sock
+
+    def _send_upstream(self, fwd: Forward, now: float) -> None:
+        """Ask the next upstream; SERVFAIL once none is left or the budget is spent."""
+        while fwd.upstreams and now < fwd.deadline:
+            server, in_container = fwd.upstreams.pop(0)
+            try:
+                sock = self._upstream(fwd.listener, server, in_container)
+                qid = os.urandom(2)  # our own ID upstream: a spoofed answer must guess it
+                while (sock, qid) in self.inflight:
+                    qid = os.urandom(2)
+                sock.send(qid + fwd.data[2:])
+            except OSError:
+                continue  # unreachable from there: the next one
+            fwd.key = (sock, qid)
+            fwd.expires = min(fwd.deadline, now + UPSTREAM_TIMEOUT)
+            self.inflight[fwd.key] = fwd
+            return
+        self._reply_udp(fwd, rcode_only(fwd.query, 2))  # SERVFAIL
+
+    def _reply_udp(self, fwd: Forward, wire: bytes) -> None:
+        if self.listeners.get(fwd.listener.client.key) is not fwd.listener:
+            return
+        try:
+            fwd.listener.udp.sendto(wire, fwd.reply_to)
+        except OSError:
+            pass
+
+    def _on_upstream(self, key: tuple[str, str]) -> None:
+        sock = self.upstream_socks.get(key)
+        if sock is None:
+            return
+        for _ in range(64):
+            try:
+                body = sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP unreachable: the waiting queries expire to the next one
+                return
+            if len(body) < 12:
+                continue
+            fwd = self.inflight.pop((sock, body[:2]), None)
+            if fwd is not None:
+                self._reply_udp(fwd, fwd.data[:2] + body[2:])
+
+    def _expire_forwards(self, now: float) -> None:
+        for key in [k for k, f in self.inflight.items() if f.expires <= now]:
+            fwd = self.inflight.pop(key)
+            self._send_upstream(fwd, now)
 
     def _forward(self, lst: Listener, data: bytes, query: Any, reply_to: Any, tcp: bool) -> None:
         import dns.rcode
@@ -595,11 +697,13 @@ class Resolver:
         self.sel.register(control, selectors.EVENT_READ, ("control", None))
         last_check = time.monotonic()
         while not self.stop:
-            for key, _ev in self.sel.select(timeout=1.0):
+            for key, _ev in self.sel.select(timeout=0.1 if self.inflight else 1.0):
                 kind, lst = key.data
                 try:
                     if kind == "udp":
                         self._on_udp(lst)
+                    elif kind == "upstream":
+                        self._on_upstream(lst)
                     elif kind == "accept":
                         self._on_accept(lst)
                     elif kind == "tcp":
@@ -611,6 +715,8 @@ class Resolver:
                 except Exception as exc:  # never die of one query
                     log(f"{kind}: {exc!r}")
             now = time.monotonic()
+            if self.inflight:
+                self._expire_forwards(now)
             self._expire_tcp(now)
             if now - last_check > 2.0:
                 last_check = now
@@ -915,6 +1021,8 @@ def _ensure(paths: Paths, handles: dict[str, int]) -> bool:
 def main() -> int:
     import fcntl
 
+    # started from a supervisor that blocks what it forwards: take signals again
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     paths = Paths()
