@@ -429,6 +429,8 @@ class Resolver:
         self.view = View()
         self.answerer = Answerer(self.view)
         self.cache: dict[tuple[str, bytes], list[bytes]] = {}
+        #: questions that were forwarded (not local names): forwarded again unparsed
+        self.forwarded: set[tuple[str, bytes]] = set()
         self.done: list[tuple[Listener, Any, bytes]] = []  # (listener, peer|conn, wire)
         self.done_lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe()
@@ -478,6 +480,7 @@ class Resolver:
         self.view = view
         self.answerer = Answerer(view)
         self.cache.clear()
+        self.forwarded.clear()
 
     def _drop(self, key: str) -> None:
         for ukey in [k for k in self.upstream_socks if k[0] == key]:
@@ -505,6 +508,14 @@ class Resolver:
             hit = self.cache.get(key)
             if hit is not None:
                 return data[:2] + random.choice(hit)
+            if key in self.forwarded and len(self.inflight) < MAX_FORWARD_QUEUE:
+                # the same question was not ours before (the view is unchanged since):
+                # straight to the upstreams, without parsing it again
+                now = time.monotonic()
+                fwd = Forward(lst, reply_to, bytes(data), None, list(lst.client.upstreams),
+                              now + FORWARD_BUDGET)  # fmt: skip
+                self._send_upstream(fwd, now)
+                return None
         flags = struct.unpack("!H", data[2:4])[0]
         if flags & 0x8000:
             return None  # a response sent to us: never answer (no loops)
@@ -545,6 +556,9 @@ class Resolver:
         if self.pending + len(self.inflight) >= MAX_FORWARD_QUEUE:
             return rcode_only(query, dns.rcode.SERVFAIL)
         if not tcp:
+            if len(self.forwarded) >= CACHE_SIZE:
+                self.forwarded.clear()
+            self.forwarded.add(key)
             now = time.monotonic()
             fwd = Forward(lst, reply_to, bytes(data), query, list(lst.client.upstreams),
                           now + FORWARD_BUDGET)  # fmt: skip
@@ -598,7 +612,9 @@ class Resolver:
             fwd.expires = min(fwd.deadline, now + UPSTREAM_TIMEOUT)
             self.inflight[fwd.key] = fwd
             return
-        self._reply_udp(fwd, rcode_only(fwd.query, 2))  # SERVFAIL
+        servfail = rcode_only(fwd.query, 2) if fwd.query is not None else formerr(fwd.data, 2)
+        if servfail is not None:
+            self._reply_udp(fwd, servfail)
 
     def _reply_udp(self, fwd: Forward, wire: bytes) -> None:
         if self.listeners.get(fwd.listener.client.key) is not fwd.listener:
