@@ -229,7 +229,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                         "Status": status_text(r),
                         "State": r.status,
                         "Ports": _format_ports(r),
-                        "Networks": r.network_mode,
+                        "Networks": ",".join(a.network for a in r.attachments) or r.network_mode,
                     }
                 )
             )
