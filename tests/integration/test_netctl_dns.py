@@ -80,6 +80,16 @@ def test_names_aliases_short_id_hostname_and_traffic(netctl: Netctl) -> None:  #
     # the host's port 53 is free: nothing of ours listens in the node's namespace
     listening = nc.node.run("ss", "-lntuH")
     assert ":53 " not in listening
+    # --dns-search and --dns-option say what they say, ndots:0 unless given
+    out = nc(
+        "run", "--rm", "--network", "mybr0", "--dns-search", "corp.example", "--dns-option",
+        "ndots:3", "--dns-option", "edns0", "--", "cat", "/etc/resolv.conf",
+    ).stdout  # fmt: skip
+    assert out.splitlines()[:3] == [
+        "nameserver 127.0.0.11",
+        "search corp.example",
+        "options ndots:3 edns0",
+    ]
     # the default bridge keeps Docker's behaviour: no names, no embedded resolver
     out = nc("run", "--rm", "--", "cat", "/etc/resolv.conf").stdout
     assert "127.0.0.11" not in out

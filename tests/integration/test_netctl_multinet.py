@@ -171,6 +171,10 @@ def test_connect_disconnect_while_serving(netctl: Netctl) -> None:  # noqa: F811
     nc("network", "connect", "--ip", "10.88.0.77", "--alias", "api", "cb1", "svc")
     assert links(nc, "svc")["eth1"] == "10.88.0.77/24"
     assert tcp_from(nc, "right", "10.88.0.77") == "svc"
+    # `system gc` knows eth1 of a running container: its lease and rules stay
+    nc("system", "gc")
+    assert any(lease.endswith("10.88.0.77") for lease in nc.leases())
+    assert tcp_from(nc, "right", "10.88.0.77") == "svc"
     assert tcp_from(nc, "left", svc_a) == "svc"  # the first network kept serving
     assert "10.88.0.77\t" in nc("exec", "svc", "cat", "/etc/hosts").stdout
     doc = json.loads(nc("inspect", "svc").stdout)[0]["NetworkSettings"]["Networks"]
@@ -211,6 +215,11 @@ def test_connect_disconnect_while_serving(netctl: Netctl) -> None:  # noqa: F811
     )
     proc = nc("network", "connect", "cb1", "joined", check=False)
     assert "cannot be connected to any other network" in proc.stderr
+    nc("run", "-d", "--name", "closed", "--network", "none", "--", "sleep", "300")
+    proc = nc("network", "connect", "cb1", "closed", check=False)
+    assert "one of the networks in private (none) mode" in proc.stderr
+    proc = nc("network", "disconnect", "host", "hosty", check=False)
+    assert "container cannot be disconnected from host network" in proc.stderr
 
     nc("network", "disconnect", "cb1", "svc")
     assert sorted(links(nc, "svc")) == ["eth0"]
