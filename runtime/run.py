@@ -1490,6 +1490,7 @@ class Runtime:
                 raise
             self.route_default(rec)
             self.refresh_hosts(rec)
+            self.refresh_resolv(rec)
             self.store.save(rec)
         finally:
             os.close(lock)
@@ -1560,6 +1561,29 @@ class Runtime:
         extra = [(h.partition(":")[0], h.partition(":")[2]) for h in rec.extra_hosts if ":" in h]
         addresses = [ip.split("/")[0] for a in rec.attachments for ip in a.ips]
         text = etcfiles.hosts_file(rec.hostname, addresses, extra)
+        with open(path, "r+", encoding="utf-8") as fh:
+            fh.truncate(0)
+            fh.write(text)
+
+    def refresh_resolv(self, rec: ContainerRecord) -> None:
+        """A container that joined its first user-defined network now asks the embedded
+        resolver (Docker rebuilds resolv.conf then too); rewritten in place."""
+        path = os.path.join(self.container_dir(rec.id), "resolv.conf")
+        if not uses_names(rec) or not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as fh:
+            if fh.read().startswith("nameserver 127.0.0.11\n"):
+                return
+        try:
+            with open("/etc/resolv.conf", encoding="utf-8") as fh:
+                host_resolv = fh.read()
+        except OSError:
+            host_resolv = ""
+        from pycni.runtime import dns as resolver
+
+        ups = resolver.upstreams_for(rec.dns, host_resolv)
+        shown = [s if own else f"host({s})" for s, own in ups]
+        text = etcfiles.embedded_resolv_conf(host_resolv, shown, rec.dns_search, rec.dns_options)
         with open(path, "r+", encoding="utf-8") as fh:
             fh.truncate(0)
             fh.write(text)

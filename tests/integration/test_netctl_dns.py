@@ -93,6 +93,13 @@ def test_names_aliases_short_id_hostname_and_traffic(netctl: Netctl) -> None:  #
     # the default bridge keeps Docker's behaviour: no names, no embedded resolver
     out = nc("run", "--rm", "--", "cat", "/etc/resolv.conf").stdout
     assert "127.0.0.11" not in out
+    # a default-bridge container connected to mybr0 switches to the resolver, as Docker's
+    idle(nc, "late")
+    assert "127.0.0.11" not in nc("exec", "late", "cat", "/etc/resolv.conf").stdout
+    nc("network", "connect", "mybr0", "late")
+    assert nc("exec", "late", "cat", "/etc/resolv.conf").stdout.startswith("nameserver 127.0.0.11")
+    assert dig(nc, "late", "web") == ["NOERROR", ip]
+    assert dig(nc, "client", "late")[:1] == ["NOERROR"]
 
 
 def test_round_robin_and_two_networks_one_nameserver(netctl: Netctl) -> None:  # noqa: F811

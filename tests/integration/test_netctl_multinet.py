@@ -198,12 +198,14 @@ def test_connect_disconnect_while_serving(netctl: Netctl) -> None:  # noqa: F811
         ),
     ]
     before_veths, before_leases = nc.veths(), nc.leases()
+    before_rules = nc.node.run("nft", "list", "ruleset")
     for args, message in errors:
         proc = nc("network", *args, check=False)
         assert proc.returncode == 125 and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
     # a failed connect left no interface, no lease, no record
     assert nc.veths() == before_veths and nc.leases() == before_leases
+    assert nc.node.run("nft", "list", "ruleset") == before_rules
     assert sorted(links(nc, "right")) == ["eth0"]
     # host and container: modes
     nc("run", "-d", "--name", "hosty", "--network", "host", "--", "sleep", "300")
