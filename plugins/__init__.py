@@ -17,5 +17,10 @@ PLUGINS = {
     "bandwidth": "pycni.plugins.bandwidth",
     "sbr": "pycni.plugins.sbr",
     "vrf": "pycni.plugins.vrf",
+    "macvlan": "pycni.plugins.macvlan",
+    "ipvlan": "pycni.plugins.ipvlan",
+    "vlan": "pycni.plugins.vlan",
+    "dummy": "pycni.plugins.dummy",
+    "tap": "pycni.plugins.tap",
     "dns": "pycni.plugins.dns",
 }

@@ -111,11 +111,9 @@ def _notify(run_dir: str) -> None:
 def _write(path: str, record: dict[str, Any]) -> None:
     import json
 
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(record))
-    os.replace(tmp, path)
+    from pycni.atomicfile import write_atomic
+
+    write_atomic(path, json.dumps(record), mode=0o600, dir_mode=0o700)
 
 
 def cmd_add(cmd: skel.CmdArgs) -> Result:

@@ -159,6 +159,11 @@ _encode = _json.make_encoder(
 )
 
 
-def dumps(obj: Any) -> str:
-    """Compact JSON, ASCII-only, like json.dumps(obj, separators=(",", ":"))."""
-    return "".join(_encode(obj, 0))
+_encode_sorted = _json.make_encoder(
+    None, _reject, _json.encode_basestring_ascii, None, ":", ",", True, False, False
+)
+
+
+def dumps(obj: Any, sort_keys: bool = False) -> str:
+    """Compact JSON, ASCII-only, like json.dumps(obj, separators=(",", ":"), sort_keys=...)."""
+    return "".join((_encode_sorted if sort_keys else _encode)(obj, 0))

@@ -54,7 +54,15 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
 IFLA_MASTER, IFLA_PROTINFO, IFLA_OPERSTATE, IFLA_LINKINFO = 10, 12, 16, 18
 IFLA_TXQLEN, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 13, 26, 28, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
+IFLA_IFALIAS = 20
 IFLA_VRF_TABLE = 1  # in IFLA_INFO_DATA of a vrf link
+# IFLA_INFO_DATA of the links that sit on a parent ("master") link
+IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7  # u32 each
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+IFLA_IPVLAN_MODE = 1  # u16
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+IFLA_VLAN_ID = 1  # u16
+EOPNOTSUPP = 95  # RTM_NEWLINK of a kind the kernel has no module for ("Unknown device type")
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND = 1, 2, 4
 VETH_INFO_PEER = 1
 IFLA_BR_VLAN_FILTERING = 7
@@ -160,6 +168,7 @@ def _str(kind: int, value: str) -> bytes:
 nla = _attr
 nla_nested = _nested
 nla_u32 = _u32
+nla_u16 = _u16
 nla_str = _str
 
 
@@ -191,6 +200,7 @@ class Link:
     """One RTM_NEWLINK record."""
 
     __slots__ = (
+        "alias",
         "flags",
         "index",
         "ipv6_accept_ra",
@@ -221,6 +231,8 @@ class Link:
                 self.ipv6_accept_ra = struct.unpack_from("=i", conf, 4 * DEVCONF_ACCEPT_RA)[0]
         self.name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
         self.mac = format_mac(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else ""
+        #: the link's ifalias (`ip link set DEV alias TEXT`), "" when unset
+        self.alias = attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode(errors="replace")
         self.mtu = struct.unpack("=I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
         self.master = struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0
         self.txqlen = struct.unpack("=I", attrs[IFLA_TXQLEN])[0] if IFLA_TXQLEN in attrs else 0
@@ -521,6 +533,7 @@ class Netlink:
         name: str = "",
         allmulti: bool | None = None,
         txqlen: int | None = None,
+        alias: str | None = None,
     ) -> None:
         flags = change = 0
         if up is not None:
@@ -543,6 +556,8 @@ class Netlink:
             attrs.append(_str(IFLA_IFNAME, name))
         if txqlen is not None:
             attrs.append(_u32(IFLA_TXQLEN, txqlen))
+        if alias is not None:
+            attrs.append(_str(IFLA_IFALIAS, alias))
         body = _IFINFO.pack(AF_UNSPEC, 0, index, flags, change) + b"".join(attrs)
         self.request(RTM_NEWLINK, 0, body, f"set link {index}")
 
@@ -859,6 +874,44 @@ class Netlink:
                 info = parse_attrs(attrs.get(IFLA_LINKINFO, b""))
                 return parse_attrs(info.get(IFLA_INFO_DATA, b""))
         return {}
+
+    def add_sublink(
+        self,
+        name: str,
+        kind: str,
+        parent: int = 0,
+        netns_fd: int | None = None,
+        mtu: int = 0,
+        mac: str = "",
+        info_data: bytes = b"",
+    ) -> None:
+        """Create a link of `kind` on the parent link `parent` (an ifindex in this
+        socket's namespace; 0 for a kind without one, such as dummy), born inside
+        `netns_fd` when given, so it never shows up under `name` in this namespace
+        (macvlan, ipvlan, vlan, dummy). EOPNOTSUPP: the kernel has no such kind."""
+        attrs = [_str(IFLA_IFNAME, name)]
+        if parent:
+            attrs.append(_u32(IFLA_LINK, parent))
+        if mtu:
+            attrs.append(_u32(IFLA_MTU, mtu))
+        if mac:
+            attrs.append(_attr(IFLA_ADDRESS, _mac_bytes(mac)))
+        if netns_fd is not None:
+            attrs.append(_u32(IFLA_NET_NS_FD, netns_fd))
+        info = [_str(IFLA_INFO_KIND, kind)]
+        if info_data:
+            info.append(_nested(IFLA_INFO_DATA, info_data))
+        attrs.append(_nested(IFLA_LINKINFO, *info))
+        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + b"".join(attrs)
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create {kind} {name}")
+
+    def default_route_link(self) -> Link | None:
+        """The link of this namespace's first default route in the main table (the
+        reference plugins' default `master`), or None when there is none."""
+        for r in self.routes(AF_UNSPEC, RT_TABLE_MAIN):
+            if r.dst.prefixlen == 0 and r.oif:
+                return self.link_by_index(r.oif)
+        return None
 
     # -- policy routing rules -----------------------------------------------------
 

@@ -234,12 +234,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 )
             )
         return 0
-    rows = [["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    table = [["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for r in records:
         command = " ".join(r.command)
         if len(command) > 20:
             command = command[:19] + "…"
-        rows.append(
+        table.append(
             [
                 r.short_id,
                 f'"{command}"',
@@ -249,9 +249,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 r.name,
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
+    for cells in table:
+        print("   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return 0
 
 
@@ -472,6 +472,116 @@ def _process_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-u", "--user", metavar="UID[:GID]|NAME[:GROUP]")
     parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
     parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+
+
+# -- `netctl run` without argparse ----------------------------------------------------------
+# argparse (with the re, gettext, shutil and locale it loads) is a tenth of a `run --rm
+# --network none -- true`; the command lines people type most are parsed here instead, to
+# the very namespace argparse builds (tests/unit/test_cli_fast_run.py holds the two equal
+# over a corpus). Anything else, a typo included, returns None and goes to argparse.
+
+#: every destination of `run`'s parser with argparse's default
+FAST_RUN_DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "network": None,
+    "network_alias": None,
+    "publish": None,
+    "ip": None,
+    "ip6": None,
+    "mac_address": None,
+    "hostname": None,
+    "dns": None,
+    "dns_search": None,
+    "dns_option": None,
+    "add_host": None,
+    "sysctl": None,
+    "cap_add": None,
+    "cap_drop": None,
+    "privileged": False,
+    "env": [],
+    "env_file": [],
+    "workdir": None,
+    "user": None,
+    "interactive": False,
+    "tty": False,
+    "publish_all": False,
+    "expose": None,
+    "volume": None,
+    "mount": None,
+    "restart": None,
+    "detach": False,
+    "rm": False,
+}
+_FAST_RUN_SWITCHES = {
+    "--rm": ("rm",),
+    "-d": ("detach",),
+    "--detach": ("detach",),
+    "-i": ("interactive",),
+    "--interactive": ("interactive",),
+    "-t": ("tty",),
+    "--tty": ("tty",),
+    "-it": ("interactive", "tty"),
+    "-ti": ("interactive", "tty"),
+    "--privileged": ("privileged",),
+    "-P": ("publish_all",),
+    "--publish-all": ("publish_all",),
+}
+#: option -> (destination, appends)
+_FAST_RUN_VALUES = {
+    "--name": ("name", False),
+    "--network": ("network", True),
+    "--net": ("network", True),
+    "--network-alias": ("network_alias", True),
+    "--net-alias": ("network_alias", True),
+    "-p": ("publish", True),
+    "--publish": ("publish", True),
+    "--ip": ("ip", False),
+    "--ip6": ("ip6", False),
+    "-h": ("hostname", False),
+    "--hostname": ("hostname", False),
+    "-e": ("env", True),
+    "--env": ("env", True),
+    "-w": ("workdir", False),
+    "--workdir": ("workdir", False),
+    "-u": ("user", False),
+    "--user": ("user", False),
+    "--dns": ("dns", True),
+    "--expose": ("expose", True),
+}
+
+
+def fast_run_args(words: list[str]) -> dict[str, Any] | None:
+    """`run`'s arguments as argparse would parse them, or None when not sure."""
+    out = dict(FAST_RUN_DEFAULTS)
+    out["env"], out["env_file"] = [], []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--" or not word.startswith("-"):
+            out["command"] = words[i:]
+            return out
+        if word in _FAST_RUN_SWITCHES:
+            for dest in _FAST_RUN_SWITCHES[word]:
+                out[dest] = True
+            i += 1
+            continue
+        option, eq, value = word.partition("=")
+        if not eq:
+            if i + 1 >= len(words):
+                return None
+            value = words[i + 1]
+        if option not in _FAST_RUN_VALUES or (eq and not option.startswith("--")):
+            return None
+        if not value or value.startswith("-"):
+            return None  # argparse's own reading (an error, or a negative number) applies
+        dest, appends = _FAST_RUN_VALUES[option]
+        if appends:
+            out[dest] = [*(out[dest] or []), value]
+        else:
+            out[dest] = value
+        i += 1 if eq else 2
+    out["command"] = []
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:

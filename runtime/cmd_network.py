@@ -8,17 +8,17 @@ shaped like Docker's plus "ConfigFile", `rm` the names it removed, `prune` a
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TYPE_CHECKING, Any
 
-from pycni.runtime.cli import print_json
+from pycni.runtime.cli import print_json, print_table
 from pycni.runtime.networks import Network, NetworkError, NetworkStore
 
 from pycni import errors
 
+TYPE_CHECKING = False  # typing and json cost more than `network ls` may spend
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 FILTER_KEYS = ("name", "id", "driver", "label", "type", "scope")
 
@@ -68,7 +68,12 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def _add_create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NETWORK")
-    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network")
+    p.add_argument(
+        "-d",
+        "--driver",
+        default="bridge",
+        help="driver to manage the network: bridge, macvlan, ipvlan",
+    )
     p.add_argument(
         "--subnet", action="append", help="subnet in CIDR format (repeatable: one per family)"
     )
@@ -90,7 +95,8 @@ def _add_create_args(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="driver option: com.docker.network.bridge.{name,enable_icc,"
-        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu",
+        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu; "
+        "macvlan: parent, macvlan_mode; ipvlan: parent, ipvlan_mode",
     )
     p.set_defaults(func=cmd_create)
 
@@ -124,13 +130,6 @@ def _matches(net: Network, filters: dict[str, list[str]]) -> bool:
         "scope": lambda v: v == "local",
     }
     return all(any(tests[key](v) for v in values) for key, values in filters.items())
-
-
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        cells = [c.ljust(w + 3) for c, w in zip(r[:-1], widths[:-1], strict=True)]
-        print(("".join(cells) + r[-1]).rstrip())
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -180,11 +179,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "Name": n.name,
                 "Scope": "local",
             }
+            import json
+
             print(json.dumps(obj))
         return 0
-    rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-    rows += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
-    _table(rows)
+    table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+    table += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
+    print_table(table)
     return 0
 
 

@@ -20,21 +20,31 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 
 from pycni.plugins import PLUGINS
 
 import pycni
 from pycni import invoke
+from pycni.atomicfile import write_atomic
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(pycni.__file__)), "native", "cniclient.c")
 TRAILER_TAG = b"\n#pycni-trailer "
 NATIVE_ENV = "PYCNI_NATIVE"
 
 
+_memo: dict[str, object] = {}
+STAMP = ".pycni-current"  # in the plugin directory: see ensure()
+
+
 def _paths() -> tuple[str, str]:
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pycni.__file__)))
-    return package_parent, sysconfig.get_paths()["purelib"]
+    if "paths" not in _memo:
+        import sysconfig
+
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(pycni.__file__)))
+        _memo["paths"] = (package_parent, sysconfig.get_paths()["purelib"])
+    paths = _memo["paths"]
+    assert isinstance(paths, tuple)
+    return paths
 
 
 def _autostart() -> bool:
@@ -85,18 +95,17 @@ def launcher_script() -> str:
 
 
 def _write_executable(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)  # a runtime exec'ing the old file mid-write never sees half a script
+    # A runtime exec'ing the old file mid-write never sees half a script.
+    write_atomic(path, text, 0o755)
 
 
 def _source_digest() -> str:
-    import hashlib
+    if "digest" not in _memo:
+        import hashlib
 
-    with open(SOURCE, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:16]
+        with open(SOURCE, "rb") as fh:
+            _memo["digest"] = hashlib.sha256(fh.read()).hexdigest()[:16]
+    return str(_memo["digest"])
 
 
 def _trailer(name: str, module: str) -> bytes:
@@ -172,14 +181,8 @@ def install(
         if names and name not in names:
             continue
         path = os.path.join(directory, name)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            if client is not None:
-                fh.write(client + _trailer(name, module))
-            else:
-                fh.write(_script(name, module).encode())
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)  # a runtime exec'ing the old file mid-write never sees half a script
+        data = client + _trailer(name, module) if client is not None else _script(name, module)
+        write_atomic(path, data, 0o755)
         written.append(path)
     return written
 
@@ -201,9 +204,37 @@ def is_current(directory: str) -> bool:
     return True
 
 
+def _stamp(directory: str) -> str:
+    """What the last full check saw: this interpreter, package and client source, the
+    autostart default, and each executable's inode, size and mtime. Equal stamps mean
+    nothing changed since that check, without reading a single executable (`netctl
+    run` checks on every start; reading and comparing them all cost ~4 ms)."""
+    parts = [pycni.__version__, sys.executable, pycni.__file__, str(int(_autostart()))]
+    try:
+        parts.append(str(os.stat(SOURCE).st_mtime_ns))
+    except OSError:
+        parts.append("-")
+    for name in PLUGINS:
+        st = os.stat(os.path.join(directory, name))
+        parts.append(f"{name} {st.st_ino} {st.st_size} {st.st_mtime_ns}")
+    return "\n".join(parts) + "\n"
+
+
 def ensure(directory: str) -> None:
+    """Install the executables unless they are current (see is_current)."""
+    stamp = os.path.join(directory, STAMP)
+    try:
+        with open(stamp, encoding="utf-8") as fh:
+            if fh.read() == _stamp(directory):
+                return
+    except OSError:
+        pass
     if not is_current(directory):
         install(directory)
+    try:
+        write_atomic(stamp, _stamp(directory), 0o644)
+    except OSError:
+        pass  # a read-only plugin dir: the full check runs again next time
 
 
 def describe(path: str) -> dict[str, object]:

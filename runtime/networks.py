@@ -25,21 +25,31 @@ ties them together under a lock.
 from __future__ import annotations
 
 import builtins
-import datetime
 import fcntl
-import hashlib
 import ipaddress
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from pycni.runtime import libcni
+from pycni.runtime import conflist, libcni
+from pycni.runtime.conflist import DEFAULT_NETWORK
 from pycni.runtime.paths import Paths
 
-from pycni import errors
+from pycni import errors, fastjson, names
+from pycni.atomicfile import write_atomic
+from pycni.record import dataclass, field
+
+TYPE_CHECKING = False  # typing, json, hashlib and datetime cost more than `network ls` may spend
+if TYPE_CHECKING:
+    from typing import Any
+
+if TYPE_CHECKING:
+    from hashlib import sha256
+else:
+    try:  # the builtin module: hashlib's OpenSSL binding alone costs ~3 ms to load
+        from _sha256 import sha256
+    except ImportError:  # Python >= 3.12 calls it _sha2
+        from hashlib import sha256
 
 if TYPE_CHECKING:
     # pydantic costs ~200 ms to import: `netctl run` on an up-to-date network never does.
@@ -49,14 +59,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CNI_VERSION = "1.1.0"
-# Bump when default_conflist() changes, so existing bridge.conflist files are rewritten.
-DEFAULT_LAYOUT = "1"
-DEFAULT_NETWORK = "bridge"
 BUILTINS = ("bridge", "host", "none")
 # Longest network name: it becomes a file name, an IPAM directory and part of libcni's
 # cache file names (<network>-<container id>-<ifname>), which must stay under 255 bytes.
 MAX_NAME = 128
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+NAME_CHARS = names.NAME_CHARS
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -98,11 +105,7 @@ class NetworkInUse(NetworkError):
 def validate_name(name: str) -> None:
     if name in BUILTINS:
         raise NetworkError(f"{name} is a pre-defined network and cannot be created")
-    if (
-        not name
-        or not (name[0].isascii() and name[0].isalnum())
-        or any(c not in NAME_CHARS for c in name)
-    ):
+    if not names.valid_name(name):
         raise NetworkError(
             f'invalid network name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
         )
@@ -110,14 +113,7 @@ def validate_name(name: str) -> None:
         raise NetworkError(f'invalid network name "{name[:20]}...": longer than {MAX_NAME}')
 
 
-def valid_ifname(name: str) -> bool:
-    """The kernel's rule for interface names (dev_valid_name)."""
-    return (
-        bool(name)
-        and len(name.encode()) <= 15
-        and name not in (".", "..")
-        and not any(c in "/:\0" or c.isspace() for c in name)
-    )
+valid_ifname = names.valid_ifname  # the kernel's rule for interface names
 
 
 def parse_bool(text: str, key: str) -> bool:
@@ -416,7 +412,7 @@ def pick_subnet(
 def ula_subnet(network_id: str, used: Iterable[IPNetwork]) -> ipaddress.IPv6Network | None:
     """A unique local /64 (RFC 4193): fd00::/8 + a 40-bit global ID taken from the
     network id + a 16-bit subnet ID, the first that overlaps nothing in `used`."""
-    global_id = int(hashlib.sha256(network_id.encode()).hexdigest()[:10], 16)
+    global_id = int(sha256(network_id.encode()).hexdigest()[:10], 16)
     site = ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 48))
     return pick_subnet([(site, 64)], [u for u in used if u.version == 6])  # type: ignore[return-value]
 
@@ -425,6 +421,8 @@ def ula_subnet(network_id: str, used: Iterable[IPNetwork]) -> ipaddress.IPv6Netw
 
 
 def now_rfc3339() -> str:
+    import datetime
+
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -609,10 +607,6 @@ def default_conflist(
 # -- the Network view ------------------------------------------------------------------------
 
 
-def _builtin_id(name: str) -> str:
-    return hashlib.sha256(f"netctl builtin network {name}".encode()).hexdigest()
-
-
 @dataclass
 class Network:
     """One network as the runtime and `inspect` see it."""
@@ -653,7 +647,7 @@ class Network:
 
     @classmethod
     def builtin_mode(cls, name: str) -> Network:
-        return cls(name, _builtin_id(name), name, "null" if name == "none" else name)
+        return cls(name, conflist.builtin_id(name), name, "null" if name == "none" else name)
 
     @classmethod
     def from_conflist(cls, net: libcni.NetworkConfigList) -> Network:
@@ -663,12 +657,11 @@ class Network:
         bridge_conf = next(
             (p for p in net.plugins if isinstance(p, dict) and p.get("type") == "bridge"), None
         )
-        first_type = str(net.plugins[0].get("type", "")) if net.plugins else ""
         out = cls(
             name=net.name,
-            id=_meta_str(meta, "id") or hashlib.sha256(f"cni {net.name}".encode()).hexdigest(),
+            id=conflist.network_id(meta, net.name),
             kind="bridge" if bridge_conf is not None else "cni",
-            driver=_meta_str(meta, "driver") or first_type,
+            driver=conflist.network_driver(meta, net.plugins),
             conflist=net,
             bridge=str((bridge_conf or {}).get("bridge", "cni0" if bridge_conf else "")),
             internal=bool(meta.get("internal", False)),
@@ -704,6 +697,8 @@ def _mtime(path: str) -> str:
         t = os.stat(path).st_mtime
     except OSError:
         return ""
+    import datetime
+
     return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -765,6 +760,64 @@ def route_subnets() -> list[IPNetwork]:
         return [r.dst for r in nl.routes() if r.dst.prefixlen > 0]
 
 
+#: the ifalias prefix with which a netctl root marks the bridges it made (netctl:STATE_DIR)
+BRIDGE_OWNER_PREFIX = "netctl:"
+
+
+def claim_bridge(net: Network, owner: str, hint: str) -> bool:
+    """Refuse to attach to `net`'s bridge when it belongs to another netctl root.
+
+    Two roots (NETCTL_ROOT) on one host that derive the same bridge (the default
+    network's `netctl0`, 172.17.0.0/16) would share one bridge with two IPAM stores and
+    hand out the same addresses twice. The bridge carries its owner's state directory in
+    its ifalias; another live owner, or a subnet already routed through another device
+    (Docker's docker0 on 172.17.0.0/16, say), is refused with what to change (`hint`).
+    Returns True when the bridge still has to be marked (after the ADD made it)."""
+    from pycni.netlink import Netlink
+
+    mine = BRIDGE_OWNER_PREFIX + owner
+    with Netlink() as nl:
+        link = nl.link(net.bridge)
+        if link is not None:
+            if link.alias == mine:
+                return False
+            other = link.alias[len(BRIDGE_OWNER_PREFIX) :]
+            if link.alias.startswith(BRIDGE_OWNER_PREFIX) and os.path.isdir(other):
+                raise NetworkError(
+                    f"the bridge {net.bridge} of network {net.name} belongs to another netctl "
+                    f"root (state in {other}); two roots on one host need their own bridge "
+                    f"and subnet: {hint}"
+                )
+            return True  # unmarked (an older netctl) or its owner is gone: take it over
+        for route in nl.routes():
+            for subnet in net.subnets:
+                if (
+                    route.dst.prefixlen
+                    and route.dst.version == subnet.version
+                    and route.dst.overlaps(subnet)
+                    and route.oif
+                ):
+                    dev = nl.link_by_index(route.oif)
+                    raise NetworkError(
+                        f"the subnet {subnet} of network {net.name} is already routed through "
+                        f"{dev.name if dev else route.oif} ({route.dst}); {hint}"
+                    )
+    return True
+
+
+def mark_bridge(net: Network, owner: str) -> None:
+    """Record this root as the owner of `net`'s bridge (its ifalias); best effort."""
+    from pycni.netlink import Netlink, NetlinkError
+
+    with Netlink() as nl:
+        link = nl.link(net.bridge)
+        if link is not None:
+            try:
+                nl.set_link(link.index, alias=BRIDGE_OWNER_PREFIX + owner)
+            except NetlinkError:
+                pass
+
+
 def release_bridge(name: str) -> list[str]:
     """Delete a removed network's bridge when no port is left on it, then drop the
     isolation rules of bridges that are gone. Best effort: returns what was left."""
@@ -808,22 +861,10 @@ class RuntimeDefaults:
 
 
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=4) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # a runtime reading the directory sees the old or the new file
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    import json
+
+    # A runtime reading the directory sees the old file or the new one.
+    write_atomic(path, json.dumps(obj, indent=4) + "\n", 0o644, fsync=True, dir_mode=0o755)
 
 
 class NetworkStore:
@@ -846,18 +887,7 @@ class NetworkStore:
         return self._daemon
 
     def daemon_digest(self) -> str:
-        """Identifies daemon.json's bytes (or its absence), the layout of the default
-        conflist and the IPAM dir: what bridge.conflist was derived from."""
-        h = hashlib.sha256(f"netctl default network {DEFAULT_LAYOUT}\0{self.ipam_dir}\0".encode())
-        try:
-            with open(self.paths.daemon_config, "rb") as fh:
-                h.update(b"file\0" + fh.read())
-        except FileNotFoundError:
-            h.update(b"absent")
-        except OSError as exc:
-            # Unreadable: let the full load report it (with the path).
-            h.update(f"error {exc.errno}".encode())
-        return h.hexdigest()
+        return conflist.daemon_digest(self.paths)
 
     def runtime_defaults(self) -> RuntimeDefaults:
         """daemon.json's per-container defaults (ip, dns, dns-search, dns-opts), read from
@@ -904,11 +934,11 @@ class NetworkStore:
         out: list[Network] = []
         seen: set[str] = set()
         try:
-            names = sorted(os.listdir(self.dir))
+            fnames = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
         for ext in (".conflist", ".conf", ".json"):
-            for fname in names:
+            for fname in fnames:
                 path = os.path.join(self.dir, fname)
                 if os.path.splitext(fname)[1] != ext or not os.path.isfile(path):
                     continue
@@ -970,7 +1000,7 @@ class NetworkStore:
     def _read_json(path: str) -> dict[str, Any]:
         try:
             with open(path, "rb") as fh:
-                obj = json.loads(fh.read())
+                obj = fastjson.loads(fh.read())
         except (OSError, ValueError):
             return {}
         return obj if isinstance(obj, dict) else {}
@@ -1048,9 +1078,14 @@ class NetworkStore:
         validate_name(name)
         if driver in ("host", "null"):
             raise NetworkError(f'only one instance of "{driver}" network is allowed')
-        if driver != "bridge":
-            raise NetworkError(f'plugin "{driver}" not found', "netctl creates bridge networks")
-        opts = parse_options(options or {}, mtu)
+        from pycni.runtime import netdrivers
+
+        if driver != "bridge" and driver not in netdrivers.DRIVERS:
+            raise NetworkError(
+                f'plugin "{driver}" not found', "netctl creates bridge, macvlan and ipvlan networks"
+            )
+        sub = netdrivers.parse_options(driver, options or {}, mtu) if driver != "bridge" else None
+        opts = parse_options({} if sub else options or {}, mtu)
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
         self.ensure_default_network()  # before the lock: it takes the lock itself
@@ -1063,6 +1098,12 @@ class NetworkStore:
             holders = [n.name for n in existing if n.bridge == bridge]
             if bridge == cfg.bridge:
                 holders.append(DEFAULT_NETWORK)
+            if sub is not None:
+                holders = []  # no bridge; one network per parent instead
+                if other := netdrivers.parent_in_use(existing, sub.parent):
+                    raise NetworkError(
+                        f"network {other} is already using parent interface {sub.parent}"
+                    )
             if holders:
                 raise NetworkError(
                     f"bridge name {bridge} is already in use by network {holders[0]}",
@@ -1114,6 +1155,12 @@ class NetworkStore:
                 options=options or {},
                 run_dir=os.path.abspath(self.paths.run),
             )
+            if sub is not None:
+                conflist = netdrivers.conflist(
+                    name, driver, net_id, now_rfc3339(), configs, sub, internal=internal,
+                    ipv6=ipv6, ipam_dir=self.ipam_dir, labels=labels or {},
+                    options=options or {}, created_parent=netdrivers.ensure_parent(sub.parent),
+                )  # fmt: skip
             path = self.path_of(name)
             _write_atomic(path, conflist)
         with open(path, "rb") as fh:
@@ -1148,6 +1195,10 @@ class NetworkStore:
         warnings: builtins.list[str] = []
         if net.kind == "bridge" and net.bridge:
             warnings = release_bridge(net.bridge)
+        if net.managed and net.kind == "cni":
+            from pycni.runtime import netdrivers
+
+            warnings = netdrivers.release_parent(net.meta)
         if not any(w.startswith(f"bridge {net.bridge} still has ports") for w in warnings):
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.

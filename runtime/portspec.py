@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Literal
 
 from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exported)
     PortSpecError,
@@ -50,8 +48,13 @@ from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exporte
 from pycni.runtime.portview import port_number as _port_number
 
 from pycni.firewall.base import PortMapping
+from pycni.record import dataclass, replace
 
-Protocol = Literal["tcp", "udp", "sctp"]
+TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Protocol = Literal["tcp", "udp", "sctp"]
 _PROTOCOLS: dict[str, Protocol] = {"tcp": "tcp", "udp": "udp", "sctp": "sctp"}
 
 #: Keys of the long syntax.

@@ -1,6 +1,6 @@
 """`netctl run`: a workload in its own network namespace, on a network, with ports.
 
-Order of work (DESIGN.md, "The runtime"): resolve the network mode; create the netns
+Order of work (docs/architecture.md draws where it sits): resolve the network mode; create the netns
 (bind-mounted under the run dir); run the chain's ADD with runtimeConfig (portMappings,
 ips via CNI_ARGS, mac); write the container's resolv.conf, hosts and hostname; fork:
 the child joins the netns, unshares UTS and mount namespaces, sets the hostname,
@@ -17,11 +17,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from pycni.runtime import etcfiles, sandbox
 from pycni.runtime.containers import (
@@ -39,11 +36,44 @@ from pycni.runtime.paths import Paths
 from pycni.runtime.usage import UsageError
 
 from pycni import errors, netns
+from pycni.record import dataclass, field
 
+TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:
+    import signal
+    from typing import Any
+
     from pycni.runtime import portspec
+    from pycni.runtime.networks import Network
+else:  # the same ints and calls; `signal` wraps them in enums (and imports `enum`, ~2 ms)
+    import _signal as signal
 
 EXIT_SETUP = 125
+
+
+class _Worker:
+    """A daemon thread with `join(timeout)`, made with `_thread`: `threading` costs
+    about 2 ms to import, a tenth of what `run --network none` may spend in all."""
+
+    def __init__(self, target: Any) -> None:
+        import _thread
+
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+
+        def run() -> None:
+            try:
+                target()
+            finally:
+                self._done.release()
+
+        _thread.start_new_thread(run, ())
+
+    def join(self, timeout: float) -> None:
+        if self._done.acquire(timeout=timeout):
+            self._done.release()
+
+
 IFNAME = "eth0"
 
 
@@ -470,12 +500,9 @@ class OutputTee:
             os.close(fd)
 
     def start(self) -> None:
-        import threading
-
         os.close(self.out_w)
         os.close(self.err_w)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._thread = _Worker(self._run)
 
     def _run(self) -> None:
         import select
@@ -670,9 +697,11 @@ def check_process_options(opts: Any) -> None:
 def parse_sysctls(opts: RunOptions) -> dict[str, str]:
     """--sysctl KEY=VALUE: Docker's per-container sysctls, the net.* ones (applied in the
     container's namespace by a chained `tuning`; see Runtime._with_sysctls)."""
+    out: dict[str, str] = {}
+    if not opts.sysctl:
+        return out
     from pycni.plugins.tuning import validate_sysctl_key
 
-    out = {}
     for spec in opts.sysctl:
         key, sep, value = spec.partition("=")
         bad = f'invalid argument "{spec}" for "--sysctl" flag'
@@ -806,14 +835,14 @@ class Runtime:
         backups in the run dir); the chain as it is without them."""
         if not rec.cap_args.get("sysctl"):
             return net
-        import dataclasses
+        from pycni.record import replace
 
         tuning = {
             "type": "tuning",
             "sysctl": rec.cap_args["sysctl"],
             "dataDir": os.path.join(self.paths.run, "tuning"),
         }
-        return dataclasses.replace(net, plugins=[*net.plugins, tuning], raw=b"")
+        return replace(net, plugins=[*net.plugins, tuning], raw=b"")
 
     def _lo_chain(self, rec: ContainerRecord) -> Any:
         """loopback, with the --sysctl values when there is no network chain to carry them."""
@@ -940,14 +969,14 @@ class Runtime:
         default route (route_default() puts the one winner's in place)."""
         if ifname == IFNAME:
             return self._with_sysctls(network.conflist, rec)
-        import dataclasses
+        from pycni.record import replace
 
         plugins = []
         for p in network.conflist.plugins:
             if isinstance(p, dict) and p.get("type") == "bridge":
                 p = {**p, "isDefaultGateway": False}
             plugins.append(p)
-        return dataclasses.replace(network.conflist, plugins=plugins, raw=b"")
+        return replace(network.conflist, plugins=plugins, raw=b"")
 
     def attach(
         self, rec: ContainerRecord, network: Any, spec: NetworkAttach, ifname: str
@@ -970,6 +999,7 @@ class Runtime:
         att.pending = True  # until ADD answered: teardown DELs it all the same
         rec.attachments = [a for a in rec.attachments if a.ifname != ifname] + [att]
         self.store.save(rec)
+        mark = self._claim_bridge(network)
         try:
             result = self.cni.add(
                 self._chain_for(rec, network, ifname), self._runtime_conf(rec, ifname)
@@ -978,6 +1008,10 @@ class Runtime:
             if (spec.ip or spec.ip6) and "not available" in exc.msg:
                 raise UsageError("Address already in use") from None
             raise
+        if mark:
+            from pycni.runtime.networks import mark_bridge
+
+            mark_bridge(network, os.path.realpath(self.paths.lib))
         for i, iface in enumerate(result.interfaces):
             if iface.name == ifname and iface.sandbox:
                 att.mac = iface.mac
@@ -1043,6 +1077,18 @@ class Runtime:
                             )
         finally:
             os.close(fd)
+
+    def _claim_bridge(self, network: Network) -> bool:
+        """Refuse a bridge another netctl root owns (see networks.claim_bridge)."""
+        if network.kind != "bridge" or not network.managed or not network.bridge:
+            return False
+        from pycni.runtime.networks import claim_bridge
+
+        if network.default:
+            hint = f'set "bridge" and "bip" in {self.paths.daemon_config} to a name and subnet of its own'
+        else:
+            hint = "create the network with another -o com.docker.network.bridge.name and --subnet"
+        return claim_bridge(network, os.path.realpath(self.paths.lib), hint)
 
     def _check_requested_ips(self, network: Any, opts: RunOptions | NetworkAttach) -> None:
         for value in (opts.ip, opts.ip6):

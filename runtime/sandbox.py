@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pycni import netns
 
@@ -373,16 +373,32 @@ def close_on_exec_above_stderr() -> None:
                 pass  # the listing's own descriptor, closed by now
 
 
+def _execvpe(argv: list[str], env: Mapping[str, str]) -> None:
+    """os.execvpe's search of PATH (the first error other than "not there" wins), without
+    os.get_exec_path, which imports `warnings` in the container's init before every exec."""
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    first: OSError | None = None
+    last: OSError = FileNotFoundError(2, "No such file or directory", name)
+    for directory in (env.get("PATH") or os.defpath).split(os.pathsep):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            last = exc
+        except OSError as exc:
+            last = exc
+            first = first or exc
+    raise first or last
+
+
 def execvp(argv: list[str], env: dict[str, str] | None = None, report_fd: int = -1) -> None:
     """Replace this process with the workload; on failure exit as a shell would, with
     the reason on stderr and, when given, on `report_fd` (whose close-on-exec end tells
     the supervisor that the exec succeeded)."""
     close_on_exec_above_stderr()
     try:
-        if env is None:
-            os.execvp(argv[0], argv)
-        else:
-            os.execvpe(argv[0], argv, env)
+        _execvpe(argv, os.environ if env is None else env)
     except FileNotFoundError:
         code, why = 127, "executable file not found in $PATH"
     except PermissionError:

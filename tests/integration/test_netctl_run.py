@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -507,3 +508,40 @@ def test_reload_after_the_admins_firewall_reload_on_a_dropping_host(
     out = netctl("system", "reload").stdout
     assert "firewall: re-applied 1 forward accept(s)" in out, out
     assert subprocess.run(probe).returncode == 0
+
+
+def test_two_roots_on_one_host_do_not_share_the_default_bridge(
+    netctl: Netctl, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two NETCTL_ROOTs on one host derive the same default bridge (netctl0,
+    172.17.0.0/16). The second root is refused with what to change (it would hand out the
+    first root's addresses again); with a bridge and bip of its own in its daemon.json it
+    runs beside the first; once the first root is gone, its bridge can be taken over."""
+    other_root = tmp_path_factory.mktemp("root2")
+    other = Netctl(netctl.node, other_root)
+    netctl("run", "-d", "--name", "a", "--", "sleep", "300")
+    alias = netctl.node.ip_json("link", "show", "netctl0")[0].get("ifalias", "")
+    assert alias == f"netctl:{os.path.realpath(netctl.root / 'var/lib/netctl')}"
+    proc = other("run", "--rm", "--", "true", check=False)
+    assert proc.returncode == 125, proc
+    assert "belongs to another netctl root" in proc.stderr
+    assert 'set "bridge" and "bip" in' in proc.stderr and str(other_root) in proc.stderr
+    assert other.netns_files() == [] and other.leases() == []
+    # A bridge of its own whose subnet another device already routes: refused too.
+    (other_root / "daemon.json").write_text(json.dumps({"bridge": "netctl1"}))
+    proc = other("run", "--rm", "--", "true", check=False)
+    assert proc.returncode == 125 and "already routed through netctl0" in proc.stderr, proc
+    assert not netctl.node.link("netctl1")
+    (other_root / "daemon.json").write_text(
+        json.dumps({"bridge": "netctl1", "bip": "172.18.0.1/16"})
+    )
+    out = other("run", "--rm", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert "172.18.0.2/16" in out
+    # The first root goes away (its state with it): the second may take its bridge.
+    netctl("rm", "-f", "a")
+    (other_root / "daemon.json").write_text("{}")
+    shutil.rmtree(netctl.root / "var/lib/netctl")
+    out = other("run", "--rm", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert "172.17.0.2/16" in out
+    alias = netctl.node.ip_json("link", "show", "netctl0")[0].get("ifalias", "")
+    assert alias == f"netctl:{os.path.realpath(other_root / 'var/lib/netctl')}"

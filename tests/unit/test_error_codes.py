@@ -91,6 +91,13 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/vrf.py", "_wait_local_route"): "the kernel did not install a restored IPv6 "
     "address's local route within 2.5 s (DAD failed): " + KERNEL,
     ("plugins/vrf.py", "cmd_check"): DRIFT,
+    ("pycni/linkplugin.py", "add"): "a link vanished between create and lookup (a race), or "
+    "the IPAM delegate answered success with no address",
+    ("pycni/linkplugin.py", "check"): DRIFT,
+    ("pycni/tuntap.py", "create_tap"): "/dev/net/tun refused an open or ioctl on valid "
+    "input: " + KERNEL,
+    ("pycni/tuntap.py", "create_tap_labelled"): "`ip tuntap add` failed under a valid "
+    "SELinux context: " + KERNEL,
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -156,6 +163,15 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/fastjson.py", "loads", "JSONError"): "skel.decode_conf answers DecodingFailure (6)",
     ("pycni/fastjson.py", "_ScannerContext.parse_constant", "ValueError"): "skel.decode_conf (6)",
     ("pycni/fastjson.py", "_reject", "TypeError"): "dumps of our own results only (a bug)",
+    **{
+        ("pycni/record.py", fn, exc): "misuse of a record class by our own code (a bug)"
+        for fn, exc in (
+            ("_frozen_delattr", "FrozenInstanceError"),
+            ("_frozen_setattr", "FrozenInstanceError"),
+            ("field", "ValueError"),
+            ("replace", "TypeError"),
+        )
+    },
     (
         "pycni/version.py",
         "parse",
@@ -196,6 +212,17 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
             ("vrf", "cmd_del"),
         )
     },
+    **{
+        (f"plugins/{plugin}.py", "cmd_add.create", "kind_error"): "linkplugin.kind_error "
+        "returns InvalidConfig (no such link kind: the module is named), InvalidEnvironment, "
+        "or netsetup.nl_error's CniError (listed in INTERNAL_999)"
+        for plugin in ("macvlan", "ipvlan", "vlan", "dummy")
+    },
+    ("plugins/tap.py", "cmd_add.configure", "nl_error"): "returns a CniError (listed in "
+    "INTERNAL_999)",
+    ("pycni/linkplugin.py", "add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
+    ("pycni/linkplugin.py", "check_mac_free", "kind_error"): "returns InvalidConfig (the MAC "
+    "is in use), or netsetup.nl_error's CniError (listed in INTERNAL_999)",
 }
 
 
