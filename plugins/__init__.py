@@ -25,4 +25,5 @@ PLUGINS = {
     "ptp": "pycni.plugins.ptp",
     "host-device": "pycni.plugins.host_device",
     "dhcp": "pycni.ipam.dhcp",
+    "dns": "pycni.plugins.dns",
 }

@@ -53,7 +53,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         command=command,
         name=args.name or "",
-        network=args.network,
+        network=(args.network or ["bridge"])[0],
+        networks=list(args.network or []),
+        network_alias=list(args.network_alias or []),
         publish=args.publish or [],
         ip=args.ip or "",
         ip6=args.ip6 or "",
@@ -227,7 +229,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                         "Status": status_text(r),
                         "State": r.status,
                         "Ports": _format_ports(r),
-                        "Networks": r.network_mode,
+                        "Networks": ",".join(a.network for a in r.attachments) or r.network_mode,
                     }
                 )
             )
@@ -270,6 +272,17 @@ def cmd_port(args: argparse.Namespace) -> int:
     return 0
 
 
+def dns_names(rec: ContainerRecord, att: Any) -> list[str]:
+    """What the embedded resolver answers for this container on that network (none on
+    the default bridge, as Docker)."""
+    if att.network == "bridge":
+        return []
+    names = [rec.name, *att.aliases, rec.short_id]
+    if rec.hostname and rec.hostname not in names:
+        names.append(rec.hostname)
+    return names
+
+
 def inspect_doc(rec: ContainerRecord) -> dict[str, object]:
     networks = {}
     for att in rec.attachments:
@@ -285,6 +298,9 @@ def inspect_doc(rec: ContainerRecord) -> dict[str, object]:
             "MacAddress": att.mac,
             "HostVeth": att.host_veth,
             "InterfaceName": att.ifname,
+            "Aliases": att.aliases or None,
+            "GwPriority": att.gw_priority,
+            "DNSNames": dns_names(rec, att) or None,
         }
     first: dict[str, object] = next(iter(networks.values()), {})
     if not first:
@@ -467,7 +483,8 @@ def _process_flags(parser: argparse.ArgumentParser) -> None:
 #: every destination of `run`'s parser with argparse's default
 FAST_RUN_DEFAULTS: dict[str, Any] = {
     "name": None,
-    "network": "bridge",
+    "network": None,
+    "network_alias": None,
     "publish": None,
     "ip": None,
     "ip6": None,
@@ -512,8 +529,10 @@ _FAST_RUN_SWITCHES = {
 #: option -> (destination, appends)
 _FAST_RUN_VALUES = {
     "--name": ("name", False),
-    "--network": ("network", False),
-    "--net": ("network", False),
+    "--network": ("network", True),
+    "--net": ("network", True),
+    "--network-alias": ("network_alias", True),
+    "--net-alias": ("network_alias", True),
     "-p": ("publish", True),
     "--publish": ("publish", True),
     "--ip": ("ip", False),
@@ -576,8 +595,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--network",
         "--net",
-        default="bridge",
-        help="none | bridge | host | container:NAME | a network name",
+        action="append",
+        help="none | bridge | host | container:NAME | a network name, or "
+        "name=NET,alias=A,ip=IP,ip6=IP,gw-priority=N (repeatable: eth0, eth1, ...)",
+    )
+    run.add_argument(
+        "--network-alias", "--net-alias", action="append", help="a DNS name on the first network"
     )
     run.add_argument(
         "-p",

@@ -302,6 +302,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- connect / disconnect ---------------------------------------------------------------------
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from pycni.runtime.run import NetworkAttach, Runtime
+
+    spec = NetworkAttach(
+        network=args.network, ip=args.ip or "", ip6=args.ip6 or "", aliases=args.alias or []
+    )
+    spec.gw_priority = args.gw_priority
+    Runtime().connect(args.network, args.container, spec)
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from pycni.runtime.run import Runtime
+
+    Runtime().disconnect(args.network, args.container, force=args.force)
+    return 0
+
+
 # -- registration ---------------------------------------------------------------------------
 
 
@@ -332,6 +353,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm = nsub.add_parser("rm", aliases=["remove"], help="remove networks without containers")
     rm.add_argument("networks", nargs="+", metavar="NETWORK")
     rm.set_defaults(func=cmd_rm)
+
+    conn = nsub.add_parser("connect", help="connect a container to a network")
+    conn.add_argument("--ip", help="IPv4 address")
+    conn.add_argument("--ip6", help="IPv6 address")
+    conn.add_argument("--alias", action="append", help="a DNS name on this network")
+    conn.add_argument("--gw-priority", type=int, default=0, help="default-route priority")
+    conn.add_argument("network", metavar="NETWORK")
+    conn.add_argument("container", metavar="CONTAINER")
+    conn.set_defaults(func=cmd_connect)
+
+    disc = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    disc.add_argument("-f", "--force", action="store_true", help="also when the network is gone")
+    disc.add_argument("network", metavar="NETWORK")
+    disc.add_argument("container", metavar="CONTAINER")
+    disc.set_defaults(func=cmd_disconnect)
 
     prune = nsub.add_parser("prune", help="remove all networks without containers")
     prune.add_argument("-f", "--force", action="store_true", help="do not prompt")

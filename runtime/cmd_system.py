@@ -62,8 +62,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     from pycni.runtime import gc
 
-    for line in gc.reload(_runtime()):
+    rt = _runtime()
+    for line in gc.reload(rt):
         print(line)
+    rt.names_changed()  # the embedded resolver, from the records (started if needed)
     return 0
 
 

@@ -60,7 +60,19 @@ def _plain(value: Any) -> Any:
 class Attachment(_Plain):
     """One network interface of the container, as CNI returned it."""
 
-    FIELDS = ("network", "ifname", "ips", "gateways", "mac", "host_veth")
+    FIELDS = (
+        "network",
+        "ifname",
+        "ips",
+        "gateways",
+        "mac",
+        "host_veth",
+        "aliases",
+        "gw_priority",
+        "internal",
+        "cap_args",
+        "pending",
+    )
 
     def __init__(
         self,
@@ -70,6 +82,11 @@ class Attachment(_Plain):
         gateways: list[str] | None = None,
         mac: str = "",
         host_veth: str = "",
+        aliases: list[str] | None = None,  # --network-alias / connect --alias (DNS names)
+        gw_priority: int = 0,  # Docker's gw-priority: the highest gives the default route
+        internal: bool = False,  # the network was --internal when attached
+        cap_args: dict[str, Any] | None = None,  # what CNI got for a second network (ips, mac)
+        pending: bool = False,  # connected while stopped: recorded, not attached
     ) -> None:
         self.network = network
         self.ifname = ifname
@@ -77,6 +94,11 @@ class Attachment(_Plain):
         self.gateways: list[str] = list(gateways or [])
         self.mac = mac
         self.host_veth = host_veth
+        self.aliases: list[str] = list(aliases or [])
+        self.gw_priority = gw_priority
+        self.internal = internal
+        self.cap_args: dict[str, Any] = dict(cap_args or {})
+        self.pending = pending
 
 
 class PublishedPort(_Plain):
@@ -355,5 +377,6 @@ class ContainerStore:
         return [
             r
             for r in self.all()
-            if any(a.network == network for a in r.attachments) and not r.torn_down
+            if any(a.network == network and not a.pending for a in r.attachments)
+            and not r.torn_down
         ]

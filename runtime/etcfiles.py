@@ -145,6 +145,31 @@ def resolv_conf(
     return "\n".join(lines) + "\n"
 
 
+def embedded_resolv_conf(
+    host_text: str,
+    upstreams: list[str],
+    dns_search: list[str],
+    dns_options: list[str],
+    resolver: str = "127.0.0.11",
+) -> str:
+    """resolv.conf of a container on a user-defined network: the embedded resolver is
+    its one nameserver (Docker's layout: ndots:0 unless --dns-option says otherwise),
+    and the comment says where the resolver forwards other names."""
+    _servers, search, options = parse_resolv_conf(host_text)
+    if dns_search:
+        search = [] if dns_search == ["."] else list(dns_search)
+    options = [o for o in (dns_options or options)]
+    if not any(o.startswith("ndots:") for o in options):
+        options = ["ndots:0", *options]
+    lines = [f"nameserver {resolver}"]
+    if search:
+        lines.append("search " + " ".join(search))
+    lines.append("options " + " ".join(options))
+    lines.append("")
+    lines.append(f"# ExtServers: [{' '.join(upstreams)}]")
+    return "\n".join(lines) + "\n"
+
+
 def parse_add_host(spec: str, host_gateway: str = "") -> tuple[str, str]:
     """HOST:IP (also HOST=IP, [v6] brackets, and host-gateway) -> (host, ip)."""
     sep = "=" if "=" in spec else ":"

@@ -48,7 +48,13 @@ def system_gc(rt: Runtime) -> list[str]:
                 report.append(f"released the network of exited container {rec.name}")
             except errors.CniError as exc:
                 report.append(f"could not release {rec.name}: {exc}")
-    valid = [(cid, ifname) for cid in live for ifname in ("eth0", "lo")]
+    # every interface of a live container (eth1.. of its other networks too)
+    valid = [
+        (rec.id, ifname)
+        for rec in rt.store.all()
+        if rec.id in live
+        for ifname in {"eth0", "lo", *(a.ifname for a in rec.attachments if a.ifname)}
+    ]
     nets = [rt._loopback_net()]
     try:
         nets += [n.conflist for n in rt.networks.list() if getattr(n, "conflist", None) is not None]
@@ -120,8 +126,8 @@ def _repair_bridges(rt: Runtime) -> list[str]:
         # The bridge's MAC as the ADDs reported it (libcni's cached results).
         bridge_name = plugin.get("bridge") or "cni0"
         mac = ""
-        for rec, _att in attached:
-            cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec))
+        for rec, att in attached:
+            cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec, att.ifname))
             interfaces = cached.interfaces if cached is not None else []
             mac = next((i.mac for i in interfaces if i.name == bridge_name), "")
             if mac:

@@ -467,8 +467,10 @@ def network_conflist(
     ipam_dir: str,
     labels: Mapping[str, str],
     options: Mapping[str, str],
+    run_dir: str = "",
 ) -> dict[str, Any]:
-    """The conflist of a user-defined network."""
+    """The conflist of a user-defined network (with the `dns` plugin when `run_dir`,
+    netctl's run directory, is given)."""
     bridge_name = opts.bridge_name or f"br-{net_id[:12]}"
     bridge: dict[str, Any] = {
         "type": "bridge",
@@ -500,10 +502,21 @@ def network_conflist(
     }
     if opts.host_binding_ipv4:
         meta["hostBindingIPv4"] = opts.host_binding_ipv4
+    plugins = _chain(bridge, internal, opts.direct_routing)
+    if run_dir:
+        # names for other runtimes' containers too (podman, kubelet): netctl's resolver
+        plugins.append(
+            {
+                "type": "dns",
+                "runDir": run_dir,
+                "internal": internal,
+                "capabilities": {"aliases": True},
+            }
+        )
     return {
         "cniVersion": CNI_VERSION,
         "name": name,
-        "plugins": _chain(bridge, internal, opts.direct_routing),
+        "plugins": plugins,
         "netctl": meta,
     }
 
@@ -1140,6 +1153,7 @@ class NetworkStore:
                 ipam_dir=self.ipam_dir,
                 labels=labels or {},
                 options=options or {},
+                run_dir=os.path.abspath(self.paths.run),
             )
             if sub is not None:
                 conflist = netdrivers.conflist(

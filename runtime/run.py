@@ -105,6 +105,146 @@ class RunOptions:
     tty: bool = False
     expose: list[str] = field(default_factory=list)
     publish_all: bool = False
+    #: every --network as given (NAME or name=NAME,ip=...,alias=...,gw-priority=N);
+    #: empty: `network` alone
+    networks: list[str] = field(default_factory=list)
+    network_alias: list[str] = field(default_factory=list)
+    #: the attachments validate() made of `networks` and the first-network flags
+    attach: list[NetworkAttach] = field(default_factory=list)
+
+
+@dataclass
+class NetworkAttach:
+    """One network a container asks for (`--network` advanced form, or `connect`)."""
+
+    network: str
+    ip: str = ""
+    ip6: str = ""
+    aliases: list[str] = field(default_factory=list)
+    gw_priority: int = 0
+    mac: str = ""
+
+
+def user_defined(mode: str) -> bool:
+    """Docker's NetworkMode.IsUserDefined: not one of the modes every daemon has."""
+    return mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
+
+
+def _go_atoi(text: str) -> int:
+    body = text[1:] if text[:1] in "+-" else text
+    if not body or not body.isascii() or not body.isdigit():
+        raise UsageError(
+            f'invalid gw-priority ({text}): strconv.Atoi: parsing "{text}": invalid syntax'
+        )
+    return int(text)
+
+
+def parse_network_spec(spec: str) -> NetworkAttach:
+    """`--network NAME` or Docker's advanced form `name=N,alias=A,ip=IP,ip6=IP,
+    mac-address=M,gw-priority=N,driver-opt=K=V,link-local-ip=IP` (docker/cli opts)."""
+    if "=" not in spec:
+        return NetworkAttach(network=spec)
+    out = NetworkAttach(network="")
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            raise UsageError(
+                f'invalid argument "{spec}" for "--network" flag: invalid field {part}'
+            )
+        if key in ("name", "target"):
+            out.network = value
+        elif key == "alias":
+            out.aliases.append(value)
+        elif key == "ip":
+            out.ip = value
+        elif key == "ip6":
+            out.ip6 = value
+        elif key == "mac-address":
+            out.mac = value
+        elif key == "gw-priority":
+            out.gw_priority = _go_atoi(value)
+        elif key in ("driver-opt", "link-local-ip"):
+            continue  # accepted as Docker does; nothing of netctl's reads them
+        else:
+            raise UsageError(
+                f'invalid argument "{spec}" for "--network" flag: invalid field key {key}'
+            )
+    if not out.network:
+        raise UsageError(
+            f'invalid argument "{spec}" for "--network" flag: network name/id is not specified'
+        )
+    return out
+
+
+def plan_attachments(opts: RunOptions) -> list[NetworkAttach]:
+    """The networks of a `run`, in order, with --ip/--ip6/--network-alias/--mac-address
+    on the first one, refused where Docker's CLI refuses them (parseNetworkOpts)."""
+    specs = [parse_network_spec(s) for s in opts.networks] or [NetworkAttach(opts.network)]
+    first = specs[0]
+    for given, flag, have in (
+        (opts.network_alias, "--network-alias", first.aliases),
+        (opts.ip, "--ip", first.ip),
+        (opts.ip6, "--ip6", first.ip6),
+        (opts.mac, "--mac-address", first.mac),
+    ):
+        if given and have:
+            what = {
+                "--network-alias": "per-network alias",
+                "--ip": "per-network IPv4 address",
+                "--ip6": "per-network IPv6 address",
+                "--mac-address": "per-network MAC address",
+            }[flag]
+            raise UsageError(f"conflicting options: cannot specify both {flag} and {what}")
+    first.aliases = first.aliases or list(opts.network_alias)
+    first.ip, first.ip6, first.mac = (
+        first.ip or opts.ip,
+        first.ip6 or opts.ip6,
+        first.mac or opts.mac,
+    )
+    seen: set[str] = set()
+    for spec in specs:
+        if not spec.network.strip():
+            raise UsageError("no name set for network")
+        if not user_defined(spec.network) and spec.aliases:
+            raise UsageError("network-scoped aliases are only supported for user-defined networks")
+        if spec.network in seen:
+            raise UsageError(f'network "{spec.network}" is specified multiple times')
+        seen.add(spec.network)
+    if len(specs) > 1:
+        if any(user_defined(s.network) for s in specs) and not all(
+            user_defined(s.network) for s in specs
+        ):
+            raise UsageError(
+                "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+            )
+        if any(s.network == "none" for s in specs):
+            raise UsageError(CONFLICT_NONE)
+        if any(s.network == "host" or s.network.startswith("container:") for s in specs):
+            raise UsageError(CONFLICT_SHARED)
+    for spec in specs[1:]:
+        if spec.mac:
+            from pycni import conf
+
+            try:
+                spec.mac = conf.validate_mac(spec.mac, "mac-address")
+            except errors.CniError:
+                raise UsageError(f"{spec.mac} is not a valid mac address") from None
+        _check_ip_flags(spec.ip, spec.ip6)
+    return specs
+
+
+#: Docker's words (moby runconfig/errors.go)
+CONFLICT_SHARED = (
+    "container sharing network namespace with another container or host cannot be "
+    "connected to any other network"
+)
+CONFLICT_HOST = "container cannot be disconnected from host network or connected to host network"
+CONFLICT_NONE = (
+    "container cannot be connected to multiple networks with one of the networks in "
+    "private (none) mode"
+)
+ALIAS_ON_DEFAULT = "network-scoped alias is supported only for containers in user defined networks"
 
 
 def warn(msg: str) -> None:
@@ -407,6 +547,12 @@ def validate(opts: RunOptions) -> None:
         raise UsageError(
             f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
+    if opts.networks:
+        opts.network = opts.networks[0]
+    opts.attach = plan_attachments(opts)
+    opts.network = opts.attach[0].network
+    first = opts.attach[0]
+    opts.ip, opts.ip6, opts.mac = first.ip, first.ip6, first.mac
     mode = opts.network
     if mode.startswith("container:"):
         if not mode.split(":", 1)[1]:
@@ -431,20 +577,7 @@ def validate(opts: RunOptions) -> None:
         )
     if mode == "host" and opts.mac:
         raise UsageError("conflicting options: mac-address and the network mode")
-    for flag, value, version in (("--ip", opts.ip, 4), ("--ip6", opts.ip6, 6)):
-        if value:
-            import ipaddress
-
-            try:
-                addr = ipaddress.ip_address(value)
-            except ValueError:
-                raise UsageError(
-                    f'invalid argument "{value}" for "{flag}" flag: invalid IP address'
-                ) from None
-            if addr.version != version:
-                raise UsageError(
-                    f'invalid argument "{value}" for "{flag}" flag: not an IPv{version} address'
-                )
+    _check_ip_flags(opts.ip, opts.ip6)
     if opts.mac:
         from pycni import conf
 
@@ -472,6 +605,23 @@ def validate(opts: RunOptions) -> None:
     parse_sysctls(opts)
     opts.publish = [*opts.publish, *published_exposed(opts)]
     _refuse_ipv6_loopback(opts.publish)
+
+
+def _check_ip_flags(ip: str, ip6: str) -> None:
+    for flag, value, version in (("--ip", ip, 4), ("--ip6", ip6, 6)):
+        if value:
+            import ipaddress
+
+            try:
+                addr = ipaddress.ip_address(value)
+            except ValueError:
+                raise UsageError(
+                    f'invalid argument "{value}" for "{flag}" flag: invalid IP address'
+                ) from None
+            if addr.version != version:
+                raise UsageError(
+                    f'invalid argument "{value}" for "{flag}" flag: not an IPv{version} address'
+                )
 
 
 def published_exposed(opts: RunOptions) -> list[str]:
@@ -567,6 +717,17 @@ def parse_sysctls(opts: RunOptions) -> dict[str, str]:
             )
         out[key] = value
     return out
+
+
+def uses_names(rec: ContainerRecord) -> bool:
+    """On a user-defined network: the embedded resolver answers its names."""
+    return any(a.network != "bridge" for a in rec.attachments)
+
+
+def gateway_rank(att: Attachment) -> tuple[int, bool, bool, str]:
+    """Sort key of the default-route election (smallest wins)."""
+    dual = {":" in g for g in att.gateways} == {True, False}
+    return (-att.gw_priority, att.internal, not dual, att.network)
 
 
 # -- names -----------------------------------------------------------------------------
@@ -692,12 +853,16 @@ class Runtime:
         from pycni.runtime import libcni
 
         args: list[tuple[str, str]] = [("IgnoreUnknown", "1")]
-        ips = rec.cap_args.get("ips") or []
+        given = rec.cap_args
+        if ifname not in (IFNAME, "lo"):
+            # a second network's own ips/mac; published ports stay with the first one's
+            given = next((a.cap_args for a in rec.attachments if a.ifname == ifname), {})
+        ips = given.get("ips") or []
         if ips:
             args.append(("IP", ",".join(ips)))
-        caps = {k: v for k, v in rec.cap_args.items() if k in ("portMappings", "mac")}
-        if rec.cap_args.get("mac"):
-            args.append(("MAC", rec.cap_args["mac"]))
+        caps = {k: v for k, v in given.items() if k in ("portMappings", "mac")}
+        if given.get("mac"):
+            args.append(("MAC", given["mac"]))
         return libcni.RuntimeConf(rec.id, rec.netns, ifname, args, caps)
 
     def setup(self, rec: ContainerRecord, opts: RunOptions) -> None:
@@ -751,6 +916,10 @@ class Runtime:
             # publishes nothing for it, and says so.
             warn(f"Published ports are discarded when using the internal network {network.name}")
             opts.publish = []
+        # every network exists before anything is attached (Docker checks them first)
+        others = [(self._resolve_attachable(spec.network), spec) for spec in opts.attach[1:]]
+        for net, spec in others:
+            self._check_requested_ips(net, spec)
         bindings = self._bindings(network, opts)
         cap_ports = [
             {"hostPort": b.host_port, "containerPort": b.container_port, "protocol": b.protocol}
@@ -765,29 +934,9 @@ class Runtime:
         if opts.mac:
             rec.cap_args["mac"] = opts.mac
         self.store.save(rec)
-        mark = self._claim_bridge(network)
-        result = self.cni.add(self._with_sysctls(network.conflist, rec), self._runtime_conf(rec))
-        if mark:
-            from pycni.runtime.networks import mark_bridge
-
-            mark_bridge(network, os.path.realpath(self.paths.lib))
-        att = Attachment(network=network.name, ifname=IFNAME)
-        for i, iface in enumerate(result.interfaces):
-            if iface.name == IFNAME and iface.sandbox:
-                att.mac = iface.mac
-                att.ips = [str(ip.address) for ip in result.ips if ip.interface in (None, i)]
-                att.gateways = [
-                    str(ip.gateway)
-                    for ip in result.ips
-                    if ip.gateway is not None and ip.interface in (None, i)
-                ]
-            elif iface.name.startswith("veth") and not iface.sandbox:
-                att.host_veth = iface.name
-        if not att.ips:
-            att.ips = [str(ip.address) for ip in result.ips]
-            att.gateways = [str(ip.gateway) for ip in result.ips if ip.gateway is not None]
-        rec.attachments = [att]
-        has_v6 = any(":" in ip for ip in att.ips)
+        first = opts.attach[0] if opts.attach else NetworkAttach(network.name)
+        self.attach(rec, network, first, IFNAME)
+        has_v6 = any(":" in ip for ip in rec.attachments[0].ips)
         from pycni.runtime import portspec
 
         rec.ports = [
@@ -800,6 +949,134 @@ class Runtime:
             for p in portspec.expand(bindings, ipv6=has_v6)
         ]
         self.store.save(rec)
+        for n, (net, spec) in enumerate(others, start=1):
+            self.attach(rec, net, spec, f"eth{n}")
+        if others:
+            self.route_default(rec)
+
+    def _resolve_attachable(self, ref: str) -> Any:
+        """A network another interface can be made on (bridge or CNI conflist)."""
+        net = self.networks.resolve(ref)
+        if net.kind == "host":
+            raise UsageError(CONFLICT_HOST)
+        if net.kind == "none":
+            raise UsageError(CONFLICT_NONE)
+        return net
+
+    def _chain_for(self, rec: ContainerRecord, network: Any, ifname: str) -> Any:
+        """The chain an attachment is added and deleted with: the network's as it is for
+        eth0 (with --sysctl's tuning); for another interface, the bridge installs no
+        default route (route_default() puts the one winner's in place)."""
+        if ifname == IFNAME:
+            return self._with_sysctls(network.conflist, rec)
+        from pycni.record import replace
+
+        plugins = []
+        for p in network.conflist.plugins:
+            if isinstance(p, dict) and p.get("type") == "bridge":
+                p = {**p, "isDefaultGateway": False}
+            plugins.append(p)
+        return replace(network.conflist, plugins=plugins, raw=b"")
+
+    def attach(
+        self, rec: ContainerRecord, network: Any, spec: NetworkAttach, ifname: str
+    ) -> Attachment:
+        """CNI ADD of `network` as `ifname`; recorded in rec.attachments (and saved first,
+        so that a crash half-way is still torn down)."""
+        att = Attachment(
+            network=network.name,
+            ifname=ifname,
+            aliases=list(spec.aliases),
+            gw_priority=spec.gw_priority,
+            internal=bool(network.internal),
+        )
+        if ifname != IFNAME:
+            ips = [ip for ip in (spec.ip, spec.ip6) if ip]
+            if ips:
+                att.cap_args["ips"] = ips
+            if spec.mac:
+                att.cap_args["mac"] = spec.mac
+        att.pending = True  # until ADD answered: teardown DELs it all the same
+        rec.attachments = [a for a in rec.attachments if a.ifname != ifname] + [att]
+        self.store.save(rec)
+        mark = self._claim_bridge(network)
+        try:
+            result = self.cni.add(
+                self._chain_for(rec, network, ifname), self._runtime_conf(rec, ifname)
+            )
+        except errors.CniError as exc:
+            if (spec.ip or spec.ip6) and "not available" in exc.msg:
+                raise UsageError("Address already in use") from None
+            raise
+        if mark:
+            from pycni.runtime.networks import mark_bridge
+
+            mark_bridge(network, os.path.realpath(self.paths.lib))
+        for i, iface in enumerate(result.interfaces):
+            if iface.name == ifname and iface.sandbox:
+                att.mac = iface.mac
+                att.ips = [str(ip.address) for ip in result.ips if ip.interface in (None, i)]
+                att.gateways = [
+                    str(ip.gateway)
+                    for ip in result.ips
+                    if ip.gateway is not None and ip.interface in (None, i)
+                ]
+            elif iface.name.startswith("veth") and not iface.sandbox:
+                att.host_veth = iface.name
+        if not att.ips:
+            att.ips = [str(ip.address) for ip in result.ips]
+            att.gateways = [str(ip.gateway) for ip in result.ips if ip.gateway is not None]
+        att.pending = False
+        self.store.save(rec)
+        return att
+
+    def route_default(self, rec: ContainerRecord) -> None:
+        """One default route per family, through the winning attachment: highest
+        gw-priority, then a non-internal network before an internal one, then a
+        dual-stack one, then the network name (Docker's order). Internal networks never
+        give a default route; with no candidate left, there is none."""
+        from pycni import netlink
+
+        live = [a for a in rec.attachments if not a.pending]
+        ranked = sorted(live, key=gateway_rank)
+        fd = netns.open_netns(rec.netns)
+        try:
+            with netlink.Netlink(netns_fd=fd) as nl:
+                for version, dst in ((4, "0.0.0.0/0"), (6, "::/0")):
+                    import ipaddress
+
+                    want = next(
+                        (
+                            (a, g)
+                            for a in ranked
+                            if not a.internal
+                            for g in a.gateways
+                            if ipaddress.ip_address(g).version == version
+                        ),
+                        None,
+                    )
+                    family = netlink.AF_INET if version == 4 else netlink.AF_INET6
+                    for r in nl.routes(family):
+                        if r.dst.prefixlen == 0 and r.type == 1:
+                            link = nl.link_by_index(r.oif)
+                            keep = (
+                                want is not None
+                                and link is not None
+                                and (link.name == want[0].ifname and str(r.gateway) == want[1])
+                            )
+                            if not keep:
+                                nl.del_route_entry(r)
+                    if want is not None:
+                        link = nl.link(want[0].ifname)
+                        if link is not None:
+                            nl.add_route(
+                                ipaddress.ip_network(dst),
+                                ipaddress.ip_address(want[1]),
+                                oif=link.index,
+                                replace=True,
+                            )
+        finally:
+            os.close(fd)
 
     def _claim_bridge(self, network: Network) -> bool:
         """Refuse a bridge another netctl root owns (see networks.claim_bridge)."""
@@ -813,7 +1090,7 @@ class Runtime:
             hint = "create the network with another -o com.docker.network.bridge.name and --subnet"
         return claim_bridge(network, os.path.realpath(self.paths.lib), hint)
 
-    def _check_requested_ips(self, network: Any, opts: RunOptions) -> None:
+    def _check_requested_ips(self, network: Any, opts: RunOptions | NetworkAttach) -> None:
         for value in (opts.ip, opts.ip6):
             if not value:
                 continue
@@ -892,9 +1169,11 @@ class Runtime:
         problems = []
         if rec.owns_netns and rec.netns:
             for att in reversed(rec.attachments):
+                if not att.ifname:
+                    continue  # connected while stopped: never attached
                 try:
                     net = self.networks.resolve(att.network)
-                    chain = self._with_sysctls(net.conflist, rec)
+                    chain = self._chain_for(rec, net, att.ifname)
                     self.cni.delete(chain, self._runtime_conf(rec, att.ifname))
                 except Exception as exc:
                     problems.append(f"network {att.network}: {exc}")
@@ -958,11 +1237,17 @@ class Runtime:
                 pass
         rec.dns, rec.dns_search, rec.dns_options = dns, search, options
         has_v6 = any(":" in ip for a in rec.attachments for ip in a.ips)
-        files = {
-            "resolv.conf": etcfiles.resolv_conf(
+        if uses_names(rec):
+            from pycni.runtime import dns as resolver
+
+            ups = resolver.upstreams_for(rec.dns, host_resolv)
+            shown = [s if own else f"host({s})" for s, own in ups]
+            text = etcfiles.embedded_resolv_conf(host_resolv, shown, search, options)
+        else:
+            text = etcfiles.resolv_conf(
                 host_resolv, dns, search, options, host_mode=host_mode, ipv6=has_v6
-            ),
-        }
+            )
+        files = {"resolv.conf": text}
         gateway = next((g for a in rec.attachments for g in a.gateways if ":" not in g), "")
         if not gateway and rec.network_mode == "host":
             gateway = "127.0.0.1"
@@ -1008,6 +1293,8 @@ class Runtime:
             files = self.write_files(rec, opts)
             rec.log_path = os.path.join(self.container_dir(cid), "log")
             self.store.save(rec)
+            if uses_names(rec):
+                self.names_changed()
         except BaseException:
             try:
                 self.teardown(rec)
@@ -1165,6 +1452,8 @@ class Runtime:
                 self.store.save(rec)
         finally:
             os.close(lock)
+        if uses_names(rec):
+            self.names_changed()
         return code
 
     @staticmethod
@@ -1188,6 +1477,175 @@ class Runtime:
             if done == pid:
                 code = os.waitstatus_to_exitcode(status)
                 return 128 - code if code < 0 else code
+
+    # -- network connect / disconnect ---------------------------------------------------
+
+    def connect(self, net_ref: str, ref: str, spec: NetworkAttach) -> ContainerRecord:
+        """`netctl network connect`: a new interface (ethN) in a running container, or a
+        recorded attachment for a stopped one. A failure leaves nothing behind."""
+        network = self.networks.resolve(net_ref)  # "network X not found"
+        rec = self.get(ref)
+        mode = rec.network_mode
+        if mode.startswith("container:"):
+            raise UsageError(CONFLICT_SHARED)
+        if mode == "host" or network.kind == "host":
+            raise UsageError(CONFLICT_HOST)
+        if mode == "none" or network.kind == "none":
+            raise UsageError(CONFLICT_NONE)
+        if spec.aliases and network.default:
+            raise UsageError(ALIAS_ON_DEFAULT)
+        _check_ip_flags(spec.ip, spec.ip6)
+        self._check_requested_ips(network, spec)
+        lock = self.lock(rec.id)
+        try:
+            rec = self.get(rec.id)
+            if any(a.network == network.name for a in rec.attachments):
+                raise UsageError(
+                    f"endpoint with name {rec.name} already exists in network {network.name}"
+                )
+            running = rec.status == "running" and alive(rec.pid, rec.pid_start)
+            if not running:
+                if rec.torn_down or rec.status == "exited":
+                    att = Attachment(
+                        network=network.name,
+                        ifname="",
+                        aliases=list(spec.aliases),
+                        gw_priority=spec.gw_priority,
+                        internal=bool(network.internal),
+                        pending=True,
+                    )
+                    att.cap_args = {"ips": [ip for ip in (spec.ip, spec.ip6) if ip]}
+                    rec.attachments.append(att)
+                    self.store.save(rec)
+                    return rec
+                raise UsageError(f"container {rec.id} is not running")
+            used = {a.ifname for a in rec.attachments}
+            ifname = next(f"eth{n}" for n in range(1, 4096) if f"eth{n}" not in used)
+            try:
+                self.attach(rec, network, spec, ifname)
+            except BaseException:
+                # ADD rolled itself back; DEL once more by key and forget the attachment
+                try:
+                    self.cni.delete(
+                        self._chain_for(rec, network, ifname), self._runtime_conf(rec, ifname)
+                    )
+                except Exception as exc:
+                    warn(str(exc))
+                rec.attachments = [a for a in rec.attachments if a.ifname != ifname]
+                self.store.save(rec)
+                raise
+            self.route_default(rec)
+            self.refresh_hosts(rec)
+            self.refresh_resolv(rec)
+            self.store.save(rec)
+        finally:
+            os.close(lock)
+        self.names_changed()
+        return rec
+
+    def disconnect(self, net_ref: str, ref: str, force: bool = False) -> ContainerRecord:
+        """`netctl network disconnect`: DEL of that interface; -f also when the network
+        itself is gone."""
+        rec = self.get(ref)
+        try:
+            network = self.networks.resolve(net_ref)
+            name = network.name
+        except errors.CniError:
+            if not force:
+                raise
+            network, name = None, net_ref
+        if rec.network_mode == "host" or name == "host":
+            raise UsageError(CONFLICT_HOST)
+        lock = self.lock(rec.id)
+        try:
+            rec = self.get(rec.id)
+            att = next((a for a in rec.attachments if a.network == name), None)
+            if att is None:
+                raise UsageError(f"container {rec.id} is not connected to network {name}")
+            running = rec.status == "running" and alive(rec.pid, rec.pid_start)
+            if running and not att.pending:
+                if network is not None:
+                    self.cni.delete(
+                        self._chain_for(rec, network, att.ifname),
+                        self._runtime_conf(rec, att.ifname),
+                    )
+                else:
+                    self._unplug(rec, att.ifname)
+                if att.ifname == IFNAME:
+                    rec.ports = []  # published through this network: gone with it
+                    rec.cap_args.pop("portMappings", None)
+            rec.attachments = [a for a in rec.attachments if a is not att]
+            self.store.save(rec)
+            if running:
+                self.route_default(rec)
+                self.refresh_hosts(rec)
+        finally:
+            os.close(lock)
+        self.names_changed()
+        return rec
+
+    def _unplug(self, rec: ContainerRecord, ifname: str) -> None:
+        """-f for a network that no longer exists: remove the interface itself (its veth
+        peer goes with it)."""
+        from pycni import netlink
+
+        fd = netns.open_netns(rec.netns)
+        try:
+            with netlink.Netlink(netns_fd=fd) as nl:
+                link = nl.link(ifname)
+                if link is not None:
+                    nl.del_link(link.index)
+        finally:
+            os.close(fd)
+
+    def refresh_hosts(self, rec: ContainerRecord) -> None:
+        """Rewrite the container's /etc/hosts in place (it is bind-mounted: the same
+        inode must change) after its addresses changed."""
+        path = os.path.join(self.container_dir(rec.id), "hosts")
+        if not os.path.exists(path):
+            return
+        extra = [(h.partition(":")[0], h.partition(":")[2]) for h in rec.extra_hosts if ":" in h]
+        addresses = [ip.split("/")[0] for a in rec.attachments for ip in a.ips]
+        text = etcfiles.hosts_file(rec.hostname, addresses, extra)
+        with open(path, "r+", encoding="utf-8") as fh:
+            fh.truncate(0)
+            fh.write(text)
+
+    def refresh_resolv(self, rec: ContainerRecord) -> None:
+        """A container that joined its first user-defined network now asks the embedded
+        resolver (Docker rebuilds resolv.conf then too); rewritten in place."""
+        path = os.path.join(self.container_dir(rec.id), "resolv.conf")
+        if not uses_names(rec) or not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as fh:
+            if fh.read().startswith("nameserver 127.0.0.11\n"):
+                return
+        try:
+            with open("/etc/resolv.conf", encoding="utf-8") as fh:
+                host_resolv = fh.read()
+        except OSError:
+            host_resolv = ""
+        from pycni.runtime import dns as resolver
+
+        ups = resolver.upstreams_for(rec.dns, host_resolv)
+        shown = [s if own else f"host({s})" for s, own in ups]
+        text = etcfiles.embedded_resolv_conf(host_resolv, shown, rec.dns_search, rec.dns_options)
+        with open(path, "r+", encoding="utf-8") as fh:
+            fh.truncate(0)
+            fh.write(text)
+
+    def names_changed(self) -> None:
+        """The embedded resolver re-reads netctl's records (see runtime/dns.py): started
+        when the first container needs it, gone after the last."""
+        from pycni.runtime import dns as resolver
+
+        try:
+            if not resolver.ensure(self.paths) and any(
+                resolver.needs_resolver(r) for r in self.store.all()
+            ):
+                warn("the embedded DNS resolver did not start (see its log under the run dir)")
+        except Exception as exc:
+            warn(f"embedded DNS resolver: {exc}")
 
     # -- lifecycle commands ------------------------------------------------------------
 
@@ -1254,6 +1712,8 @@ class Runtime:
             if not fresh.torn_down:
                 self.teardown(fresh)
                 self.store.save(fresh)
+                if uses_names(fresh):
+                    self.names_changed()
             rec.torn_down = True
         finally:
             os.close(lock)

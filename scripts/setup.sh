@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv
       containerd runc busybox-static util-linux
       graphviz librsvg2-bin  # netctl graph renders SVG with dot; the tests turn it into PNG
-      podman  # tests/integration/test_podman_*.py: podman's CNI backend drives our plugins
+      podman aardvark-dns  # podman's CNI backend drives our plugins; aardvark-dns: bench/dns.py's peer
       gcc libc6-dev  # gcc: `netctl plugins install` builds the compiled plugin client (pycni/native)
-      dnsmasq-base)  # the DHCP server of tests/integration/test_dhcp.py (-base: no system service)
+      dnsmasq-base)  # DHCP server (test_dhcp) and upstream resolver (test_netctl_dns); -base: no service
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,7 +53,13 @@ def test_create_writes_a_conflist_any_runtime_loads(store: NetworkStore) -> None
     assert sorted(os.listdir(store.dir)) == [".netctl.lock", "bridge.conflist", "mybr0.conflist"]
     loaded = libcni.load_network(store.dir, "mybr0")
     assert loaded.cni_version == "1.1.0"
-    assert [p["type"] for p in loaded.plugins] == ["bridge", "portmap", "firewall", "isolation"]
+    assert [p["type"] for p in loaded.plugins] == [
+        "bridge",
+        "portmap",
+        "firewall",
+        "isolation",
+        "dns",
+    ]
     ipam = loaded.plugins[0]["ipam"]
     assert ipam["dataDir"] == os.path.abspath(store.paths.ipam_dir)
     assert ipam["ranges"] == [[{"subnet": "172.26.0.0/16", "gateway": "172.26.0.1"}]]

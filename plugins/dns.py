@@ -1,0 +1,202 @@
+"""dns: names for containers of any CNI runtime, answered by netctl's embedded resolver.
+
+A chained plugin (after bridge): ADD records the container's names and the addresses
+of CNI_IFNAME from prevResult in `<runDir>/dns/cni/<containerID>-<ifname>.json`, asks
+the resolver (runtime/dns.py) to reload, starting it when none runs, and answers
+prevResult with 127.0.0.11 as the nameserver (podman writes it into resolv.conf). The
+resolver then listens inside the container's namespace as it does for netctl's own
+containers, so a podman container and a netctl container on one network resolve each
+other. Names: CNI_ARGS K8S_POD_NAME (set by podman and the kubelet) and the runtimeConfig
+capability `aliases` ({network: [names]}, podman's). DEL removes the record (nothing to
+remove is success); GC removes records of attachments that no longer exist.
+
+Config: {"type": "dns", "runDir": "/run/netctl", "internal": false,
+         "capabilities": {"aliases": true}}   (netctl's conflists have it)
+"""
+
+from __future__ import annotations
+
+import os
+
+from pycni import conf, errors, skel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pycni.result import Result
+
+WHERE = "dns"
+RESOLVER_IP = "127.0.0.11"
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class DnsConf:
+    __slots__ = ("internal", "name", "names", "run_dir")
+
+    def __init__(self, d: dict[str, Any], cni_args: dict[str, str] | None = None) -> None:
+        #: network name
+        self.name: str = d["name"]
+        #: netctl's run dir: the registrations and the resolver's control socket live there
+        self.run_dir = conf.get_str(d, "runDir", "", WHERE) or os.environ.get(
+            "NETCTL_RUN_DIR", "/run/netctl"
+        )
+        if not os.path.isabs(self.run_dir):
+            raise errors.InvalidConfig(
+                f"{WHERE}: runDir {self.run_dir!r} is not an absolute path",
+                "give netctl's run directory, e.g. /run/netctl",
+            )
+        #: the network is --internal: no forwarding for a container only on such networks
+        self.internal = conf.get_bool(d, "internal", False, WHERE)
+        #: the container's names: K8S_POD_NAME, then runtimeConfig aliases for this network
+        self.names: list[str] = []
+        if cni_args is None:
+            return
+        pod = cni_args.get("K8S_POD_NAME", "")
+        if pod:
+            self.names.append(pod)
+        rc = conf.get_dict(d, "runtimeConfig", WHERE)
+        aliases = conf.get_dict(rc, "aliases", WHERE).get(self.name, [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise errors.InvalidConfig(
+                f"{WHERE}: runtimeConfig.aliases.{self.name} must be a list of strings"
+            )
+        for name in [*self.names, *aliases]:
+            if not (0 < len(name) <= 253 and all(c in NAME_CHARS for c in name)):
+                raise errors.InvalidConfig(
+                    f"{WHERE}: {name!r} is not a valid DNS name",
+                    "use letters, digits, '-', '_' and '.', at most 253 characters",
+                )
+        self.names += [a for a in aliases if a not in self.names]
+
+
+def registrations_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, "dns", "cni")
+
+
+def record_path(c: DnsConf, cmd: skel.CmdArgs) -> str:
+    # container ID and ifname are validated by skel (no '/', no '..')
+    return os.path.join(registrations_dir(c.run_dir), f"{cmd.container_id}-{cmd.ifname}.json")
+
+
+def _prev(cmd: skel.CmdArgs) -> Result:
+    if cmd.conf.get("prevResult") is None:
+        raise errors.InvalidConfig(
+            "must be called as chained plugin",
+            "dns needs the interface plugin's result (its addresses) as prevResult",
+        )
+    from pycni.result import parse_result
+
+    return parse_result(cmd.conf["prevResult"])
+
+
+def _addresses(cmd: skel.CmdArgs, prev: Result) -> list[str]:
+    ours = {
+        i for i, iface in enumerate(prev.interfaces) if iface.name == cmd.ifname and iface.sandbox
+    }
+    return [str(ip.address.ip) for ip in prev.ips if ip.interface is None or ip.interface in ours]
+
+
+def _notify(run_dir: str) -> None:
+    """The resolver reloads (or starts); a failure costs names, never the attachment."""
+    from pycni.runtime import dns as resolver
+    from pycni.runtime.paths import Paths
+
+    try:
+        resolver.ensure(Paths({"NETCTL_RUN_DIR": run_dir}))
+    except Exception as exc:  # the container still gets its network
+        skel.log_exception(exc)
+
+
+def _write(path: str, record: dict[str, Any]) -> None:
+    import json
+
+    from pycni.atomicfile import write_atomic
+
+    write_atomic(path, json.dumps(record), mode=0o600, dir_mode=0o700)
+
+
+def cmd_add(cmd: skel.CmdArgs) -> Result:
+    c = DnsConf(cmd.conf, cmd.cni_args)
+    prev = _prev(cmd)
+    ips = _addresses(cmd, prev)
+    if not ips:
+        raise errors.InvalidConfig(
+            f"{WHERE}: no container address on {cmd.ifname} in prevResult",
+            "chain dns after a plugin that assigns addresses",
+        )
+    upstreams = [s for s in prev.dns.nameservers if s != RESOLVER_IP]
+    record = {
+        "network": c.name,
+        "netns": cmd.netns,
+        "containerID": cmd.container_id,
+        "ifname": cmd.ifname,
+        "names": c.names,
+        "ips": ips,
+        "internal": c.internal,
+        "dns": upstreams,
+    }
+    _write(record_path(c, cmd), record)
+    _notify(c.run_dir)
+    prev.dns.nameservers = [RESOLVER_IP, *upstreams]
+    return prev
+
+
+def cmd_del(cmd: skel.CmdArgs) -> None:
+    c = DnsConf(cmd.conf)
+    try:
+        os.unlink(record_path(c, cmd))
+    except FileNotFoundError:
+        return  # nothing to delete is success
+    _notify(c.run_dir)
+
+
+def cmd_check(cmd: skel.CmdArgs) -> None:
+    c = DnsConf(cmd.conf, cmd.cni_args)
+    if not os.path.exists(record_path(c, cmd)):
+        raise errors.UnknownContainer(
+            f"{WHERE}: unknown container {cmd.container_id}",
+            f"no names were registered for {cmd.container_id}/{cmd.ifname} on {c.name}",
+        )
+
+
+def cmd_gc(cmd: skel.CmdArgs) -> None:
+    c = DnsConf(cmd.conf)
+    valid = skel.valid_attachments(cmd.conf)
+    if valid is None:
+        return
+    directory = registrations_dir(c.run_dir)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    import json
+
+    removed = False
+    for fname in names:
+        path = os.path.join(directory, fname)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rec = json.load(fh)
+            key = (str(rec["containerID"]), str(rec["ifname"]))
+            if rec.get("network") != c.name or key in valid:
+                continue
+            os.unlink(path)
+            removed = True
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if removed:
+        _notify(c.run_dir)
+
+
+VERBS = skel.Verbs(
+    about="pycni dns plugin (netctl's embedded resolver)",
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+    gc=cmd_gc,
+)
+
+
+def main() -> None:
+    skel.main(VERBS)
