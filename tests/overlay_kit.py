@@ -1,0 +1,196 @@
+"""Multi-host topology for the overlay tests: "hosts" and etcd members are namespaces on
+one underlay bridge (itself in a throwaway namespace), etcd is Debian's etcd-server 3.4
+started by the test with its data under the test's tmp dir and stopped by PID.
+
+    underlay ns (bridge "ul", no address)
+      |-- veth -- etcd member ns e1 (192.0.2.11)   etcd --name m1 ...
+      |-- veth -- etcd member ns e2 (192.0.2.12)
+      |-- veth -- etcd member ns e3 (192.0.2.13)
+      |-- veth -- host ns h1 (192.0.2.101, ul0)    NETCTL_ROOT / PYCNI_STATE_DIR of its own
+      |-- veth -- host ns h2 (192.0.2.102, ul0)
+      ...
+
+192.0.2.0/24 is TEST-NET-1: it exists only inside these namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import WORKER_PREFIX, Netns, sh, short_id
+
+UNDERLAY_PREFIX = "192.0.2"
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+
+
+def make_netns(kind: str) -> Netns:
+    ns = Netns(f"{WORKER_PREFIX}{kind}-{short_id(8)}")
+    sh("ip", "netns", "add", ns.name)
+    sh("ip", "-n", ns.name, "link", "set", "lo", "up")
+    return ns
+
+
+@dataclass
+class Underlay:
+    """The shared L2 segment every host and etcd member sits on."""
+
+    ns: Netns
+    members: list[Netns] = field(default_factory=list)
+    _n: int = 0
+
+    @classmethod
+    def create(cls) -> Underlay:
+        ns = make_netns("u")
+        ns.run("ip", "link", "add", "ul", "type", "bridge")
+        ns.run("ip", "link", "set", "ul", "up")
+        return cls(ns)
+
+    def attach(self, kind: str, address: str) -> Netns:
+        """A new namespace with `ul0` (address/24) plugged into the underlay bridge."""
+        node = make_netns(kind)
+        self._n += 1
+        port = f"p{self._n}"
+        sh("ip", "link", "add", "ul0", "netns", node.name, "type", "veth",
+           "peer", "name", port, "netns", self.ns.name)  # fmt: skip
+        self.ns.run("ip", "link", "set", port, "master", "ul", "up")
+        node.run("ip", "addr", "add", f"{address}/24", "dev", "ul0")
+        node.run("ip", "link", "set", "ul0", "up")
+        self.members.append(node)
+        return node
+
+    def destroy(self) -> None:
+        for node in [*self.members, self.ns]:
+            sh("ip", "netns", "del", node.name, check=False)
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    ns: Netns
+    ip: str
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.ip}:{CLIENT_PORT}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.ip}:{PEER_PORT}"
+
+
+@dataclass
+class EtcdCluster:
+    """A real etcd cluster (Debian etcd-server) on the underlay; each member in its own
+    namespace, started and stopped (by PID) by the test."""
+
+    members: list[EtcdMember]
+    token: str
+
+    @property
+    def endpoints(self) -> str:
+        """Docker's cluster-store spelling: etcd://ip:port,ip:port,..."""
+        return "etcd://" + ",".join(f"{m.ip}:{CLIENT_PORT}" for m in self.members)
+
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    def start(self, member: EtcdMember, state: str = "new") -> None:
+        assert member.proc is None or member.proc.poll() is not None
+        member.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            "ip", "netns", "exec", member.ns.name, "etcd",
+            "--name", member.name,
+            "--data-dir", str(member.data_dir),
+            "--listen-client-urls", member.client_url,
+            "--advertise-client-urls", member.client_url,
+            "--listen-peer-urls", member.peer_url,
+            "--initial-advertise-peer-urls", member.peer_url,
+            "--initial-cluster", self.initial_cluster(),
+            "--initial-cluster-state", state,
+            "--initial-cluster-token", self.token,
+            "--heartbeat-interval", "100",
+            "--election-timeout", "1000",
+            "--logger", "zap",
+            "--log-outputs", str(member.log),
+        ]  # fmt: skip
+        # `ip netns exec` execs etcd itself, so this PID is etcd's.
+        member.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def stop(self, member: EtcdMember, sig: int = signal.SIGTERM) -> None:
+        if member.proc is None or member.proc.poll() is not None:
+            return
+        os.kill(member.proc.pid, sig)
+        try:
+            member.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(member.proc.pid, signal.SIGKILL)
+            member.proc.wait(10)
+
+    def etcdctl(self, *args: str, via: EtcdMember | None = None, check: bool = True) -> str:
+        m = via or next(m for m in self.members if m.proc and m.proc.poll() is None)
+        endpoints = ",".join(
+            m.client_url for m in self.members if m.proc and m.proc.poll() is None
+        )
+        return m.ns.run(
+            "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoints,
+            "--dial-timeout", "2s", "--command-timeout", "3s", *args, check=check, timeout=20,
+        )  # fmt: skip
+
+    def get_prefix(self, prefix: str) -> dict[str, Any]:
+        out = self.etcdctl("get", "--prefix", prefix, "-w", "json")
+        kvs = json.loads(out).get("kvs", [])
+        import base64
+
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            for kv in kvs
+        }
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for m in self.members:
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise AssertionError(f"etcd {m.name} exited: {m.log.read_text()[-2000:]}")
+            proc = subprocess.run(
+                ["ip", "netns", "exec", self.members[0].ns.name, "env", "ETCDCTL_API=3",
+                 "etcdctl", "--endpoints", self.members[0].client_url, "--dial-timeout", "1s",
+                 "--command-timeout", "1s", "put", "/pycni-health", "ok"],
+                capture_output=True, timeout=10,
+            )  # fmt: skip
+            if proc.returncode == 0:
+                return
+            last = proc.stderr.decode()
+            time.sleep(0.1)
+        raise AssertionError(f"etcd cluster not healthy after {timeout}s: {last}")
+
+    def destroy(self) -> None:
+        for m in self.members:
+            self.stop(m)
+
+
+def start_etcd(underlay: Underlay, tmp: Path, size: int = 3) -> EtcdCluster:
+    members = []
+    for i in range(1, size + 1):
+        ip = f"{UNDERLAY_PREFIX}.{10 + i}"
+        ns = underlay.attach("e", ip)
+        members.append(EtcdMember(f"m{i}", ns, ip, tmp / f"etcd-m{i}", tmp / f"etcd-m{i}.log"))
+    cluster = EtcdCluster(members, f"pyt-{short_id(8)}")
+    for m in members:
+        cluster.start(m)
+    cluster.wait_healthy()
+    return cluster
