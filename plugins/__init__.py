@@ -17,4 +17,5 @@ PLUGINS = {
     "bandwidth": "pycni.plugins.bandwidth",
     "sbr": "pycni.plugins.sbr",
     "vrf": "pycni.plugins.vrf",
+    "overlay": "pycni.plugins.overlay",
 }

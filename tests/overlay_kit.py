@@ -141,9 +141,7 @@ class EtcdCluster:
 
     def etcdctl(self, *args: str, via: EtcdMember | None = None, check: bool = True) -> str:
         m = via or next(m for m in self.members if m.proc and m.proc.poll() is None)
-        endpoints = ",".join(
-            m.client_url for m in self.members if m.proc and m.proc.poll() is None
-        )
+        endpoints = ",".join(m.client_url for m in self.members if m.proc and m.proc.poll() is None)
         return m.ns.run(
             "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoints,
             "--dial-timeout", "2s", "--command-timeout", "3s", *args, check=check, timeout=20,
@@ -194,3 +192,73 @@ def start_etcd(underlay: Underlay, tmp: Path, size: int = 3) -> EtcdCluster:
         cluster.start(m)
     cluster.wait_healthy()
     return cluster
+
+
+# -- hosts -------------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    """A "host": a namespace on the underlay with its own PYCNI_STATE_DIR and NETCTL_ROOT."""
+
+    ns: Netns
+    ip: str
+    state_dir: Path
+    netctl_root: Path
+
+    def env(self) -> dict[str, str]:
+        return {"PYCNI_STATE_DIR": str(self.state_dir), "NETCTL_ROOT": str(self.netctl_root)}
+
+    def agent_pids(self) -> list[int]:
+        pids = []
+        for f in self.state_dir.glob("overlay/*/agent.pid"):
+            try:
+                pids.append(int(f.read_text().strip()))
+            except ValueError:
+                continue
+        return [p for p in pids if _alive(p)]
+
+    def kill_agents(self, sig: int = signal.SIGKILL) -> None:
+        for pid in self.agent_pids():
+            os.kill(pid, sig)
+            _wait_gone(pid)
+
+    def lease(self, network: str) -> dict[str, Any]:
+        return json.loads((self.state_dir / "overlay" / network / "subnet.json").read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of ours (Popen child) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def make_host(underlay: Underlay, tmp: Path, n: int) -> Host:
+    ip = f"{UNDERLAY_PREFIX}.{100 + n}"
+    ns = underlay.attach("h", ip)
+    ns.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    base = tmp / f"host{n}"
+    state, root = base / "state", base / "root"
+    state.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    return Host(ns, ip, state, root)
+
+
+def put_network(cluster: EtcdCluster, name: str, subnet: str, vni: int, subnet_len: int = 24,
+                internal: bool = False) -> None:  # fmt: skip
+    spec = {"Name": name, "Network": subnet, "SubnetLen": subnet_len, "VNI": vni, "MTU": 0,
+            "Internal": internal, "IPRange": ""}  # fmt: skip
+    cluster.etcdctl("put", f"/pycni/overlay/networks/{name}", json.dumps(spec, sort_keys=True))
