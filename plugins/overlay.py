@@ -21,11 +21,10 @@ and succeeds when there is nothing to delete.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from pycni import conf, errors, invoke, skel
+from pycni import conf, errors, fastjson, invoke, skel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,8 +65,8 @@ def _dir(name: str) -> str:
 
 def _read_json(path: str) -> dict[str, Any] | None:
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        with open(path, "rb") as f:
+            obj = fastjson.loads(f.read())
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
@@ -210,10 +209,10 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
 
     write_json_atomic(path, delegate)
     try:
-        return invoke.delegate_add("bridge", json.dumps(delegate).encode())
+        return invoke.delegate_add("bridge", fastjson.dumps(delegate).encode())
     except errors.CniError:
         try:
-            invoke.delegate("bridge", "DEL", json.dumps(delegate).encode())
+            invoke.delegate("bridge", "DEL", fastjson.dumps(delegate).encode())
         except errors.CniError:
             pass
         os.unlink(path)
@@ -225,7 +224,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     delegate = _read_json(path)
     if delegate is None:
         return  # never added here, or already deleted
-    invoke.delegate("bridge", "DEL", json.dumps(delegate).encode())
+    invoke.delegate("bridge", "DEL", fastjson.dumps(delegate).encode())
     os.unlink(path)
 
 
@@ -238,7 +237,7 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
         )
     if "prevResult" in cmd.conf:
         delegate["prevResult"] = cmd.conf["prevResult"]
-    invoke.delegate("bridge", "CHECK", json.dumps(delegate).encode())
+    invoke.delegate("bridge", "CHECK", fastjson.dumps(delegate).encode())
 
 
 VERBS = skel.Verbs(about="pycni overlay meta plugin", add=cmd_add, delete=cmd_del, check=cmd_check)
