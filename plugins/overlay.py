@@ -72,16 +72,22 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def agent_running(d: str) -> bool:
+    """Whether an agent holds this network's agent.lock (a flock dies with its holder,
+    even one that is left a zombie unreaped, which a pid check would miss)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(d, "agent.lock"), os.O_RDONLY)
+    except FileNotFoundError:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def start_agent(c: OverlayConf) -> None:
@@ -128,8 +134,7 @@ def host_lease(c: OverlayConf) -> dict[str, Any]:
     while True:
         lease = _read_json(lease_path)
         status = _read_json(status_path) or {}
-        agent_pid = lease.get("pid") if lease else status.get("pid")
-        alive = _alive(agent_pid)
+        alive = agent_running(d)
         if lease is not None and alive:
             age = time.time() - float(lease.get("renewed", 0))
             if age <= float(lease.get("ttl", 30)):

@@ -221,11 +221,17 @@ class Agent:
     def run(self) -> int:
         os.makedirs(self.dir, exist_ok=True)
         lock = open(os.path.join(self.dir, "agent.lock"), "w")  # noqa: SIM115 (held for life)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log("another agent serves this network")
-            return 0
+        # A plugin probing for a live agent holds a shared lock for microseconds: retry
+        # briefly before concluding that another agent serves the network.
+        for attempt in range(50):
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 49:
+                    log("another agent serves this network")
+                    return 0
+                time.sleep(0.01)
         with open(os.path.join(self.dir, "agent.pid"), "w") as f:
             f.write(f"{os.getpid()}\n")
         signal.signal(signal.SIGTERM, self._stop)
