@@ -72,24 +72,6 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def agent_running(d: str) -> bool:
-    """Whether an agent holds this network's agent.lock (a flock dies with its holder,
-    even one that is left a zombie unreaped, which a pid check would miss)."""
-    import fcntl
-
-    try:
-        fd = os.open(os.path.join(d, "agent.lock"), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def start_agent(c: OverlayConf) -> None:
     """Start the per-host agent for this network, detached (its own session, log file)."""
     import subprocess
@@ -134,6 +116,8 @@ def host_lease(c: OverlayConf) -> dict[str, Any]:
     while True:
         lease = _read_json(lease_path)
         status = _read_json(status_path) or {}
+        from pycni.overlay.spec import agent_running
+
         alive = agent_running(d)
         if lease is not None and alive:
             age = time.time() - float(lease.get("renewed", 0))
@@ -198,6 +182,25 @@ def bridge_conf(cmd: skel.CmdArgs, lease: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def poke_agent(name: str) -> None:
+    """Tell the agent a container came or went (it publishes the host's count in etcd)."""
+    import signal
+
+    from pycni.overlay.spec import agent_running
+
+    d = _dir(name)
+    try:
+        with open(os.path.join(d, "agent.pid"), "rb") as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    if agent_running(d):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            pass
+
+
 def _saved(cmd: skel.CmdArgs) -> str:
     return os.path.join(
         _dir(cmd.conf["name"]), "containers", f"{cmd.container_id}-{cmd.ifname}.json"
@@ -214,7 +217,9 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
 
     write_json_atomic(path, delegate)
     try:
-        return invoke.delegate_add("bridge", fastjson.dumps(delegate).encode())
+        result = invoke.delegate_add("bridge", fastjson.dumps(delegate).encode())
+        poke_agent(c.name)
+        return result
     except errors.CniError:
         try:
             invoke.delegate("bridge", "DEL", fastjson.dumps(delegate).encode())
@@ -231,6 +236,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         return  # never added here, or already deleted
     invoke.delegate("bridge", "DEL", fastjson.dumps(delegate).encode())
     os.unlink(path)
+    poke_agent(cmd.conf["name"])
 
 
 def cmd_check(cmd: skel.CmdArgs) -> None:

@@ -38,6 +38,20 @@ def _warn(messages: list[str]) -> None:
         sys.stderr.write(f"netctl: warning: {m}\n")
 
 
+def _sync_overlays(store: NetworkStore) -> None:
+    """Mirror the cluster store's overlay networks into conflists first (only when
+    daemon.json names a cluster store: no etcd client is loaded otherwise)."""
+    try:
+        with open(store.paths.daemon_config, "rb") as fh:
+            if b'"cluster-store"' not in fh.read():
+                return
+    except OSError:
+        return
+    from pycni.runtime import overlay_networks
+
+    _warn(overlay_networks.sync(store))
+
+
 # -- create ---------------------------------------------------------------------------------
 
 
@@ -136,6 +150,7 @@ def _table(rows: list[list[str]]) -> None:
 def cmd_ls(args: argparse.Namespace) -> int:
     filters = _filters(args.filter)
     store = NetworkStore()
+    _sync_overlays(store)
     nets = [n for n in store.list() if _matches(n, filters)]
     _warn([f"skipped {p}" for p in store.problems])
     if args.quiet:
@@ -152,7 +167,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     "ID": n.id if args.no_trunc else n.short_id,
                     "Name": n.name,
                     "Driver": n.driver,
-                    "Scope": "local",
+                    "Scope": "global" if n.driver == "overlay" else "local",
                     "IPv6": str(n.ipv6).lower(),
                     "Internal": str(n.internal).lower(),
                     "Labels": ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())),
@@ -178,14 +193,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "Internal": str(n.internal).lower(),
                 "Labels": labels,
                 "Name": n.name,
-                "Scope": "local",
+                "Scope": "global" if n.driver == "overlay" else "local",
             }
             import json
 
             print(json.dumps(obj))
         return 0
     rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-    rows += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
+    rows += [
+        [
+            n.id if args.no_trunc else n.short_id,
+            n.name,
+            n.driver,
+            "global" if n.driver == "overlay" else "local",
+        ]
+        for n in nets
+    ]
     _table(rows)
     return 0
 
@@ -221,7 +244,7 @@ def inspect_obj(net: Network, store: NetworkStore) -> dict[str, Any]:
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": "global" if net.driver == "overlay" else "local",
         "Driver": net.driver,
         "EnableIPv4": net.kind not in ("host", "none"),
         "EnableIPv6": net.ipv6,
@@ -244,6 +267,7 @@ def inspect_obj(net: Network, store: NetworkStore) -> dict[str, Any]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     store = NetworkStore()
+    _sync_overlays(store)
     out, missing = [], []
     for ref in args.networks:
         try:
@@ -271,6 +295,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     store = NetworkStore()
+    _sync_overlays(store)
     failed = False
     for ref in args.networks:
         try:

@@ -64,6 +64,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
     for line in gc.reload(_runtime()):
         print(line)
+    import os
+
+    from pycni.runtime import overlay_networks
+
+    for line in overlay_networks.reload(os.environ.get("PYCNI_STATE_DIR") or "/var/lib/pycni"):
+        print(line)
     return 0
 
 

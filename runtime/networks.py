@@ -1104,8 +1104,17 @@ class NetworkStore:
         validate_name(name)
         if driver in ("host", "null"):
             raise NetworkError(f'only one instance of "{driver}" network is allowed')
+        if driver == "overlay":  # the network lives in the cluster store (etcd)
+            from pycni.runtime import overlay_networks
+
+            return overlay_networks.create(
+                self, name, list(subnets), list(ip_ranges), internal, mtu,
+                dict(labels or {}), dict(options or {}),
+            )  # fmt: skip
         if driver != "bridge":
-            raise NetworkError(f'plugin "{driver}" not found', "netctl creates bridge networks")
+            raise NetworkError(
+                f'plugin "{driver}" not found', "netctl creates bridge and overlay networks"
+            )
         opts = parse_options(options or {}, mtu)
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
@@ -1189,6 +1198,11 @@ class NetworkStore:
         net = self.resolve(ref)
         if net.builtin:
             raise NetworkError(f"{net.name} is a pre-defined network and cannot be removed")
+        if net.driver == "overlay":  # removed from the cluster store, for every member
+            from pycni.runtime import overlay_networks
+
+            overlay_networks.remove(self, net)
+            return net, []
         with self._locked():
             users = self.attached(net)
             if users:

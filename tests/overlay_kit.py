@@ -262,3 +262,25 @@ def put_network(cluster: EtcdCluster, name: str, subnet: str, vni: int, subnet_l
     spec = {"Name": name, "Network": subnet, "SubnetLen": subnet_len, "VNI": vni, "MTU": 0,
             "Internal": internal, "IPRange": ""}  # fmt: skip
     cluster.etcdctl("put", f"/pycni/overlay/networks/{name}", json.dumps(spec, sort_keys=True))
+
+
+NETCTL = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "netctl"
+
+
+def write_daemon_json(host: Host, cluster: EtcdCluster, **extra: Any) -> None:
+    d = host.netctl_root / "etc" / "netctl"
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = {"cluster-store": cluster.endpoints, "cluster-advertise": "ul0"}
+    cfg.update(extra)
+    (d / "daemon.json").write_text(json.dumps(cfg))
+
+
+def netctl(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **host.env()}
+    proc = subprocess.run(
+        ["ip", "netns", "exec", host.ns.name, str(NETCTL), *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"netctl {' '.join(args)} failed: {proc.stderr}{proc.stdout}")
+    return proc

@@ -38,6 +38,14 @@ class LeaseLost(Exception):
     pass
 
 
+class NetworkRemoved(Exception):
+    pass
+
+
+class Wakeup(Exception):
+    """Raised by a signal handler to leave a blocking watch read (only while watching)."""
+
+
 def log(msg: str) -> None:
     print(
         f"{time.strftime('%H:%M:%S')} overlay-agent[{os.getpid()}]: {msg}",
@@ -71,6 +79,13 @@ class Agent:
         self.peers: dict[str, vxlan.Peer] = {}  # etcd key -> peer
         self.revision = 0
         self.stopping = False
+        self.underlay_dev = ""
+        self.relist_wanted = False
+        self.poked = False
+        self.watching = False
+        self.key = ""
+        self.value: dict[str, object] = {}
+        self.endpoints = 0
 
     # -- files the plugin reads ----------------------------------------------------------
 
@@ -120,7 +135,10 @@ class Agent:
         assert self.spec is not None
         spec = self.spec
         mac = ospec.vtep_mac(spec.vni, self.public_ip)
-        value = ospec.lease_value(self.public_ip, mac, socket.gethostname())
+        self.endpoints = self.count_endpoints()
+        self.value = json.loads(ospec.lease_value(self.public_ip, mac, socket.gethostname()))
+        self.value["Endpoints"] = self.endpoints
+        value = json.dumps(self.value, sort_keys=True)
         self.lease = self.store.grant(self.ttl)
         prefix = ospec.subnets_prefix(self.name)
         for _ in range(32):
@@ -131,6 +149,7 @@ class Agent:
                 if json.loads(kv.value).get("PublicIP") == self.public_ip:
                     if self.store.replace(kv.key, kv.mod_revision, value, self.lease):
                         self.subnet = ospec.subnet_from_key(kv.key)
+                        self.key = kv.key
                         if kv.lease and kv.lease != self.lease:
                             try:
                                 self.store.revoke(kv.lease)
@@ -155,8 +174,16 @@ class Agent:
                 for sub in candidates:
                     if self.store.create(ospec.subnet_key(self.name, sub), value, self.lease):
                         self.subnet = sub
+                        self.key = ospec.subnet_key(self.name, sub)
                         return
         raise errors.TryAgainLater(f"overlay network {self.name}: subnet allocation kept racing")
+
+    def count_endpoints(self) -> int:
+        """Containers attached on this host (the plugin's saved delegate configs)."""
+        try:
+            return len(os.listdir(os.path.join(self.dir, "containers")))
+        except FileNotFoundError:
+            return 0
 
     def renew(self) -> None:
         left = self.store.keepalive(self.lease)
@@ -164,6 +191,18 @@ class Agent:
             raise LeaseLost()
         self.renewed = time.time()
         self.write_lease_file()
+        if self.store.get(ospec.network_key(self.name)) is None:
+            raise NetworkRemoved()
+        self.publish_endpoints()
+
+    def publish_endpoints(self) -> None:
+        """This host's container count in its lease value: what `netctl network rm` on
+        any member checks. Written only when it changed."""
+        n = self.count_endpoints()
+        if n != self.endpoints:
+            self.value["Endpoints"] = n
+            self.store.put(self.key, json.dumps(self.value, sort_keys=True), self.lease)
+            self.endpoints = n
 
     # -- the datapath -----------------------------------------------------------------------
 
@@ -202,9 +241,11 @@ class Agent:
                 self.renew()
             idle = max(0.2, interval - (time.time() - self.renewed))
             try:
+                self.watching = True
                 for batch in self.store.watch_prefix(
                     ospec.subnets_prefix(self.name), self.revision + 1, idle
                 ):
+                    self.watching = False
                     for ev in batch:
                         if ev["type"] == "DELETE":
                             self.peers.pop(ev["kv"].key, None)
@@ -212,14 +253,36 @@ class Agent:
                             self._put(ev["kv"].key, ev["kv"].value)
                         self.revision = max(self.revision, ev["revision"])
                     self.reconcile()
-                    if time.time() - self.renewed >= interval or self.stopping:
+                    if time.time() - self.renewed >= interval or self.stopping or self.poked:
                         break
+                    self.watching = True
             except Compacted:
                 log("watch fell behind compaction: re-listing")
+                self.relist()
+            except Wakeup:
+                pass
+            finally:
+                self.watching = False
+            if self.poked:
+                self.poked = False
+                self.publish_endpoints()
+            if self.relist_wanted:
+                self.relist_wanted = False
+                log("reload: re-listing and re-programming")
+                if self.store.get(ospec.network_key(self.name)) is None:
+                    raise NetworkRemoved()
+                assert self.subnet is not None
+                vxlan.ensure_device(
+                    self.spec.vni, self.public_ip, self.underlay_dev,
+                    ospec.vtep_mac(self.spec.vni, self.public_ip), self.mtu, self.subnet,
+                )  # fmt: skip
                 self.relist()
 
     def run(self) -> int:
         os.makedirs(self.dir, exist_ok=True)
+        # handlers first: a plugin may signal us as soon as agent.pid names us
+        signal.signal(signal.SIGHUP, self._reload)
+        signal.signal(signal.SIGUSR1, self._poke)
         lock = open(os.path.join(self.dir, "agent.lock"), "w")  # noqa: SIM115 (held for life)
         # A plugin probing for a live agent holds a shared lock for microseconds: retry
         # briefly before concluding that another agent serves the network.
@@ -238,6 +301,7 @@ class Agent:
         signal.signal(signal.SIGINT, self._stop)
         self.status("starting")
         dev, self.public_ip, ul_mtu = vxlan.underlay(self.advertise)
+        self.underlay_dev = dev
         while not self.stopping:
             try:
                 if self.spec is None:
@@ -257,6 +321,16 @@ class Agent:
             except LeaseLost:
                 log("lease expired: acquiring again")
                 self.lease = 0
+            except NetworkRemoved:
+                log("the network was removed from the cluster store: leaving it")
+                assert self.spec is not None
+                vxlan.delete_device(self.spec.vni)
+                try:
+                    self.store.revoke(self.lease)
+                except errors.CniError:
+                    pass
+                self.status("removed")
+                return 0
             except Unavailable as exc:
                 self.status("unavailable", str(exc))
                 time.sleep(0.5)
@@ -268,6 +342,17 @@ class Agent:
                 time.sleep(1)
         self.status("stopped")
         return 0
+
+    def _reload(self, signum: int, frame: object) -> None:
+        self.relist_wanted = True
+        if self.watching:
+            raise Wakeup()
+
+    def _poke(self, signum: int, frame: object) -> None:
+        # the plugin added or deleted a container here
+        self.poked = True
+        if self.watching:
+            raise Wakeup()
 
     def _stop(self, signum: int, frame: object) -> None:
         # Stop renewing; leave the datapath and the lease as they are (the lease runs out

@@ -193,3 +193,21 @@ def write_json_atomic(path: str, obj: object) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, sort_keys=True)
     os.replace(tmp, path)
+
+
+def agent_running(directory: str) -> bool:
+    """Whether an agent holds the network's agent.lock (a flock dies with its holder,
+    even one left an unreaped zombie, which a pid check would miss)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(directory, "agent.lock"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

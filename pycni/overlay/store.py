@@ -145,6 +145,23 @@ class Store:
         )  # fmt: skip
         return bool(out.get("succeeded", False))
 
+    def create_all(self, items: dict[str, str]) -> bool:
+        """Put every key only if none of them exists (one transaction)."""
+        out = self.call(
+            "/kv/txn",
+            {
+                "compare": [
+                    {"key": _b64(k), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+                    for k in items
+                ],
+                "success": [
+                    {"request_put": {"key": _b64(k), "value": _b64(v)}} for k, v in items.items()
+                ],
+                "failure": [],
+            },
+        )
+        return bool(out.get("succeeded", False))
+
     def replace(self, key: str, mod_revision: int, value: str, lease: int = 0) -> bool:
         """Put only if the key is still at mod_revision (compare-and-swap)."""
         put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
