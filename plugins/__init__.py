@@ -18,4 +18,5 @@ PLUGINS = {
     "sbr": "pycni.plugins.sbr",
     "vrf": "pycni.plugins.vrf",
     "overlay": "pycni.plugins.overlay",
+    "etcd-ipam": "pycni.ipam.etcd_ipam",
 }

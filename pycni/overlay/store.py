@@ -46,6 +46,19 @@ def prefix_end(prefix: str) -> str:
     return raw.decode()
 
 
+def _client_module() -> Any:
+    """etcd3gw, off the plugin start-up path. A plugin executable runs as `python -IS`
+    (no site-packages, for start-up speed); only then are site directories added."""
+    try:
+        import etcd3gw
+    except ImportError:
+        import site
+
+        site.main()
+        import etcd3gw
+    return etcd3gw
+
+
 class KV:
     __slots__ = ("key", "lease", "mod_revision", "value")
 
@@ -60,7 +73,7 @@ class Store:
     """A few etcd v3 verbs, each tried on every member until one answers."""
 
     def __init__(self, cluster: ClusterStore, timeout: float = TIMEOUT) -> None:
-        import etcd3gw  # off the plugin path: only the agent and cluster IPAM get here
+        etcd3gw = _client_module()
 
         self.cluster = cluster
         self.timeout = timeout

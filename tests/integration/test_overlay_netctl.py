@@ -1,6 +1,7 @@
 """`netctl network create -d overlay` on one member; ls/inspect/rm on every member; the
 conflist netctl writes is what any CNI runtime on a member uses; reload."""
 
+# ruff: noqa: F811  (the fixtures shared with test_overlay.py are imported by name)
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def cni(plugin_dir: Path, host: Host, command: str, conf: dict, c: Netns, cid: s
 
 
 def test_create_on_one_member_seen_by_all_rm_refused_while_in_use(
-    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],  # noqa: F811
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
     container_ns: Callable[[], Netns],
 ) -> None:  # fmt: skip
     h1, h2 = hosts(), hosts()
