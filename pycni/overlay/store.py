@@ -235,16 +235,20 @@ class Store:
                 "start_revision": start_revision,
             }
         }
-        client = self.clients[self._good]
-        try:
-            resp = client.session.post(
-                client.get_url("/watch"), json=body, stream=True, timeout=(self.timeout, idle)
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            self._good = (self._good + 1) % len(self.clients)
-            raise Unavailable(
-                f"etcd watch on {client.host}:{client.port} failed", str(exc)
-            ) from None
+        resp = None
+        failures = []
+        for _ in range(len(self.clients)):  # the member that answered last, then the others
+            client = self.clients[self._good]
+            try:
+                resp = client.session.post(
+                    client.get_url("/watch"), json=body, stream=True, timeout=(self.timeout, idle)
+                )
+                break
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failures.append(f"{client.host}:{client.port}: {type(exc).__name__}")
+                self._good = (self._good + 1) % len(self.clients)
+        if resp is None:
+            raise Unavailable("etcd watch failed on every member", "; ".join(failures))
         try:
             buf = b""
             for chunk in resp.iter_content(chunk_size=None):

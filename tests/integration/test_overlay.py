@@ -262,3 +262,38 @@ def test_networks_on_different_vnis_are_separate(
     assert not traffic.ping(a1, ipb2)
     assert h1.ns.link("ovx55") is None
     assert fdb_dsts(h2, 55) == set()  # h2 is B's only host: no peer programmed
+
+
+def test_watch_behind_compaction_relists(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    import os
+    import signal
+
+    net = f"ov{short_id(4)}"
+    put_network(cluster, net, "10.58.0.0/16", 58)
+    conf = overlay_conf(cluster, net, leaseTTL=6)
+    h1, h2 = hosts(), hosts()
+    add(plugin_dir, h1, conf, container_ns())
+    add(plugin_dir, h2, conf, container_ns())
+    wait_for(lambda: h2.ip in fdb_dsts(h1, 58), 5, "h1 programs h2")
+    (agent,) = h1.agent_pids()
+    os.kill(agent, signal.SIGSTOP)  # h1's agent falls behind...
+    try:
+        # ...its watch stream breaks (the member it watches through goes away) before h3
+        # joins, and everything up to h3's lease is compacted before it watches again
+        cluster.stop(cluster.members[0])
+        h3 = hosts()
+        add(plugin_dir, h3, conf, container_ns())
+        for i in range(20):
+            cluster.etcdctl("put", f"/noise/{i}", "x")
+        rev = json.loads(cluster.etcdctl("get", "/noise/19", "-w", "json"))["header"]["revision"]
+        cluster.etcdctl("compact", str(rev))
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    wait_for(lambda: h3.ip in fdb_dsts(h1, 58), 10, "h1 re-lists and programs h3")
+    log = next(h1.state_dir.glob(f"overlay/{net}/agent.log")).read_text()
+    assert "watch fell behind compaction: re-listing" in log, log
+    cluster.start(cluster.members[0], state="existing")
+    cluster.wait_healthy()
