@@ -79,10 +79,12 @@ class EtcdMember:
     data_dir: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    tls: Path | None = None  # directory with ca.crt, <name>.crt/.key, client.crt/.key
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.ip}:{CLIENT_PORT}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.ip}:{CLIENT_PORT}"
 
     @property
     def peer_url(self) -> str:
@@ -124,6 +126,12 @@ class EtcdCluster:
             "--logger", "zap",
             "--log-outputs", str(member.log),
         ]  # fmt: skip
+        if member.tls is not None:
+            cmd += [
+                "--cert-file", str(member.tls / f"{member.name}.crt"),
+                "--key-file", str(member.tls / f"{member.name}.key"),
+                "--trusted-ca-file", str(member.tls / "ca.crt"), "--client-cert-auth",
+            ]  # fmt: skip
         # `ip netns exec` execs etcd itself, so this PID is etcd's.
         member.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -139,12 +147,26 @@ class EtcdCluster:
             os.kill(member.proc.pid, signal.SIGKILL)
             member.proc.wait(10)
 
+    def tls_args(self) -> list[str]:
+        tls = self.members[0].tls
+        if tls is None:
+            return []
+        return ["--cacert", str(tls / "ca.crt"), "--cert", str(tls / "client.crt"),
+                "--key", str(tls / "client.key")]  # fmt: skip
+
+    def store_opts(self) -> dict[str, str]:
+        tls = self.members[0].tls
+        assert tls is not None
+        return {"kv.cacertfile": str(tls / "ca.crt"), "kv.certfile": str(tls / "client.crt"),
+                "kv.keyfile": str(tls / "client.key")}  # fmt: skip
+
     def etcdctl(self, *args: str, via: EtcdMember | None = None, check: bool = True) -> str:
         m = via or next(m for m in self.members if m.proc and m.proc.poll() is None)
         endpoints = ",".join(m.client_url for m in self.members if m.proc and m.proc.poll() is None)
         return m.ns.run(
             "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", endpoints,
-            "--dial-timeout", "2s", "--command-timeout", "3s", *args, check=check, timeout=20,
+            "--dial-timeout", "2s", "--command-timeout", "3s", *self.tls_args(), *args,
+            check=check, timeout=20,
         )  # fmt: skip
 
     def get_prefix(self, prefix: str) -> dict[str, Any]:
@@ -167,7 +189,7 @@ class EtcdCluster:
             proc = subprocess.run(
                 ["ip", "netns", "exec", self.members[0].ns.name, "env", "ETCDCTL_API=3",
                  "etcdctl", "--endpoints", self.members[0].client_url, "--dial-timeout", "1s",
-                 "--command-timeout", "1s", "put", "/pycni-health", "ok"],
+                 "--command-timeout", "1s", *self.tls_args(), "put", "/pycni-health", "ok"],
                 capture_output=True, timeout=10,
             )  # fmt: skip
             if proc.returncode == 0:
@@ -181,12 +203,36 @@ class EtcdCluster:
             self.stop(m)
 
 
-def start_etcd(underlay: Underlay, tmp: Path, size: int = 3) -> EtcdCluster:
+def make_ca(directory: Path, members: list[tuple[str, str]]) -> None:
+    """A CA made here with openssl, a server certificate per member (IP SAN) and a client
+    certificate: everything TLS to etcd needs, valid for a day, under the test's tmp dir."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    sh("openssl", "req", "-x509", *ec, "-keyout", str(directory / "ca.key"),
+       "-out", str(directory / "ca.crt"), "-days", "1", "-subj", "/CN=pycni-test-ca")  # fmt: skip
+    for name, ip in [*members, ("client", "")]:
+        sh("openssl", "req", *ec, "-keyout", str(directory / f"{name}.key"),
+           "-out", str(directory / f"{name}.csr"), "-subj", f"/CN={name}")  # fmt: skip
+        ext = directory / f"{name}.ext"
+        usage = "serverAuth,clientAuth" if ip else "clientAuth"
+        ext.write_text((f"subjectAltName=IP:{ip}\n" if ip else "") + f"extendedKeyUsage={usage}\n")
+        sh("openssl", "x509", "-req", "-in", str(directory / f"{name}.csr"),
+           "-CA", str(directory / "ca.crt"), "-CAkey", str(directory / "ca.key"),
+           "-CAcreateserial", "-out", str(directory / f"{name}.crt"), "-days", "1",
+           "-extfile", str(ext))  # fmt: skip
+
+
+def start_etcd(underlay: Underlay, tmp: Path, size: int = 3, tls: bool = False) -> EtcdCluster:
     members = []
+    tls_dir = tmp / "tls" if tls else None
     for i in range(1, size + 1):
         ip = f"{UNDERLAY_PREFIX}.{10 + i}"
         ns = underlay.attach("e", ip)
-        members.append(EtcdMember(f"m{i}", ns, ip, tmp / f"etcd-m{i}", tmp / f"etcd-m{i}.log"))
+        members.append(
+            EtcdMember(f"m{i}", ns, ip, tmp / f"etcd-m{i}", tmp / f"etcd-m{i}.log", tls=tls_dir)
+        )
+    if tls_dir is not None:
+        make_ca(tls_dir, [(m.name, m.ip) for m in members])
     cluster = EtcdCluster(members, f"pyt-{short_id(8)}")
     for m in members:
         cluster.start(m)

@@ -59,6 +59,21 @@ def _client_module() -> Any:
     return etcd3gw
 
 
+def _why(exc: Exception) -> str:
+    """A transport failure in a few words (TLS problems named as such)."""
+    # etcd3gw keeps the underlying error's text in detail_text, not in str()
+    text = f"{getattr(exc, 'detail_text', '') or ''} {exc}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS: the server's certificate is not signed by kv.cacertfile's CA"
+    if "SSL" in text or "TLS" in text:
+        return "TLS handshake failed (client certificate missing or refused?)"
+    if "timed out" in text or "Timeout" in type(exc).__name__:
+        return f"no answer within {TIMEOUT:g}s"
+    if "refused" in text:
+        return "connection refused"
+    return type(exc).__name__
+
+
 class KV:
     __slots__ = ("key", "lease", "mod_revision", "value")
 
@@ -105,7 +120,7 @@ class Store:
             try:
                 out: dict[str, Any] = client.post(client.get_url(path), json=body)
             except (gwexc.ConnectionFailedError, gwexc.ConnectionTimeoutError) as exc:
-                failures.append(f"{client.host}:{client.port}: {type(exc).__name__}")
+                failures.append(f"{client.host}:{client.port}: {_why(exc)}")
                 continue
             except gwexc.Etcd3Exception as exc:
                 detail = str(getattr(exc, "detail_text", "") or exc)
@@ -117,9 +132,10 @@ class Store:
                 continue
             self._good = idx
             return out
+        tls = "TLS" if any("TLS" in f for f in failures) else ""
         raise Unavailable(
             f"etcd cluster store {self.cluster.url()} is unavailable (no member answered "
-            "with a quorum)",
+            + ("over TLS)" if tls else "with a quorum)"),
             "; ".join(failures) + "; check that a majority of the etcd members is up",
         )
 

@@ -297,3 +297,30 @@ def test_watch_behind_compaction_relists(
     assert "watch fell behind compaction: re-listing" in log, log
     cluster.start(cluster.members[0], state="existing")
     cluster.wait_healthy()
+
+
+def test_tls_cluster_store(
+    plugin_dir: Path, underlay: Underlay, tmp_path: Path, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """etcd with client-certificate auth (a CA made by the test with openssl): the agent
+    uses cluster-store-opts; a wrong CA is refused with code 11 naming the TLS failure."""
+    tls_cluster = start_etcd(underlay, tmp_path, tls=True)
+    try:
+        net = f"ovt{short_id(4)}"
+        put_network(tls_cluster, net, "10.59.0.0/16", 59)
+        conf = overlay_conf(tls_cluster, net, clusterStoreOpts=tls_cluster.store_opts())
+        h1, h2 = hosts(), hosts()
+        c1, c2 = container_ns(), container_ns()
+        add(plugin_dir, h1, conf, c1)
+        _, ip2 = add(plugin_dir, h2, conf, c2)
+        wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2 with etcd over TLS")
+        # a host that does not trust the cluster's CA gets no lease: code 11, why in details
+        h3 = hosts()
+        bad = dict(conf, clusterStoreOpts=dict(tls_cluster.store_opts()))
+        bad["clusterStoreOpts"]["kv.cacertfile"] = "/etc/ssl/certs/ca-certificates.crt"
+        r = run_overlay(plugin_dir, h3, "ADD", bad, container_ns(), "ctrtls")
+        assert r.error["code"] == 11, r.stdout
+        assert "TLS" in r.error["msg"] and "certificate" in r.error["details"], r.stdout
+    finally:
+        tls_cluster.destroy()
