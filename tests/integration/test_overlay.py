@@ -73,10 +73,10 @@ def overlay_conf(cluster: EtcdCluster, name: str, **extra: Any) -> dict[str, Any
 
 def run_overlay(plugin_dir: Path, host: Host, command: str, conf: dict[str, Any],
                 netns: Netns | None, cid: str, **kw: Any) -> PluginRun:  # fmt: skip
+    kw.setdefault("cni_path", f"{plugin_dir}:/usr/lib/cni")
     return exec_plugin(
         plugin_dir / "overlay", command, conf, netns=netns.path if netns else "",
-        container_id=cid, in_ns=host.ns, cni_path=f"{plugin_dir}:/usr/lib/cni",
-        env_extra=host.env(), **kw,
+        container_id=cid, in_ns=host.ns, env_extra=host.env(), **kw,
     )  # fmt: skip
 
 
@@ -324,3 +324,25 @@ def test_tls_cluster_store(
         assert "TLS" in r.error["msg"] and "certificate" in r.error["details"], r.stdout
     finally:
         tls_cluster.destroy()
+
+
+def test_reference_bridge_as_the_delegate(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """The delegate is whatever `bridge` CNI_PATH finds: ours runs in-process, the
+    reference one is exec'd; hosts using either reach each other, and DEL cleans up."""
+    net = f"ov{short_id(4)}"
+    put_network(cluster, net, "10.49.0.0/16", 49)
+    conf = overlay_conf(cluster, net)
+    h1, h2 = hosts(), hosts()
+    c1, c2 = container_ns(), container_ns()
+    _, ip1 = add(plugin_dir, h1, conf, c1)
+    ref_path = f"/usr/lib/cni:{plugin_dir}"  # the reference bridge and host-local first
+    r = run_overlay(plugin_dir, h2, "ADD", conf, c2, "ctrref", cni_path=ref_path)
+    assert r.rc == 0, r.stdout + r.stderr
+    ip2 = r.json["ips"][0]["address"].split("/")[0]
+    wait_for(lambda: traffic.ping(c1, ip2), 5, "ours -> reference-bridged container")
+    assert traffic.ping(c2, ip1)
+    assert run_overlay(plugin_dir, h2, "DEL", conf, c2, "ctrref", cni_path=ref_path).rc == 0
+    assert c2.link("eth0") is None
