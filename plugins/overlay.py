@@ -28,6 +28,7 @@ from pycni import conf, errors, fastjson, invoke, skel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from typing import Any
 
     from pycni.result import Result
@@ -72,7 +73,7 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def start_agent(c: OverlayConf) -> None:
+def start_agent(c: OverlayConf) -> subprocess.Popen[bytes]:
     """Start the per-host agent for this network, detached (its own session, log file)."""
     import subprocess
     import sys
@@ -100,7 +101,7 @@ def start_agent(c: OverlayConf) -> None:
             argv += [flag, c.store_opts[key]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     with open(os.path.join(d, "agent.log"), "ab") as log:
-        subprocess.Popen(
+        return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             start_new_session=True, close_fds=True, cwd="/",
         )  # fmt: skip
@@ -112,6 +113,7 @@ def host_lease(c: OverlayConf) -> dict[str, Any]:
     lease_path = os.path.join(d, "subnet.json")
     status_path = os.path.join(d, "status.json")
     started = False
+    agent: subprocess.Popen[bytes] | None = None
     deadline = time.monotonic() + c.timeout
     while True:
         lease = _read_json(lease_path)
@@ -139,10 +141,16 @@ def host_lease(c: OverlayConf) -> dict[str, Any]:
             raise errors.InvalidConfig(
                 f"{WHERE}: the overlay agent failed", str(status.get("error"))
             )
+        if agent is not None and agent.poll() is not None and not agent_running(d):
+            raise errors.TryAgainLater(
+                f"{WHERE}: the overlay agent of network {c.name} exited ({agent.returncode}) "
+                "before it had a lease",
+                f"see {os.path.join(d, 'agent.log')}; the next ADD starts it again",
+            )
         if not alive and not started:
             if status.get("state") in ("unavailable", "error", "starting"):
                 os.unlink(status_path)
-            start_agent(c)
+            agent = start_agent(c)
             started = True
         if time.monotonic() > deadline:
             raise errors.TryAgainLater(

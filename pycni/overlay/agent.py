@@ -173,6 +173,9 @@ class Agent:
                     )
                 for sub in candidates:
                     if self.store.create(ospec.subnet_key(self.name, sub), value, self.lease):
+                        from pycni import fault
+
+                        fault.point("after-subnet-lease")
                         self.subnet = sub
                         self.key = ospec.subnet_key(self.name, sub)
                         return

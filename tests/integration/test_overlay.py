@@ -76,7 +76,7 @@ def run_overlay(plugin_dir: Path, host: Host, command: str, conf: dict[str, Any]
     kw.setdefault("cni_path", f"{plugin_dir}:/usr/lib/cni")
     return exec_plugin(
         plugin_dir / "overlay", command, conf, netns=netns.path if netns else "",
-        container_id=cid, in_ns=host.ns, env_extra=host.env(), **kw,
+        container_id=cid, in_ns=host.ns, env_extra={**host.env(), **kw.pop("env_extra", {})}, **kw,
     )  # fmt: skip
 
 
@@ -346,3 +346,27 @@ def test_reference_bridge_as_the_delegate(
     assert traffic.ping(c2, ip1)
     assert run_overlay(plugin_dir, h2, "DEL", conf, c2, "ctrref", cni_path=ref_path).rc == 0
     assert c2.link("eth0") is None
+
+
+def test_agent_killed_mid_allocation_leaves_no_duplicate(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """The agent is killed -9 right after its subnet key is written: the ADD answers 11
+    at once (not after its timeout), and the next ADD's agent takes that same key back:
+    one key per host, no second subnet, nothing left to expire elsewhere."""
+    net = f"ov{short_id(4)}"
+    put_network(cluster, net, "10.48.0.0/16", 48)
+    conf = overlay_conf(cluster, net, leaseTTL=30)
+    h1 = hosts()
+    t0 = time.monotonic()
+    r = run_overlay(plugin_dir, h1, "ADD", conf, container_ns(), "ctrk1",
+                    env_extra={"PYCNI_FAULT": "after-subnet-lease"})  # fmt: skip
+    assert r.error["code"] == 11 and "exited" in r.error["msg"], r.stdout
+    assert time.monotonic() - t0 < 8
+    held = cluster.get_prefix(f"/pycni/overlay/subnets/{net}/")
+    assert len(held) == 1  # written, then its agent died
+    add(plugin_dir, h1, conf, container_ns())
+    again = cluster.get_prefix(f"/pycni/overlay/subnets/{net}/")
+    assert list(again) == list(held)
+    assert json.loads(next(iter(again.values())))["PublicIP"] == h1.ip
