@@ -207,15 +207,12 @@ def sync(netstore: NetworkStore) -> list[str]:
 def remove(netstore: NetworkStore, net: Network) -> None:
     """Delete the network from the store, refused while any host has containers on it."""
     store, _cluster = _store(netstore)
-    _rev, leases = store.get_prefix(ospec.subnets_prefix(net.name))
-    busy = []
-    for kv in leases:
-        try:
-            value = json.loads(kv.value)
-        except ValueError:
-            continue
-        if int(value.get("Endpoints", 0)) > 0:
-            busy.append(f"{value.get('PublicIP')} ({value.get('Endpoints')})")
+    _rev, counts = store.get_prefix(ospec.endpoints_prefix(net.name))
+    busy = [
+        f"{kv.key.rsplit('/', 1)[-1]} ({kv.value})"
+        for kv in counts
+        if kv.value.isdigit() and int(kv.value) > 0
+    ]
     if busy:
         raise OverlayError(
             f"error while removing network: network {net.name} id {net.id} has active "

@@ -84,7 +84,6 @@ class Agent:
         self.poked = False
         self.watching = False
         self.key = ""
-        self.value: dict[str, object] = {}
         self.endpoints = 0
 
     # -- files the plugin reads ----------------------------------------------------------
@@ -135,10 +134,8 @@ class Agent:
         assert self.spec is not None
         spec = self.spec
         mac = ospec.vtep_mac(spec.vni, self.public_ip)
-        self.endpoints = self.count_endpoints()
-        self.value = json.loads(ospec.lease_value(self.public_ip, mac, socket.gethostname()))
-        self.value["Endpoints"] = self.endpoints
-        value = json.dumps(self.value, sort_keys=True)
+        self.endpoints = -1  # published again under the new lease
+        value = ospec.lease_value(self.public_ip, mac, socket.gethostname())
         self.lease = self.store.grant(self.ttl)
         prefix = ospec.subnets_prefix(self.name)
         for _ in range(32):
@@ -199,12 +196,11 @@ class Agent:
         self.publish_endpoints()
 
     def publish_endpoints(self) -> None:
-        """This host's container count in its lease value: what `netctl network rm` on
-        any member checks. Written only when it changed."""
+        """This host's container count, under its lease, in a prefix no agent watches:
+        what `netctl network rm` on any member checks. Written only when it changed."""
         n = self.count_endpoints()
         if n != self.endpoints:
-            self.value["Endpoints"] = n
-            self.store.put(self.key, json.dumps(self.value, sort_keys=True), self.lease)
+            self.store.put(ospec.endpoints_prefix(self.name) + self.public_ip, str(n), self.lease)
             self.endpoints = n
 
     # -- the datapath -----------------------------------------------------------------------
@@ -237,6 +233,7 @@ class Agent:
         """Watch leases and renew ours until the lease is lost or we are told to stop."""
         assert self.spec is not None
         self.relist()
+        self.publish_endpoints()
         self.status("ready")
         interval = max(self.ttl / 3, 0.5)
         while not self.stopping:

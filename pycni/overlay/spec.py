@@ -18,6 +18,12 @@ def network_key(name: str) -> str:
     return f"{PREFIX}/networks/{name}"
 
 
+def endpoints_prefix(name: str) -> str:
+    """Each host's container count: apart from the subnet leases, so a container start
+    is not an event for every other host's watch."""
+    return f"{PREFIX}/endpoints/{name}/"
+
+
 def subnets_prefix(name: str) -> str:
     return f"{PREFIX}/subnets/{name}/"
 

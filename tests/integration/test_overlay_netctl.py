@@ -72,14 +72,15 @@ def test_create_on_one_member_seen_by_all_rm_refused_while_in_use(
     wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2")
     assert c1.link("eth0")["mtu"] == 1450
     # rm on h2 is refused while h1 (or h2) has containers on the network
-    wait_for(lambda: '"Endpoints": 1' in "".join(cluster.get_prefix(
-        f"/pycni/overlay/subnets/{name}/").values()), 5, "endpoint counts published")  # fmt: skip
+    counts = f"/pycni/overlay/endpoints/{name}/"
+    wait_for(lambda: sorted(cluster.get_prefix(counts).values()) == ["1", "1"], 5,
+             "endpoint counts published")  # fmt: skip
     rm = netctl(h2, "network", "rm", name, check=False)
     assert rm.returncode != 0 and "active endpoints" in rm.stderr, rm.stderr
     for h, c, cid in ((h1, c1, "ctrn1"), (h2, c2, "ctrn2")):
         assert cni(plugin_dir, h, "DEL", conflist_plugin(h, name), c, cid).rc == 0
-    wait_for(lambda: '"Endpoints": 1' not in "".join(cluster.get_prefix(
-        f"/pycni/overlay/subnets/{name}/").values()), 5, "endpoint counts back to 0")  # fmt: skip
+    wait_for(lambda: sorted(cluster.get_prefix(counts).values()) == ["0", "0"], 5,
+             "endpoint counts back to 0")  # fmt: skip
     # `system reload` re-programs from etcd: a peer entry flushed by hand comes back
     h1.ns.run("ip", "route", "flush", "dev", "ovx5600")
     assert "ovx5600" not in h1.ns.run("ip", "route")
