@@ -41,15 +41,10 @@ def _warn(messages: list[str]) -> None:
 def _sync_overlays(store: NetworkStore) -> None:
     """Mirror the cluster store's overlay networks into conflists first (only when
     daemon.json names a cluster store: no etcd client is loaded otherwise)."""
-    try:
-        with open(store.paths.daemon_config, "rb") as fh:
-            if b'"cluster-store"' not in fh.read():
-                return
-    except OSError:
-        return
     from pycni.runtime import overlay_networks
 
-    _warn(overlay_networks.sync(store))
+    if overlay_networks.clustered(store):
+        _warn(overlay_networks.sync(store))
 
 
 # -- create ---------------------------------------------------------------------------------

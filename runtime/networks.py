@@ -1038,7 +1038,7 @@ class NetworkStore:
         builtins = [default, Network.builtin_mode("host"), Network.builtin_mode("none")]
         return sorted(builtins + others, key=lambda n: n.name)
 
-    def resolve(self, ref: str) -> Network:
+    def resolve(self, ref: str, _synced: bool = False) -> Network:
         """A network by name, full id or unique id prefix (as docker does)."""
         if ref in ("host", "none"):
             return Network.builtin_mode(ref)
@@ -1068,6 +1068,12 @@ class NetworkStore:
             raise NetworkError(
                 f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
             )
+        from pycni.runtime import overlay_networks
+
+        if not _synced and overlay_networks.clustered(self):
+            # an overlay network another member created: mirror the cluster store, look again
+            overlay_networks.sync(self)
+            return self.resolve(ref, _synced=True)
         raise NetworkNotFound(f"network {ref} not found")
 
     # -- creating -------------------------------------------------------------------

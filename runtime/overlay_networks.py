@@ -175,6 +175,16 @@ def _local_overlays(netstore: NetworkStore) -> dict[str, Network]:
     return {n.name: n for n in netstore.list() if n.driver == "overlay"}
 
 
+def clustered(netstore: NetworkStore) -> bool:
+    """Whether daemon.json names a cluster store, read without parsing it (this runs
+    on `network ls` and on a network name not found, which must stay cheap)."""
+    try:
+        with open(netstore.paths.daemon_config, "rb") as fh:
+            return b'"cluster-store"' in fh.read()
+    except OSError:
+        return False
+
+
 def sync(netstore: NetworkStore) -> list[str]:
     """Mirror the store's overlay networks into this member's conflists; warnings."""
     if cluster_of(netstore) is None:

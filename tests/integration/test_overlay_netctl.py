@@ -94,3 +94,44 @@ def test_create_on_one_member_seen_by_all_rm_refused_while_in_use(
     # the agents leave the network (device gone) when told to reload or at their next renew
     netctl(h1, "system", "reload")
     wait_for(lambda: h1.ns.link("ovx5600") is None, 15, "h1's agent leaves the network")
+
+
+SERVER = (
+    "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+    " s.bind(('0.0.0.0', 8080)); s.listen(8)\n"
+    "while True:\n c, a = s.accept(); c.sendall(('srv ' + a[0]).encode()); c.close()"
+)
+CLIENT = (
+    "import socket, sys, time\n"
+    "for _ in range(50):\n"
+    " try:\n  s = socket.create_connection((sys.argv[1], 8080), 1); print(s.recv(100).decode()); break\n"
+    " except OSError: time.sleep(0.1)"
+)
+
+
+def test_netctl_run_on_an_overlay_across_hosts(
+    cluster: EtcdCluster, hosts: Callable[[], Host]
+) -> None:
+    """`netctl run --network <overlay>` on two members: the first container on each host
+    starts that host's agent; a container on h1 talks TCP to one on h2 with its own
+    address; `rm -f` releases everything."""
+    h1, h2 = hosts(), hosts()
+    for h in (h1, h2):
+        write_daemon_json(h, cluster)
+    name = f"ovr{short_id(4)}"
+    netctl(h1, "network", "create", "-d", "overlay", "--subnet", "10.47.0.0/16", name)
+    netctl(h2, "run", "-d", "--name", "srv", "--network", name, "--", "python3", "-c", SERVER)
+    insp = json.loads(netctl(h2, "network", "inspect", name).stdout)[0]
+    (srv,) = insp["Containers"].values()
+    ip = srv["IPv4Address"].split("/")[0]
+    out = netctl(h1, "run", "--rm", "--network", name, "--", "python3", "-c", CLIENT, ip).stdout
+    assert out.startswith("srv 10.47."), out
+    peer = out.split()[1]
+    assert (
+        peer != ip
+        and peer.startswith("10.47.")
+        and h1.lease(name)["subnet"].startswith(peer.rsplit(".", 1)[0])
+    ), out  # no NAT across hosts: the server sees h1's container address
+    netctl(h2, "rm", "-f", "srv")
+    assert json.loads(netctl(h2, "network", "inspect", name).stdout)[0]["Containers"] == {}
+    netctl(h1, "network", "rm", name)
