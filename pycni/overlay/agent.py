@@ -246,13 +246,17 @@ class Agent:
                     ospec.subnets_prefix(self.name), self.revision + 1, idle
                 ):
                     self.watching = False
+                    before = set(self.peers.values())
                     for ev in batch:
                         if ev["type"] == "DELETE":
                             self.peers.pop(ev["kv"].key, None)
                         else:
                             self._put(ev["kv"].key, ev["kv"].value)
                         self.revision = max(self.revision, ev["revision"])
-                    self.reconcile()
+                    # events are applied as deltas (a join or a leave touches one peer's
+                    # entries); kernel state is read back only on a re-list
+                    after = set(self.peers.values())
+                    vxlan.program(self.spec.vni, after - before, before - after)
                     if time.time() - self.renewed >= interval or self.stopping or self.poked:
                         break
                     self.watching = True
