@@ -285,7 +285,35 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
     run_bridge("CHECK", delegate, cmd)
 
 
-VERBS = skel.Verbs(about="pycni overlay meta plugin", add=cmd_add, delete=cmd_del, check=cmd_check)
+def cmd_gc(cmd: skel.CmdArgs) -> None:
+    """CNI GC: every attachment saved here that the runtime no longer lists is deleted
+    through its delegate (its host-local lease, veth and records go with it), e.g. one
+    whose ADD was killed midway."""
+    valid = skel.valid_attachments(cmd.conf)
+    if valid is None:
+        return
+    d = os.path.join(_dir(cmd.conf["name"]), "containers")
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return
+    removed = 0
+    for fname in names:
+        delegate = _read_json(os.path.join(d, fname))
+        cid, _, ifname = fname.removesuffix(".json").rpartition("-")
+        if delegate is None or (cid, ifname) in valid:
+            continue
+        sub = skel.CmdArgs("DEL", cid, "", ifname, "", cmd.path, b"", cmd.conf)
+        run_bridge("DEL", delegate, sub)
+        os.unlink(os.path.join(d, fname))
+        removed += 1
+    if removed:
+        poke_agent(cmd.conf["name"])
+
+
+VERBS = skel.Verbs(
+    about="pycni overlay meta plugin", add=cmd_add, delete=cmd_del, check=cmd_check, gc=cmd_gc
+)
 
 
 def main() -> None:

@@ -370,3 +370,35 @@ def test_agent_killed_mid_allocation_leaves_no_duplicate(
     again = cluster.get_prefix(f"/pycni/overlay/subnets/{net}/")
     assert list(again) == list(held)
     assert json.loads(next(iter(again.values())))["PublicIP"] == h1.ip
+
+
+def test_plugin_killed_mid_add_then_gc_leaves_nothing(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """The plugin is killed -9 after host-local leased an address (bridge's after-ipam
+    point, the bridge running in the overlay plugin's process): CNI GC with the valid
+    attachments releases the lease and forgets the attachment."""
+    net = f"ov{short_id(4)}"
+    put_network(cluster, net, "10.45.0.0/16", 45)
+    conf = overlay_conf(cluster, net)
+    h1 = hosts()
+    _, ip_keep = add(plugin_dir, h1, conf, container_ns())
+    keep_cid = next(
+        p.name.removesuffix("-eth0.json")
+        for p in (h1.state_dir / "overlay" / net / "containers").iterdir()
+    )
+    r = run_overlay(plugin_dir, h1, "ADD", conf, container_ns(), "ctrdead",
+                    env_extra={"PYCNI_FAULT": "after-ipam"})  # fmt: skip
+    assert r.rc != 0
+    ipam_dir = h1.state_dir / "overlay" / net / "ipam" / net
+    leased = sorted(p.name for p in ipam_dir.iterdir() if p.name[0].isdigit())
+    assert len(leased) == 2, leased  # the killed ADD's lease is still there
+    gc = dict(conf, cniVersion="1.1.0")
+    gc["cni.dev/valid-attachments"] = [{"containerID": keep_cid, "ifname": "eth0"}]
+    g = run_overlay(plugin_dir, h1, "GC", gc, None, "")
+    assert g.rc == 0, g.stdout + g.stderr
+    assert sorted(p.name for p in ipam_dir.iterdir() if p.name[0].isdigit()) == [ip_keep]
+    saved = [p.name for p in (h1.state_dir / "overlay" / net / "containers").iterdir()]
+    assert saved == [f"{keep_cid}-eth0.json"]
+    add(plugin_dir, h1, conf, container_ns())  # (host-local hands out round robin, as ever)
