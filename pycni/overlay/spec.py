@@ -1,10 +1,10 @@
 """Pure data of the overlay: cluster-store endpoints, network specs, subnet leases, the
-per-host lease file the plugin reads. Stdlib only (the plugin imports this on ADD)."""
+per-host lease file the plugin reads. Stdlib only, and json only where it is used (the
+plugin imports this on ADD, where it writes with pycni.fastjson)."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 
 from pycni import errors
@@ -123,6 +123,8 @@ class NetworkSpec:
         self.ip_range = ip_range
 
     def to_json(self) -> str:
+        import json
+
         return json.dumps(
             {
                 "Name": self.name,
@@ -138,6 +140,8 @@ class NetworkSpec:
 
     @classmethod
     def from_json(cls, text: str) -> NetworkSpec:
+        import json
+
         d = json.loads(text)
         return cls(
             d["Name"],
@@ -176,6 +180,8 @@ def vtep_mac(vni: int, public_ip: str) -> str:
 
 def lease_value(public_ip: str, mac: str, hostname: str) -> str:
     # flannel's lease value: PublicIP + backend data
+    import json
+
     return json.dumps(
         {"PublicIP": public_ip, "BackendType": "vxlan", "BackendData": {"VtepMAC": mac},
          "Hostname": hostname},
@@ -195,9 +201,11 @@ def network_dir(name: str, root: str | None = None) -> str:
 
 
 def write_json_atomic(path: str, obj: object) -> None:
+    from pycni import fastjson
+
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True)
+        f.write(fastjson.dumps(obj, sort_keys=True))
     os.replace(tmp, path)
 
 
