@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 
 from pycni import conf, errors, fault, netns, skel, sysctl
+from pycni.atomicfile import write_atomic
 from pycni.result import Result, parse_result
 
 TYPE_CHECKING = False
@@ -254,12 +255,7 @@ def read_backup(path: str) -> dict[str, Any] | None:
 
 def write_backup(path: str, saved: dict[str, Any]) -> None:
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(backup_text(saved))
-        os.replace(tmp, path)
+        write_atomic(path, backup_text(saved), 0o600, dir_mode=0o700)
     except OSError as exc:
         raise errors.IOFailure(
             f"{WHERE}: cannot save the original values in {path}", str(exc)

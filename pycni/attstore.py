@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from pycni import fastjson
+from pycni.atomicfile import write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,14 +33,7 @@ def path(kind: str, network: str, container_id: str, ifname: str) -> str:
 
 def save(kind: str, network: str, container_id: str, ifname: str, data: dict[str, Any]) -> None:
     p = path(kind, network, container_id, ifname)
-    os.makedirs(os.path.dirname(p), mode=0o700, exist_ok=True)
-    tmp = f"{p}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, fastjson.dumps(data).encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
+    write_atomic(p, fastjson.dumps(data), 0o600, dir_mode=0o700)
 
 
 def load(kind: str, network: str, container_id: str, ifname: str) -> dict[str, Any] | None:

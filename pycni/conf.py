@@ -7,7 +7,7 @@ out-of-range value becomes InvalidConfig (code 7) saying which key and what is e
 
 from __future__ import annotations
 
-from pycni import errors
+from pycni import errors, names
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,12 +70,7 @@ def get_list(d: dict[str, Any], key: str, where: str) -> list[Any]:
 
 def validate_link_name(name: str, where: str, key: str) -> str:
     """A Linux interface name: 1-15 bytes, no '/', ':', whitespace, not '.'/'..'."""
-    if (
-        not name
-        or len(name.encode()) > 15
-        or name in (".", "..")
-        or any(c in "/:\0" or c.isspace() for c in name)
-    ):
+    if not names.valid_ifname(name):
         raise errors.InvalidConfig(
             f"{where}: {key!r} is not a valid interface name",
             f"got {name!r}; use 1-15 characters without '/', ':' or whitespace",

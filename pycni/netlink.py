@@ -56,6 +56,13 @@ IFLA_TXQLEN, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 13, 26, 28, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
 IFLA_IFALIAS = 20
 IFLA_VRF_TABLE = 1  # in IFLA_INFO_DATA of a vrf link
+# IFLA_INFO_DATA of the links that sit on a parent ("master") link
+IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7  # u32 each
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+IFLA_IPVLAN_MODE = 1  # u16
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+IFLA_VLAN_ID = 1  # u16
+EOPNOTSUPP = 95  # RTM_NEWLINK of a kind the kernel has no module for ("Unknown device type")
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND = 1, 2, 4
 VETH_INFO_PEER = 1
 IFLA_BR_VLAN_FILTERING = 7
@@ -161,6 +168,7 @@ def _str(kind: int, value: str) -> bytes:
 nla = _attr
 nla_nested = _nested
 nla_u32 = _u32
+nla_u16 = _u16
 nla_str = _str
 
 
@@ -867,6 +875,44 @@ class Netlink:
                 return parse_attrs(info.get(IFLA_INFO_DATA, b""))
         return {}
 
+    def add_sublink(
+        self,
+        name: str,
+        kind: str,
+        parent: int = 0,
+        netns_fd: int | None = None,
+        mtu: int = 0,
+        mac: str = "",
+        info_data: bytes = b"",
+    ) -> None:
+        """Create a link of `kind` on the parent link `parent` (an ifindex in this
+        socket's namespace; 0 for a kind without one, such as dummy), born inside
+        `netns_fd` when given, so it never shows up under `name` in this namespace
+        (macvlan, ipvlan, vlan, dummy). EOPNOTSUPP: the kernel has no such kind."""
+        attrs = [_str(IFLA_IFNAME, name)]
+        if parent:
+            attrs.append(_u32(IFLA_LINK, parent))
+        if mtu:
+            attrs.append(_u32(IFLA_MTU, mtu))
+        if mac:
+            attrs.append(_attr(IFLA_ADDRESS, _mac_bytes(mac)))
+        if netns_fd is not None:
+            attrs.append(_u32(IFLA_NET_NS_FD, netns_fd))
+        info = [_str(IFLA_INFO_KIND, kind)]
+        if info_data:
+            info.append(_nested(IFLA_INFO_DATA, info_data))
+        attrs.append(_nested(IFLA_LINKINFO, *info))
+        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + b"".join(attrs)
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"create {kind} {name}")
+
+    def default_route_link(self) -> Link | None:
+        """The link of this namespace's first default route in the main table (the
+        reference plugins' default `master`), or None when there is none."""
+        for r in self.routes(AF_UNSPEC, RT_TABLE_MAIN):
+            if r.dst.prefixlen == 0 and r.oif:
+                return self.link_by_index(r.oif)
+        return None
+
     # -- policy routing rules -----------------------------------------------------
 
     def rules(self, family: int) -> list[Rule]:
@@ -958,3 +1004,18 @@ class Rule:
 def _parse_ifinfo(payload: bytes) -> tuple[int, int, dict[int, bytes]]:
     _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
     return index, flags, parse_attrs(payload, _IFINFO.size)
+
+
+# -- moving links between namespaces (host-device) ------------------------------------
+# (a block of its own: other link kinds are added above by other plugins)
+
+
+def move_link(nl: Netlink, index: int, netns_fd: int, name: str = "") -> None:
+    """Move link `index` of `nl`'s namespace into the namespace `netns_fd`, renamed to
+    `name` there in the same request (the kernel applies the name after the move; the
+    move takes the link down)."""
+    attrs = _u32(IFLA_NET_NS_FD, netns_fd)
+    if name:
+        attrs += _str(IFLA_IFNAME, name)
+    body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + attrs
+    nl.request(RTM_NEWLINK, 0, body, f"move link {index} to another namespace")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pycni import errors, fastjson
+from pycni import errors, fastjson, names
 from pycni import version as cniver
 
 TYPE_CHECKING = False
@@ -34,14 +34,7 @@ REQUIRED_ENV = {
 }
 # Largest config we accept on stdin; real configs are a few KiB.
 MAX_STDIN = 16 * 1024 * 1024
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-def valid_name(text: str) -> bool:
-    """libcni's rule for container IDs and network names: ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"""
-    return (
-        bool(text) and text[0].isascii() and text[0].isalnum() and all(c in _ID_CHARS for c in text)
-    )
+valid_name = names.valid_name  # libcni's rule for container IDs and network names
 
 
 def validate_container_id(cid: str) -> None:
@@ -59,20 +52,20 @@ def validate_network_name(name: str) -> None:
 
 
 def validate_ifname(ifname: str) -> None:
-    """The kernel's dev_valid_name(), with libcni's messages."""
-    if not ifname:
+    """The kernel's dev_valid_name() (pycni.names), with libcni's messages."""
+    problem = names.ifname_problem(ifname)
+    if problem == "empty":
         raise errors.InvalidEnvironment("interface name is empty")
-    if len(ifname.encode()) > 15:
+    if problem == "long":
         raise errors.InvalidEnvironment(
             "interface name is too long", "interface name should be less than 16 characters"
         )
-    if ifname in (".", ".."):
+    if problem == "dots":
         raise errors.InvalidEnvironment("interface name is . or ..")
-    for ch in ifname:
-        if ch in "/:" or ch.isspace() or ch == "\0":
-            raise errors.InvalidEnvironment(
-                "interface name contains / or : or whitespace characters", ifname
-            )
+    if problem == "chars":
+        raise errors.InvalidEnvironment(
+            "interface name contains / or : or whitespace characters", ifname
+        )
 
 
 def parse_cni_args(text: str) -> dict[str, str]:

@@ -76,6 +76,14 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=4) + "\n")
 
 
+def print_table(rows: list[list[str]]) -> None:
+    """Docker's column layout: each column as wide as its widest cell, three spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w + 3) for c, w in zip(r[:-1], widths[:-1], strict=True)]
+        print(("".join(cells) + r[-1]).rstrip())
+
+
 def version() -> str:
     import pycni
 
@@ -269,10 +277,29 @@ def fast_path(argv: list[str]) -> tuple[Any, _Args] | None:
                 flags["no_trunc"] = True
             else:
                 return None
+        return _network_ls, _Args("netctl network ls", filter=None, format="table", **flags)
+    return None
+
+
+def _network_ls(args: Any) -> int:
+    """`network ls` [-q] [--no-trunc] read through conflist.listing (the conflist format
+    only); the full command (runtime/networks.py) whenever that is not enough."""
+    from pycni.runtime.conflist import listing
+    from pycni.runtime.paths import Paths
+
+    rows = listing(Paths())
+    if rows is None:
         from pycni.runtime import cmd_network
 
-        return cmd_network.cmd_ls, _Args("netctl network ls", filter=None, format="table", **flags)
-    return None
+        return cmd_network.cmd_ls(args)
+    if args.quiet:
+        for net_id, _name, _driver in rows:
+            print(net_id if args.no_trunc else net_id[:12])
+        return 0
+    table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+    table += [[i if args.no_trunc else i[:12], n, d, "local"] for i, n, d in rows]
+    print_table(table)
+    return 0
 
 
 def _print_version(args: Any) -> int:

@@ -232,12 +232,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 )
             )
         return 0
-    rows = [["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    table = [["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for r in records:
         command = " ".join(r.command)
         if len(command) > 20:
             command = command[:19] + "…"
-        rows.append(
+        table.append(
             [
                 r.short_id,
                 f'"{command}"',
@@ -247,9 +247,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 r.name,
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
+    for cells in table:
+        print("   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return 0
 
 

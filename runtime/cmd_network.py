@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from pycni.runtime.cli import print_json
+from pycni.runtime.cli import print_json, print_table
 from pycni.runtime.networks import Network, NetworkError, NetworkStore
 
 from pycni import errors
@@ -77,7 +77,12 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def _add_create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NETWORK")
-    p.add_argument("-d", "--driver", default="bridge", help="driver to manage the network")
+    p.add_argument(
+        "-d",
+        "--driver",
+        default="bridge",
+        help="driver to manage the network: bridge, macvlan, ipvlan",
+    )
     p.add_argument(
         "--subnet", action="append", help="subnet in CIDR format (repeatable: one per family)"
     )
@@ -99,7 +104,8 @@ def _add_create_args(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="driver option: com.docker.network.bridge.{name,enable_icc,"
-        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu",
+        "enable_ip_masquerade,host_binding_ipv4}, com.docker.network.driver.mtu; "
+        "macvlan: parent, macvlan_mode; ipvlan: parent, ipvlan_mode",
     )
     p.set_defaults(func=cmd_create)
 
@@ -133,13 +139,6 @@ def _matches(net: Network, filters: dict[str, list[str]]) -> bool:
         "scope": lambda v: v == "local",
     }
     return all(any(tests[key](v) for v in values) for key, values in filters.items())
-
-
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        cells = [c.ljust(w + 3) for c, w in zip(r[:-1], widths[:-1], strict=True)]
-        print(("".join(cells) + r[-1]).rstrip())
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -194,8 +193,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
             print(json.dumps(obj))
         return 0
-    rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-    rows += [
+    table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+    table += [
         [
             n.id if args.no_trunc else n.short_id,
             n.name,
@@ -204,7 +203,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         ]
         for n in nets
     ]
-    _table(rows)
+    print_table(table)
     return 0
 
 

@@ -32,7 +32,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'PLUGIN':<12} {'PROVIDER':<9} {'VERSION':<8} {'CNI VERSIONS':<42} PATH")
     for e in entries:
-        versions = e.get("cniVersions") or []
+        versions = e.get("cniVersions")
+        versions = versions if isinstance(versions, list) else []
         span = f"{versions[0]} .. {versions[-1]}" if versions else "?"
         print(
             f"{e['name']:<12} {e['provider']:<9} {e.get('version', '-'):<8} {span:<42} {e['path']}"

@@ -15,11 +15,14 @@ import time
 
 from pycni.runtime.paths import Paths
 
+from pycni import names
+from pycni.atomicfile import write_atomic
+
 TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more than `ps` itself
 if TYPE_CHECKING:
     from typing import Any
 
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+NAME_CHARS = names.NAME_CHARS
 
 
 class _Plain:
@@ -225,13 +228,8 @@ def new_id() -> str:
 
 
 def valid_name(name: str) -> bool:
-    """Docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+."""
-    return (
-        len(name) >= 1
-        and name[0].isascii()
-        and name[0].isalnum()
-        and all(c in NAME_CHARS for c in name)
-    )
+    """Docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (pycni.names)."""
+    return names.valid_name(name)
 
 
 _ADJ = [
@@ -301,14 +299,9 @@ class ContainerStore:
         return os.path.join(self.dir, f"{cid}.json")
 
     def save(self, rec: ContainerRecord) -> None:
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        path = self._path(rec.id)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        # Atomic for readers (rename); no fsync: the run dir is tmpfs on a real host and
-        # a reboot is meant to forget these records.
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(rec.to_json())
-        os.replace(tmp, path)
+        # No fsync: the run dir is tmpfs on a real host and a reboot is meant to forget
+        # these records.
+        write_atomic(self._path(rec.id), rec.to_json(), 0o644, dir_mode=0o700)
 
     def delete(self, cid: str) -> None:
         try:
@@ -318,11 +311,11 @@ class ContainerStore:
 
     def all(self) -> list[ContainerRecord]:
         try:
-            names = sorted(os.listdir(self.dir))
+            fnames = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
         out = []
-        for name in names:
+        for name in fnames:
             if not name.endswith(".json"):
                 continue
             try:

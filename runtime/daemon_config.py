@@ -37,7 +37,7 @@ from typing import Annotated, Any
 from pycni.runtime import etcfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pycni import errors
+from pycni import errors, names
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -157,12 +157,7 @@ class DaemonConfig(BaseModel):
     @field_validator("bridge")
     @classmethod
     def _bridge(cls, value: str) -> str:
-        if (
-            not value
-            or len(value.encode()) > 15
-            or value in (".", "..")
-            or any(c in "/:\0" or c.isspace() for c in value)
-        ):
+        if not names.valid_ifname(value):
             raise ValueError(
                 f"invalid bridge {value!r}: an interface name has 1-15 characters without "
                 "'/', ':' or whitespace"

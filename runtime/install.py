@@ -25,6 +25,7 @@ from pycni.plugins import PLUGINS
 
 import pycni
 from pycni import invoke
+from pycni.atomicfile import write_atomic
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(pycni.__file__)), "native", "cniclient.c")
 TRAILER_TAG = b"\n#pycni-trailer "
@@ -94,11 +95,8 @@ def launcher_script() -> str:
 
 
 def _write_executable(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)  # a runtime exec'ing the old file mid-write never sees half a script
+    # A runtime exec'ing the old file mid-write never sees half a script.
+    write_atomic(path, text, 0o755)
 
 
 def _source_digest() -> str:
@@ -183,14 +181,8 @@ def install(
         if names and name not in names:
             continue
         path = os.path.join(directory, name)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            if client is not None:
-                fh.write(client + _trailer(name, module))
-            else:
-                fh.write(_script(name, module).encode())
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)  # a runtime exec'ing the old file mid-write never sees half a script
+        data = client + _trailer(name, module) if client is not None else _script(name, module)
+        write_atomic(path, data, 0o755)
         written.append(path)
     return written
 
@@ -240,8 +232,7 @@ def ensure(directory: str) -> None:
     if not is_current(directory):
         install(directory)
     try:
-        _write_executable(stamp, _stamp(directory))
-        os.chmod(stamp, 0o644)
+        write_atomic(stamp, _stamp(directory), 0o644)
     except OSError:
         pass  # a read-only plugin dir: the full check runs again next time
 

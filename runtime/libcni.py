@@ -18,7 +18,7 @@ import os
 
 from pycni import errors, fastjson, invoke, skel
 from pycni import version as cniver
-from pycni.fastjson import GoDict
+from pycni.atomicfile import write_atomic
 from pycni.record import dataclass, field
 from pycni.result import Result, parse_result
 
@@ -28,29 +28,15 @@ if TYPE_CHECKING:
 
 CACHE_KIND = "cniCacheV1"
 
+# The conflist format lives in conflist.py (light enough for `network ls`); re-exported.
+from pycni.runtime.conflist import (  # noqa: E402
+    ConfigError,
+    NetworkConfigList,
+    conflist_from_bytes,
+    conflist_from_conf,
+)
 
-class ConfigError(errors.InvalidConfig):
-    """A network configuration file that cannot be used."""
-
-
-@dataclass(frozen=True)
-class NetworkConfigList:
-    """One network: a name, a version and an ordered chain of plugin configs."""
-
-    name: str
-    cni_version: str
-    plugins: list[dict[str, Any]]
-    disable_check: bool = False
-    disable_gc: bool = False
-    raw: bytes = b""
-    path: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return (
-            fastjson.loads(self.raw)
-            if self.raw
-            else {"cniVersion": self.cni_version, "name": self.name, "plugins": self.plugins}
-        )
+__all__ = ["ConfigError", "NetworkConfigList", "conflist_from_bytes", "conflist_from_conf"]
 
 
 @dataclass
@@ -62,111 +48,6 @@ class RuntimeConf:
     ifname: str = "eth0"
     args: list[tuple[str, str]] = field(default_factory=list)
     capability_args: dict[str, Any] = field(default_factory=dict)
-
-
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(f"error parsing configuration list: invalid value {value!r} for {key}")
-
-
-def _pick_version(obj: dict[str, Any]) -> str:
-    version = obj.get("cniVersion", "")
-    if version and not isinstance(version, str):
-        raise ConfigError(
-            f"error parsing configuration list: invalid cniVersion type {type(version).__name__}"
-        )
-    versions = obj.get("cniVersions")
-    if versions is None:
-        return version or cniver.IMPLICIT
-    if not isinstance(versions, list):
-        raise ConfigError(
-            f"error parsing configuration list: invalid type for cniVersions: {type(versions).__name__}"
-        )
-    candidates = []
-    for n, v in enumerate(versions):
-        if not isinstance(v, str):
-            raise ConfigError(
-                f"error parsing configuration list: invalid type for cniVersions index {n}: {type(v).__name__}"
-            )
-        try:
-            cniver.parse(v)
-        except ValueError as exc:
-            raise ConfigError(
-                f"error parsing configuration list: invalid cniVersions entry {v} at index {n}: {exc}"
-            ) from None
-        candidates.append(v)
-    if version:
-        candidates.append(version)
-    # The highest version both we and the list know (libcni drops newer ones).
-    known = [v for v in candidates if cniver.parse(v) <= cniver.parse(cniver.CURRENT)]
-    if not known:
-        raise ConfigError(
-            "error parsing configuration list: no supported version in cniVersions",
-            ", ".join(candidates),
-        )
-    return max(known, key=cniver.parse)
-
-
-def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
-    where = f" ({path})" if path else ""
-    try:
-        obj = fastjson.loads(raw, go=True)  # libcni's keys match as Go's
-    except ValueError as exc:
-        raise ConfigError(f"error parsing configuration list{where}: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"error parsing configuration list{where}: not a JSON object")
-    name = obj.get("name")
-    if not name:
-        raise ConfigError(f"error parsing configuration list{where}: no name")
-    if not isinstance(name, str):
-        raise ConfigError(
-            f"error parsing configuration list{where}: invalid name type {type(name).__name__}"
-        )
-    skel.validate_network_name(name)
-    plugins = obj.get("plugins")
-    if plugins is None:
-        raise ConfigError(f"error parsing configuration list{where}: no 'plugins' key")
-    if not isinstance(plugins, list):
-        raise ConfigError(
-            f"error parsing configuration list{where}: invalid 'plugins' type {type(plugins).__name__}"
-        )
-    if not plugins:
-        raise ConfigError(f"error parsing configuration list{where}: no plugins in list")
-    for n, plugin in enumerate(plugins):
-        if not isinstance(plugin, dict):
-            raise ConfigError(f"failed to parse plugin config {n}{where}: not a JSON object")
-        invoke.validate_type(plugin.get("type"))
-    return NetworkConfigList(
-        name=name,
-        cni_version=_pick_version(obj),
-        plugins=plugins,
-        disable_check=_bool(obj.get("disableCheck", False), "disableCheck"),
-        disable_gc=_bool(obj.get("disableGC", False), "disableGC"),
-        raw=raw,
-        path=path,
-    )
-
-
-def conflist_from_conf(raw: bytes, path: str = "") -> NetworkConfigList:
-    """A single-plugin `.conf` wrapped into a list, as libcni's ConfListFromConf."""
-    try:
-        obj = fastjson.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"error parsing {path}: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"error parsing {path}: not a JSON object")
-    obj = GoDict(obj)
-    if "type" not in obj:
-        raise ConfigError(f"error parsing configuration: missing 'type' in {path}")
-    wrapped = {
-        "cniVersion": obj.get("cniVersion", cniver.IMPLICIT),
-        "name": obj.get("name"),
-        "plugins": [obj],
-    }
-    return conflist_from_bytes(fastjson.dumps(wrapped).encode(), path)
 
 
 def _files(directory: str, extensions: tuple[str, ...]) -> list[str]:
@@ -330,11 +211,7 @@ class CNIConfig:
         if rt.capability_args:
             entry["capabilityArgs"] = rt.capability_args
         entry["result"] = result.to_wire(net.cni_version)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(fastjson.dumps(entry))  # no fsync, as libcni (os.WriteFile)
-        os.replace(tmp, path)
+        write_atomic(path, fastjson.dumps(entry), 0o600)  # no fsync, as libcni (os.WriteFile)
 
     def cached_result(self, net: NetworkConfigList, rt: RuntimeConf) -> Result | None:
         try:

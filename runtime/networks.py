@@ -31,20 +31,25 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from pycni.runtime import libcni
+from pycni.runtime import conflist, libcni
+from pycni.runtime.conflist import DEFAULT_NETWORK
 from pycni.runtime.paths import Paths
 
-from pycni import errors, fastjson
+from pycni import errors, fastjson, names
+from pycni.atomicfile import write_atomic
 from pycni.record import dataclass, field
 
 TYPE_CHECKING = False  # typing, json, hashlib and datetime cost more than `network ls` may spend
 if TYPE_CHECKING:
     from typing import Any
 
-try:  # the builtin module: hashlib's OpenSSL binding alone costs ~3 ms to load
-    from _sha256 import sha256
-except ImportError:  # Python >= 3.12 calls it _sha2
+if TYPE_CHECKING:
     from hashlib import sha256
+else:
+    try:  # the builtin module: hashlib's OpenSSL binding alone costs ~3 ms to load
+        from _sha256 import sha256
+    except ImportError:  # Python >= 3.12 calls it _sha2
+        from hashlib import sha256
 
 if TYPE_CHECKING:
     # pydantic costs ~200 ms to import: `netctl run` on an up-to-date network never does.
@@ -54,14 +59,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 CNI_VERSION = "1.1.0"
-# Bump when default_conflist() changes, so existing bridge.conflist files are rewritten.
-DEFAULT_LAYOUT = "1"
-DEFAULT_NETWORK = "bridge"
 BUILTINS = ("bridge", "host", "none")
 # Longest network name: it becomes a file name, an IPAM directory and part of libcni's
 # cache file names (<network>-<container id>-<ifname>), which must stay under 255 bytes.
 MAX_NAME = 128
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+NAME_CHARS = names.NAME_CHARS
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -103,11 +105,7 @@ class NetworkInUse(NetworkError):
 def validate_name(name: str) -> None:
     if name in BUILTINS:
         raise NetworkError(f"{name} is a pre-defined network and cannot be created")
-    if (
-        not name
-        or not (name[0].isascii() and name[0].isalnum())
-        or any(c not in NAME_CHARS for c in name)
-    ):
+    if not names.valid_name(name):
         raise NetworkError(
             f'invalid network name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
         )
@@ -115,14 +113,7 @@ def validate_name(name: str) -> None:
         raise NetworkError(f'invalid network name "{name[:20]}...": longer than {MAX_NAME}')
 
 
-def valid_ifname(name: str) -> bool:
-    """The kernel's rule for interface names (dev_valid_name)."""
-    return (
-        bool(name)
-        and len(name.encode()) <= 15
-        and name not in (".", "..")
-        and not any(c in "/:\0" or c.isspace() for c in name)
-    )
+valid_ifname = names.valid_ifname  # the kernel's rule for interface names
 
 
 def parse_bool(text: str, key: str) -> bool:
@@ -603,10 +594,6 @@ def default_conflist(
 # -- the Network view ------------------------------------------------------------------------
 
 
-def _builtin_id(name: str) -> str:
-    return sha256(f"netctl builtin network {name}".encode()).hexdigest()
-
-
 @dataclass
 class Network:
     """One network as the runtime and `inspect` see it."""
@@ -647,7 +634,7 @@ class Network:
 
     @classmethod
     def builtin_mode(cls, name: str) -> Network:
-        return cls(name, _builtin_id(name), name, "null" if name == "none" else name)
+        return cls(name, conflist.builtin_id(name), name, "null" if name == "none" else name)
 
     @classmethod
     def from_conflist(cls, net: libcni.NetworkConfigList) -> Network:
@@ -657,12 +644,11 @@ class Network:
         bridge_conf = next(
             (p for p in net.plugins if isinstance(p, dict) and p.get("type") == "bridge"), None
         )
-        first_type = str(net.plugins[0].get("type", "")) if net.plugins else ""
         out = cls(
             name=net.name,
-            id=_meta_str(meta, "id") or sha256(f"cni {net.name}".encode()).hexdigest(),
+            id=conflist.network_id(meta, net.name),
             kind="bridge" if bridge_conf is not None else "cni",
-            driver=_meta_str(meta, "driver") or first_type,
+            driver=conflist.network_driver(meta, net.plugins),
             conflist=net,
             bridge=str((bridge_conf or {}).get("bridge", "cni0" if bridge_conf else "")),
             internal=bool(meta.get("internal", False)),
@@ -862,24 +848,10 @@ class RuntimeDefaults:
 
 
 def _write_atomic(path: str, obj: dict[str, Any]) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            import json
+    import json
 
-            fh.write(json.dumps(obj, indent=4) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # a runtime reading the directory sees the old or the new file
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # A runtime reading the directory sees the old file or the new one.
+    write_atomic(path, json.dumps(obj, indent=4) + "\n", 0o644, fsync=True, dir_mode=0o755)
 
 
 class NetworkStore:
@@ -902,18 +874,7 @@ class NetworkStore:
         return self._daemon
 
     def daemon_digest(self) -> str:
-        """Identifies daemon.json's bytes (or its absence), the layout of the default
-        conflist and the IPAM dir: what bridge.conflist was derived from."""
-        h = sha256(f"netctl default network {DEFAULT_LAYOUT}\0{self.ipam_dir}\0".encode())
-        try:
-            with open(self.paths.daemon_config, "rb") as fh:
-                h.update(b"file\0" + fh.read())
-        except FileNotFoundError:
-            h.update(b"absent")
-        except OSError as exc:
-            # Unreadable: let the full load report it (with the path).
-            h.update(f"error {exc.errno}".encode())
-        return h.hexdigest()
+        return conflist.daemon_digest(self.paths)
 
     def runtime_defaults(self) -> RuntimeDefaults:
         """daemon.json's per-container defaults (ip, dns, dns-search, dns-opts), read from
@@ -960,11 +921,11 @@ class NetworkStore:
         out: list[Network] = []
         seen: set[str] = set()
         try:
-            names = sorted(os.listdir(self.dir))
+            fnames = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
         for ext in (".conflist", ".conf", ".json"):
-            for fname in names:
+            for fname in fnames:
                 path = os.path.join(self.dir, fname)
                 if os.path.splitext(fname)[1] != ext or not os.path.isfile(path):
                     continue
@@ -1117,11 +1078,15 @@ class NetworkStore:
                 self, name, list(subnets), list(ip_ranges), internal, mtu,
                 dict(labels or {}), dict(options or {}),
             )  # fmt: skip
-        if driver != "bridge":
+        from pycni.runtime import netdrivers
+
+        if driver != "bridge" and driver not in netdrivers.DRIVERS:
             raise NetworkError(
-                f'plugin "{driver}" not found', "netctl creates bridge and overlay networks"
+                f'plugin "{driver}" not found',
+                "netctl creates bridge, macvlan, ipvlan and overlay networks",
             )
-        opts = parse_options(options or {}, mtu)
+        sub = netdrivers.parse_options(driver, options or {}, mtu) if driver != "bridge" else None
+        opts = parse_options({} if sub else options or {}, mtu)
         configs = plan_ipam(subnets, gateways, ip_ranges, aux_addresses)
         cfg = self.daemon_config()
         self.ensure_default_network()  # before the lock: it takes the lock itself
@@ -1134,6 +1099,12 @@ class NetworkStore:
             holders = [n.name for n in existing if n.bridge == bridge]
             if bridge == cfg.bridge:
                 holders.append(DEFAULT_NETWORK)
+            if sub is not None:
+                holders = []  # no bridge; one network per parent instead
+                if other := netdrivers.parent_in_use(existing, sub.parent):
+                    raise NetworkError(
+                        f"network {other} is already using parent interface {sub.parent}"
+                    )
             if holders:
                 raise NetworkError(
                     f"bridge name {bridge} is already in use by network {holders[0]}",
@@ -1184,6 +1155,12 @@ class NetworkStore:
                 labels=labels or {},
                 options=options or {},
             )
+            if sub is not None:
+                conflist = netdrivers.conflist(
+                    name, driver, net_id, now_rfc3339(), configs, sub, internal=internal,
+                    ipv6=ipv6, ipam_dir=self.ipam_dir, labels=labels or {},
+                    options=options or {}, created_parent=netdrivers.ensure_parent(sub.parent),
+                )  # fmt: skip
             path = self.path_of(name)
             _write_atomic(path, conflist)
         with open(path, "rb") as fh:
@@ -1223,6 +1200,10 @@ class NetworkStore:
         warnings: builtins.list[str] = []
         if net.kind == "bridge" and net.bridge:
             warnings = release_bridge(net.bridge)
+        if net.managed and net.kind == "cni":
+            from pycni.runtime import netdrivers
+
+            warnings = netdrivers.release_parent(net.meta)
         if not any(w.startswith(f"bridge {net.bridge} still has ports") for w in warnings):
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.

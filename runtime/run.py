@@ -1,6 +1,6 @@
 """`netctl run`: a workload in its own network namespace, on a network, with ports.
 
-Order of work (DESIGN.md, "The runtime"): resolve the network mode; create the netns
+Order of work (docs/architecture.md draws where it sits): resolve the network mode; create the netns
 (bind-mounted under the run dir); run the chain's ADD with runtimeConfig (portMappings,
 ips via CNI_ARGS, mac); write the container's resolv.conf, hosts and hostname; fork:
 the child joins the netns, unshares UTS and mount namespaces, sets the hostname,
@@ -14,7 +14,6 @@ for containers whose supervisor was killed.
 
 from __future__ import annotations
 
-import _signal as signal  # the ints and calls; `signal` adds enums (and `enum`, ~2 ms)
 import errno
 import fcntl
 import os
@@ -41,10 +40,13 @@ from pycni.record import dataclass, field
 
 TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:
+    import signal
     from typing import Any
 
     from pycni.runtime import portspec
     from pycni.runtime.networks import Network
+else:  # the same ints and calls; `signal` wraps them in enums (and imports `enum`, ~2 ms)
+    import _signal as signal
 
 EXIT_SETUP = 125
 

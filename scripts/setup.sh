@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plugins iperf3 procps curl python3-venv
       containerd runc busybox-static util-linux
       etcd-server etcd-client openssl  # overlay tests: a real 3-member etcd, a test CA
-      gcc libc6-dev)  # gcc: `netctl plugins install` builds the compiled plugin client (pycni/native)
+      gcc libc6-dev  # gcc: `netctl plugins install` builds the compiled plugin client (pycni/native)
+      dnsmasq-base)  # the DHCP server of tests/integration/test_dhcp.py (-base: no system service)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

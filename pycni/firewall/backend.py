@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import errors
+from pycni import errors, names
 from pycni.firewall.base import Attachment, PortConflict, PortMapping
 from pycni.firewall.plan import (
     Binding,
@@ -352,7 +352,7 @@ class Backend:
         bridge = record.localnet_bridge()
         if not bridge:
             return
-        if "/" in bridge or bridge in (".", "..") or len(bridge) > 15:
+        if not names.valid_ifname(bridge):
             log(f"not enabling route_localnet on invalid interface name {bridge!r}")
             return
         path = f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"

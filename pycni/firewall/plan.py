@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycni import errors
+from pycni import errors, names
 from pycni.firewall.base import PROTOCOLS, Attachment, PortMapping
 
 TYPE_CHECKING = False
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 #: nft keeps at most 128 bytes of comment (NFTNL_UDATA_COMMENT_MAXLEN); iptables 256.
 TAG_MAX = 128
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_SAFE = names.NAME_CHARS  # the characters a name may keep as they are
 MULTICAST = {4: ipaddress.ip_network("224.0.0.0/4"), 6: ipaddress.ip_network("ff00::/8")}
 LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}

@@ -187,23 +187,35 @@ static void restore_stdin(void)
 
 /* exec the Python entry: how = "" (as the Python executable would), "local", "start"
  * or "lost". Never returns. */
+/* The executable's own arguments (only without CNI_COMMAND: `dhcp daemon ...`); the
+ * Python side sees them as sys.argv[1:], as a Python launcher script would. */
+static char **g_args;
+static int g_nargs;
+
 static void exec_python(const char *how)
 {
     restore_stdin();
-    char *argv[] = {
+    char *fixed[] = {
         t_python,
         "-IS",
         "-c",
-        "import sys;a=sys.argv;sys.path.insert(0,a[1]);sys.path.append(a[2]);"
-        "from pycni.entry import main;main(a[3],a[4],a[5],a[6]=='1')",
+        "import sys;a=sys.argv;sys.argv=[a[3]]+a[7:];sys.path.insert(0,a[1]);"
+        "sys.path.append(a[2]);from pycni.entry import main;main(a[3],a[4],a[5],a[6]=='1')",
         t_path0,
         t_path1,
         t_name,
         t_module,
         (char *)how,
         t_autostart,
-        NULL,
     };
+    enum { NFIXED = sizeof fixed / sizeof fixed[0] };
+    char **argv = malloc((NFIXED + (size_t)g_nargs + 1) * sizeof(char *));
+    if (!argv)
+        die_plain("out of memory");
+    memcpy(argv, fixed, sizeof fixed);
+    for (int i = 0; i < g_nargs; i++)
+        argv[NFIXED + i] = g_args[i];
+    argv[NFIXED + g_nargs] = NULL;
     execve(t_python, argv, environ);
     if (strcmp(how, "lost") == 0) {
         printf("{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"the pycni agent's worker ended "
@@ -468,7 +480,7 @@ static const char *forward(void)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     if (read_trailer() < 0)
         die_plain("this executable has no pycni trailer; reinstall with `netctl plugins install`");
@@ -479,8 +491,11 @@ int main(void)
         fflush(stdout);
         return ferror(stdout) ? 1 : 0;
     }
-    if (!command || !*command)
+    if (!command || !*command) {
+        g_args = argv + 1;
+        g_nargs = argc > 1 ? argc - 1 : 0;
         exec_python(""); /* the "about" text and the usage error come from skel */
+    }
     const char *off = getenv("PYCNI_AGENT");
     if (off && strcmp(off, "0") == 0)
         exec_python(""); /* as the Python entry: never the agent */

@@ -95,6 +95,24 @@ INTERNAL_999: dict[tuple[str, str], str] = {
         ("pycni/overlay/vxlan.py", fn): "ip/bridge refused a VXLAN change in the agent: " + KERNEL
         for fn in ("_ip", "_batch", "ensure_device", "program")
     },
+    ("pycni/linkplugin.py", "add"): "a link vanished between create and lookup (a race), or "
+    "the IPAM delegate answered success with no address",
+    ("pycni/linkplugin.py", "check"): DRIFT,
+    ("pycni/tuntap.py", "create_tap"): "/dev/net/tun refused an open or ioctl on valid "
+    "input: " + KERNEL,
+    ("pycni/tuntap.py", "create_tap_labelled"): "`ip tuntap add` failed under a valid "
+    "SELinux context: " + KERNEL,
+    ("plugins/ptp.py", "plan"): "the IPAM delegate answered success with no address",
+    ("plugins/ptp.py", "cmd_check"): DRIFT,
+    ("plugins/host_device.py", "_move_in"): "a link vanished while it was moved (a race)",
+    ("plugins/host_device.py", "_move_out"): "the host has another link with the device's "
+    "name: a conflict on the node, not in the call (the message says how to resolve it)",
+    ("plugins/host_device.py", "cmd_add"): "the IPAM delegate answered success with no address",
+    ("plugins/host_device.py", "cmd_check"): DRIFT,
+    ("ipam/dhcp_daemon.py", "Daemon.check"): DRIFT + "; here: the lease ran out or its "
+    "interface vanished since ADD",
+    ("ipam/dhcp_daemon.py", "_serve_one"): "the daemon's last line of defence: an exception "
+    "nobody translated (a bug), answered instead of dropping the connection",
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -150,6 +168,25 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         )
     },
     ("plugins/bridge.py", "cmd_add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
+    **{
+        ("plugins/ptp.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
+        for fn in ("cmd_add", "_route_via_gateway", "_host_side")
+    },
+    **{
+        ("plugins/host_device.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
+        for fn in ("cmd_add", "_move_in", "_move_out", "_give_back_returned")
+    },
+    ("ipam/dhcp.py", "call", "from_code"): "relays the daemon's own CNI error with its code",
+    ("ipam/dhcp_daemon.py", "Options.__init__", "ValueError"): "main: usage message, exit 2",
+    ("ipam/dhcp_daemon.py", "parse_duration", "ValueError"): "main: usage message, exit 2",
+    ("ipam/dhcp_daemon.py", "_listen", "SystemExit"): "the daemon's own exit (not a plugin)",
+    ("pycni/dhcp4.py", "option_code", "ValueError"): "DhcpConf validated every option name "
+    "first (InvalidConfig, 7)",
+    **{
+        ("pycni/dhcp4.py", fn, "DhcpError"): "dhcp_daemon: Allocate answers TryAgainLater "
+        "(11); a keeper logs it and retries"
+        for fn in ("Client._exchange", "Client._open", "Client.renew", "Lease.__init__")
+    },
     ("pycni/firewall/iptables.py", "IptablesFirewall._save", "_error"): "returns a CniError",
     ("pycni/firewall/forward.py", "Firewalld.__init__", "firewalld_not_running"): "returns "
     "PluginNotAvailable (50)",
@@ -218,6 +255,17 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
             ("vrf", "cmd_del"),
         )
     },
+    **{
+        (f"plugins/{plugin}.py", "cmd_add.create", "kind_error"): "linkplugin.kind_error "
+        "returns InvalidConfig (no such link kind: the module is named), InvalidEnvironment, "
+        "or netsetup.nl_error's CniError (listed in INTERNAL_999)"
+        for plugin in ("macvlan", "ipvlan", "vlan", "dummy")
+    },
+    ("plugins/tap.py", "cmd_add.configure", "nl_error"): "returns a CniError (listed in "
+    "INTERNAL_999)",
+    ("pycni/linkplugin.py", "add", "nl_error"): "returns a CniError (listed in INTERNAL_999)",
+    ("pycni/linkplugin.py", "check_mac_free", "kind_error"): "returns InvalidConfig (the MAC "
+    "is in use), or netsetup.nl_error's CniError (listed in INTERNAL_999)",
 }
 
 

@@ -25,5 +25,21 @@ def test_ruff_format() -> None:
 
 
 def test_mypy() -> None:
-    proc = _run(str(BIN / "mypy"))
+    proc = _run(sys.executable, "scripts/typecheck.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_sees_across_packages(tmp_path: Path) -> None:
+    """The gate fails on a wrong call from one mapped package into another (the
+    runtime's CLI into the network store, a plugin's config into the core)."""
+    bad = tmp_path / "wrong_calls.py"
+    bad.write_text(
+        "from pycni.runtime.networks import NetworkStore\n"
+        "from pycni.runtime import libcni\n\n\n"
+        "def f() -> None:\n"
+        "    NetworkStore().create(42)\n"
+        "    libcni.conflist_from_bytes('not bytes', 7)\n"
+    )
+    proc = _run(sys.executable, "scripts/typecheck.py", "--extra", str(bad))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "wrong_calls.py:6: error" in proc.stdout and "wrong_calls.py:7: error" in proc.stdout

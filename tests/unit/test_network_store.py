@@ -113,7 +113,8 @@ def test_ipv6_picks_a_ula_or_the_configured_pool(store: NetworkStore) -> None:
             dict(subnets=["172.27.0.0/16"], options={networks.OPT_BRIDGE_NAME: "netctl0"}),
             "bridge name netctl0 is already in use by network bridge",
         ),
-        (dict(driver="macvlan"), 'plugin "macvlan" not found'),
+        (dict(driver="overlay"), 'plugin "overlay" not found'),
+        (dict(driver="macvlan"), "the macvlan driver needs a parent interface"),
         (dict(driver="host"), 'only one instance of "host" network is allowed'),
     ],
 )
@@ -291,3 +292,48 @@ def test_unchanged_daemon_json_is_not_parsed(store: NetworkStore) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def _full_rows(store: NetworkStore) -> list[tuple[str, str, str]]:
+    return [(n.id, n.name, n.driver) for n in store.list()]
+
+
+def test_network_ls_listing_is_the_store_listing(store: NetworkStore) -> None:
+    """`network ls` reads conflist.listing (the conflist format only, issue 17's start-up
+    goal); it must show exactly what the store lists, foreign conflists and .conf files
+    included, and step aside (None) whenever the store has more to do."""
+    from pycni.runtime import conflist
+
+    assert conflist.listing(store.paths) is None  # no default network written yet
+    store.create("mybr0", subnets=["172.26.0.0/16"])
+    store.create("other", subnets=["172.27.0.0/16"], driver="bridge")
+    Path(store.dir, "foreign.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "podnet",
+                "plugins": [{"type": "ptp"}, {"type": "portmap"}],
+            }
+        )
+    )
+    Path(store.dir, "single.conf").write_text(
+        json.dumps({"cniVersion": "0.4.0", "name": "single", "type": "macvlan"})
+    )
+    Path(store.dir, "dup.json").write_text(  # a name seen already: the first file wins
+        json.dumps({"cniVersion": "0.4.0", "name": "podnet", "type": "ipvlan"})
+    )
+    Path(store.dir, "zz.conflist").write_text(  # another file naming the default network
+        json.dumps({"cniVersion": "1.0.0", "name": "bridge", "plugins": [{"type": "x"}]})
+    )
+    rows = conflist.listing(store.paths)
+    assert rows is not None and rows == _full_rows(store)
+    assert [r[1] for r in rows] == ["bridge", "host", "mybr0", "none", "other", "podnet", "single"]
+    # daemon.json changed: the store rewrites bridge.conflist first
+    _daemon(store, {"bip": "10.55.0.1/24"})
+    assert conflist.listing(store.paths) is None
+    assert conflist.listing(store.paths) is None  # until someone runs the full path
+    _full_rows(store)
+    assert conflist.listing(store.paths) == _full_rows(store)
+    # a file the store would report as unusable
+    Path(store.dir, "broken.conflist").write_text("{nope")
+    assert conflist.listing(store.paths) is None

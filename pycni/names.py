@@ -1,0 +1,42 @@
+"""The naming rules, written once: stdlib-free, import-free, for plugins and netctl.
+
+- `valid_name`: libcni's rule for container IDs and network names, which is also
+  Docker's for container and network names: ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$
+- `ifname_problem`: the kernel's dev_valid_name() for interface names (1-15 bytes,
+  not "." or "..", no '/', ':', whitespace or NUL), as a reason callers turn into
+  their own error (libcni's words in skel, a config error in conf, pydantic's in
+  daemon_config).
+"""
+
+from __future__ import annotations
+
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+IFNAMSIZ = 16  # the kernel's limit, the terminating NUL included
+
+
+def valid_name(text: str) -> bool:
+    """^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"""
+    return (
+        bool(text)
+        and text[0].isascii()
+        and text[0].isalnum()
+        and all(c in NAME_CHARS for c in text)
+    )
+
+
+def ifname_problem(name: str) -> str | None:
+    """None for a valid interface name, else which rule it breaks: "empty", "long",
+    "dots" or "chars"."""
+    if not name:
+        return "empty"
+    if len(name.encode()) > IFNAMSIZ - 1:
+        return "long"
+    if name in (".", ".."):
+        return "dots"
+    if any(c in "/:\0" or c.isspace() for c in name):
+        return "chars"
+    return None
+
+
+def valid_ifname(name: str) -> bool:
+    return ifname_problem(name) is None
