@@ -20,6 +20,8 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
+from pycni.runtime.networks import NetworkError
+
 from pycni import errors
 from pycni.overlay import spec as ospec
 
@@ -33,8 +35,9 @@ OPT_VNI = "vxlan_id"
 OPT_MTU = "com.docker.network.driver.mtu"
 
 
-class OverlayError(errors.InvalidConfig):
-    pass
+class OverlayError(NetworkError):
+    """An overlay network cannot be created or removed as asked (code 7, like any
+    network error, in Docker's words)."""
 
 
 def cluster_of(netstore: NetworkStore) -> ospec.ClusterStore | None:
