@@ -79,6 +79,11 @@ def create(
             "an overlay network needs exactly one IPv4 --subnet",
             "e.g. --subnet 10.50.0.0/16 (each host leases a /24 of it)",
         )
+    if ip_ranges:
+        raise OverlayError(
+            "--ip-range is not supported for overlay networks",
+            "each host leases a /24 of --subnet and hands out its addresses",
+        )
     unknown = sorted(set(options) - {OPT_VNI, OPT_MTU})
     if unknown:
         raise OverlayError(
@@ -104,7 +109,6 @@ def create(
     for vni in vnis:
         network_spec = ospec.NetworkSpec(
             name, subnets[0], vni, mtu=mtu or 0, internal=internal,
-            ip_range=ip_ranges[0] if ip_ranges else "",
         )  # fmt: skip
         made = store.create_all(
             {ospec.network_key(name): network_spec.to_json(), _vni_key(vni): name}

@@ -403,3 +403,23 @@ def test_plugin_killed_mid_add_then_gc_leaves_nothing(
     saved = [p.name for p in (h1.state_dir / "overlay" / net / "containers").iterdir()]
     assert saved == [f"{keep_cid}-eth0.json"]
     add(plugin_dir, h1, conf, container_ns())  # (host-local hands out round robin, as ever)
+
+
+def test_internal_overlay_and_its_mtu_option(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """--internal: no default route in the container, a route to the overlay only;
+    an MTU stored with the network is the containers' MTU."""
+    net = f"ovi{short_id(4)}"
+    spec = {"Name": net, "Network": "10.44.0.0/16", "SubnetLen": 24, "VNI": 44, "MTU": 1400,
+            "Internal": True, "IPRange": ""}  # fmt: skip
+    cluster.etcdctl("put", f"/pycni/overlay/networks/{net}", json.dumps(spec))
+    h1, h2 = hosts(), hosts()
+    c1, c2 = container_ns(), container_ns()
+    add(plugin_dir, h1, overlay_conf(cluster, net), c1)
+    _, ip2 = add(plugin_dir, h2, overlay_conf(cluster, net), c2)
+    routes = {r["dst"] for r in c1.routes()}
+    assert "default" not in routes and "10.44.0.0/16" in routes, routes
+    assert c1.link("eth0")["mtu"] == 1400
+    wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2 on an internal overlay")

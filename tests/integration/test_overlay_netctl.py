@@ -63,6 +63,9 @@ def test_create_on_one_member_seen_by_all_rm_refused_while_in_use(
     dup = netctl(h2, "network", "create", "-d", "overlay", "--subnet", "10.57.0.0/16",
                  "-o", "vxlan_id=5600", f"{name}x", check=False)  # fmt: skip
     assert dup.returncode != 0 and "already used" in dup.stderr
+    rng = netctl(h2, "network", "create", "-d", "overlay", "--subnet", "10.57.0.0/16",
+                 "--ip-range", "10.57.1.0/24", f"{name}r", check=False)  # fmt: skip
+    assert rng.returncode != 0 and "--ip-range is not supported" in rng.stderr, rng.stderr
     # the conflists netctl wrote on each member are what a CNI runtime runs
     c1, c2 = container_ns(), container_ns()
     r1 = cni(plugin_dir, h1, "ADD", conflist_plugin(h1, name), c1, "ctrn1")
