@@ -170,12 +170,11 @@ def write_conflist(
 ) -> None:  # fmt: skip
     cfg = netstore.daemon_config()
     obj = conflist(network_spec, cluster, cfg.cluster_advertise or "", meta_extra)
+    from pycni.atomicfile import write_atomic
+
     path = netstore.path_of(network_spec.name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True)
+    write_atomic(path, text, mode=0o644, dir_mode=0o755)
 
 
 def _local_overlays(netstore: NetworkStore) -> dict[str, Network]:

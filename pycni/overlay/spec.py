@@ -202,11 +202,9 @@ def network_dir(name: str, root: str | None = None) -> str:
 
 def write_json_atomic(path: str, obj: object) -> None:
     from pycni import fastjson
+    from pycni.atomicfile import write_atomic
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(fastjson.dumps(obj, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, fastjson.dumps(obj, sort_keys=True), mode=0o644)
 
 
 def agent_running(directory: str) -> bool:
