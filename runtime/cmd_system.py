@@ -84,6 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub.add_parser(
         "gc", help="CNI GC for every network against the containers that exist"
     ).set_defaults(func=cmd_gc)
-    ssub.add_parser("reload", help="re-apply saved firewall state (after a flush)").set_defaults(
-        func=cmd_reload
-    )
+    ssub.add_parser(
+        "reload", help="re-apply saved firewall state (after a flush), re-program overlays"
+    ).set_defaults(func=cmd_reload)
