@@ -177,8 +177,9 @@ def bridge_conf(cmd: skel.CmdArgs, lease: dict[str, Any]) -> dict[str, Any]:
         "bridge": f"ovbr{lease['vni']}"[:15],
         "isGateway": True,
         "isDefaultGateway": not internal,
-        # masquerade would also rewrite cross-host traffic (the bridge plugin NATs all
-        # but its own subnet); outbound NAT for overlays is not done yet
+        # the bridge's masquerade spares only the host's own /24, so it would rewrite
+        # cross-host overlay traffic too: egress is masqueraded by this plugin instead,
+        # sparing the whole overlay (egress_masquerade)
         "ipMasq": False,
         "hairpinMode": True,
         "mtu": int(lease["mtu"]),
@@ -234,6 +235,30 @@ def run_bridge(command: str, delegate: dict[str, Any], cmd: skel.CmdArgs) -> Res
     return None
 
 
+def egress_masquerade(cmd: skel.CmdArgs, lease: dict[str, Any], result: Result) -> None:
+    """Traffic from the container to anything outside the overlay leaves with the host's
+    address; traffic to other overlay addresses keeps the container's (given to the
+    firewall as data: the container's address with the overlay's prefix, so the backend's
+    "same subnet" exemption covers every host's subnet)."""
+    import ipaddress
+
+    from pycni.firewall import get_backend
+    from pycni.firewall.base import Attachment
+
+    overlay = ipaddress.IPv4Network(lease["overlay"])
+    ips = [
+        ipaddress.ip_interface(f"{ip.address.ip}/{overlay.prefixlen}")
+        for ip in result.ips
+        if ip.address.version == 4 and ip.address.ip in overlay
+    ]
+    if not ips:
+        return
+    bridge = f"ovbr{lease['vni']}"[:15]
+    get_backend(None).add_masquerade(
+        Attachment(cmd.conf["name"], cmd.container_id, cmd.ifname, ips, bridge)
+    )
+
+
 def _saved(cmd: skel.CmdArgs) -> str:
     return os.path.join(
         _dir(cmd.conf["name"]), "containers", f"{cmd.container_id}-{cmd.ifname}.json"
@@ -252,15 +277,26 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
     try:
         result = run_bridge("ADD", delegate, cmd)
         assert result is not None
+        if not lease.get("internal"):
+            egress_masquerade(cmd, lease, result)
         poke_agent(c.name)
         return result
     except errors.CniError:
         try:
-            run_bridge("DEL", delegate, cmd)
+            _release(cmd, delegate)
         except errors.CniError:
             pass
         os.unlink(path)
         raise
+
+
+def _release(cmd: skel.CmdArgs, delegate: dict[str, Any]) -> None:
+    """Undo one attachment: its masquerade entry (keyed by attachment; gone is fine),
+    then the bridge delegate's DEL."""
+    from pycni.firewall import get_backend
+
+    get_backend(None).del_masquerade(cmd.conf["name"], cmd.container_id, cmd.ifname)
+    run_bridge("DEL", delegate, cmd)
 
 
 def cmd_del(cmd: skel.CmdArgs) -> None:
@@ -268,7 +304,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     delegate = _read_json(path)
     if delegate is None:
         return  # never added here, or already deleted
-    run_bridge("DEL", delegate, cmd)
+    _release(cmd, delegate)
     os.unlink(path)
     poke_agent(cmd.conf["name"])
 
@@ -304,7 +340,7 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
         if delegate is None or (cid, ifname) in valid:
             continue
         sub = skel.CmdArgs("DEL", cid, "", ifname, "", cmd.path, b"", cmd.conf)
-        run_bridge("DEL", delegate, sub)
+        _release(sub, delegate)
         os.unlink(os.path.join(d, fname))
         removed += 1
     if removed:

@@ -423,3 +423,30 @@ def test_internal_overlay_and_its_mtu_option(
     assert "default" not in routes and "10.44.0.0/16" in routes, routes
     assert c1.link("eth0")["mtu"] == 1400
     wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2 on an internal overlay")
+
+
+def test_egress_is_masqueraded_overlay_traffic_is_not(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """A container reaches "the outside" (a namespace wired to its host) with the host's
+    address, and a container on another host with its own; DEL removes the entry."""
+    net = f"ove{short_id(4)}"
+    put_network(cluster, net, "10.43.0.0/16", 43)
+    conf = overlay_conf(cluster, net)
+    h1, h2 = hosts(), hosts()
+    outside = container_ns()
+    traffic.wire_outside(h1.ns, outside)
+    c1, c2 = container_ns(), container_ns()
+    cid1, ip1 = add(plugin_dir, h1, conf, c1)
+    _, ip2 = add(plugin_dir, h2, conf, c2)
+    with traffic.server(outside, "198.18.0.2", 8081, "out"):
+        out = c1.run(traffic.PY, "-c", traffic._TCP_CLIENT, "198.18.0.2", "8081", "3")
+    assert out.strip() == "out 198.18.0.1", out  # masqueraded to the host's address
+    wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2")
+    with traffic.server(c2, ip2, 8082, "h2"):
+        out = c1.run(traffic.PY, "-c", traffic._TCP_CLIENT, ip2, "8082", "3")
+    assert out.strip() == f"h2 {ip1}", out  # across hosts: no NAT
+    assert ip1 in h1.ns.run("nft", "list", "ruleset")
+    assert run_overlay(plugin_dir, h1, "DEL", conf, c1, cid1).rc == 0
+    assert ip1 not in h1.ns.run("nft", "list", "ruleset")
