@@ -6,8 +6,9 @@
 
 Figures:
   add         container ADD p50/p90 on an overlay network (overlay -> bridge ->
-              host-local, the host's lease already held) vs a local bridge network
-              (bridge -> host-local), same host, interleaved
+              host-local + egress masquerade, the host's lease already held) vs a
+              local bridge network (bridge -> host-local, ipMasq as netctl's
+              networks), same host, interleaved
   dataplane   TCP throughput (iperf3, one stream) and request rate (new connection +
               64 B request/answer each) container->container across hosts (VXLAN) vs
               on the same host (one bridge)
@@ -65,7 +66,7 @@ def overlay_conf(cluster: EtcdCluster, name: str) -> dict:
 
 def bridge_conf(name: str, tmp: Path) -> dict:
     return {"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": "lbr0",
-            "isGateway": True, "ipMasq": False, "hairpinMode": True,
+            "isGateway": True, "ipMasq": True, "hairpinMode": True,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.90.0.0/24"}]],
                      "dataDir": str(tmp / "ipam-local")}}  # fmt: skip
 
