@@ -26,4 +26,6 @@ PLUGINS = {
     "host-device": "pycni.plugins.host_device",
     "dhcp": "pycni.ipam.dhcp",
     "dns": "pycni.plugins.dns",
+    "overlay": "pycni.plugins.overlay",
+    "etcd-ipam": "pycni.ipam.etcd_ipam",
 }

@@ -288,7 +288,9 @@ def _network_ls(args: Any) -> int:
     from pycni.runtime.conflist import listing
     from pycni.runtime.paths import Paths
 
-    rows = listing(Paths())
+    paths = Paths()
+    # a member of a cluster store mirrors the store's overlay networks first: full command
+    rows = None if _cluster_member(paths.daemon_config) else listing(paths)
     if rows is None:
         from pycni.runtime import cmd_network
 
@@ -298,9 +300,21 @@ def _network_ls(args: Any) -> int:
             print(net_id if args.no_trunc else net_id[:12])
         return 0
     table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-    table += [[i if args.no_trunc else i[:12], n, d, "local"] for i, n, d in rows]
+    table += [
+        [i if args.no_trunc else i[:12], n, d, "global" if d == "overlay" else "local"]
+        for i, n, d in rows
+    ]
     print_table(table)
     return 0
+
+
+def _cluster_member(daemon_config: str) -> bool:
+    """daemon.json names a cluster-store (read as bytes: this is the fast path)."""
+    try:
+        with open(daemon_config, "rb") as fh:
+            return b'"cluster-store"' in fh.read()
+    except OSError:
+        return False
 
 
 def _print_version(args: Any) -> int:

@@ -38,6 +38,15 @@ def _warn(messages: list[str]) -> None:
         sys.stderr.write(f"netctl: warning: {m}\n")
 
 
+def _sync_overlays(store: NetworkStore) -> None:
+    """Mirror the cluster store's overlay networks into conflists first (only when
+    daemon.json names a cluster store: no etcd client is loaded otherwise)."""
+    from pycni.runtime import overlay_networks
+
+    if overlay_networks.clustered(store):
+        _warn(overlay_networks.sync(store))
+
+
 # -- create ---------------------------------------------------------------------------------
 
 
@@ -135,6 +144,7 @@ def _matches(net: Network, filters: dict[str, list[str]]) -> bool:
 def cmd_ls(args: argparse.Namespace) -> int:
     filters = _filters(args.filter)
     store = NetworkStore()
+    _sync_overlays(store)
     nets = [n for n in store.list() if _matches(n, filters)]
     _warn([f"skipped {p}" for p in store.problems])
     if args.quiet:
@@ -151,7 +161,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     "ID": n.id if args.no_trunc else n.short_id,
                     "Name": n.name,
                     "Driver": n.driver,
-                    "Scope": "local",
+                    "Scope": "global" if n.driver == "overlay" else "local",
                     "IPv6": str(n.ipv6).lower(),
                     "Internal": str(n.internal).lower(),
                     "Labels": ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())),
@@ -177,14 +187,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 "Internal": str(n.internal).lower(),
                 "Labels": labels,
                 "Name": n.name,
-                "Scope": "local",
+                "Scope": "global" if n.driver == "overlay" else "local",
             }
             import json
 
             print(json.dumps(obj))
         return 0
     table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-    table += [[n.id if args.no_trunc else n.short_id, n.name, n.driver, "local"] for n in nets]
+    table += [
+        [
+            n.id if args.no_trunc else n.short_id,
+            n.name,
+            n.driver,
+            "global" if n.driver == "overlay" else "local",
+        ]
+        for n in nets
+    ]
     print_table(table)
     return 0
 
@@ -220,7 +238,7 @@ def inspect_obj(net: Network, store: NetworkStore) -> dict[str, Any]:
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
+        "Scope": "global" if net.driver == "overlay" else "local",
         "Driver": net.driver,
         "EnableIPv4": net.kind not in ("host", "none"),
         "EnableIPv6": net.ipv6,
@@ -243,6 +261,7 @@ def inspect_obj(net: Network, store: NetworkStore) -> dict[str, Any]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     store = NetworkStore()
+    _sync_overlays(store)
     out, missing = [], []
     for ref in args.networks:
         try:
@@ -270,6 +289,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     store = NetworkStore()
+    _sync_overlays(store)
     failed = False
     for ref in args.networks:
         try:

@@ -66,6 +66,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     for line in gc.reload(rt):
         print(line)
     rt.names_changed()  # the embedded resolver, from the records (started if needed)
+    import os
+
+    from pycni.runtime import overlay_networks
+
+    for line in overlay_networks.reload(os.environ.get("PYCNI_STATE_DIR") or "/var/lib/pycni"):
+        print(line)
     return 0
 
 
@@ -80,6 +86,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub.add_parser(
         "gc", help="CNI GC for every network against the containers that exist"
     ).set_defaults(func=cmd_gc)
-    ssub.add_parser("reload", help="re-apply saved firewall state (after a flush)").set_defaults(
-        func=cmd_reload
-    )
+    ssub.add_parser(
+        "reload", help="re-apply saved firewall state (after a flush), re-program overlays"
+    ).set_defaults(func=cmd_reload)

@@ -13,6 +13,9 @@ the repository ships in netconf.d/daemon.json. Keys keep Docker's spelling:
     default-gateway        the containers' IPv4 default route, if not bip's address
     default-gateway-v6     the same for IPv6
     dns, dns-search, dns-opts   what the runtime writes into containers' resolv.conf
+    cluster-store          etcd://host:port[,...]: the cluster for overlay networks
+    cluster-advertise      interface or address of this host on the underlay
+    cluster-store-opts     {"kv.cacertfile", "kv.certfile", "kv.keyfile"}: TLS to etcd
     icc                    containers of the default bridge may talk to each other (true)
     ip-masq                masquerade traffic leaving the default bridge (true)
     ip                     default host address for published ports (-p), "0.0.0.0"
@@ -141,6 +144,13 @@ class DaemonConfig(BaseModel):
         default_factory=lambda: [AddressPool(**p) for p in _docker_default_pools()],
         alias="default-address-pools",
     )
+
+    #: etcd://host:port[,host:port...]: join a cluster for overlay networks (Docker's key)
+    cluster_store: str | None = Field(default=None, alias="cluster-store")
+    #: interface or address this host's VXLAN traffic uses (the underlay)
+    cluster_advertise: str | None = Field(default=None, alias="cluster-advertise")
+    #: kv.cacertfile, kv.certfile, kv.keyfile: TLS to the cluster store
+    cluster_store_opts: dict[str, str] = Field(default_factory=dict, alias="cluster-store-opts")
 
     # -- per-key validation -----------------------------------------------------------
 

@@ -1012,7 +1012,7 @@ class NetworkStore:
         builtins = [default, Network.builtin_mode("host"), Network.builtin_mode("none")]
         return sorted(builtins + others, key=lambda n: n.name)
 
-    def resolve(self, ref: str) -> Network:
+    def resolve(self, ref: str, _synced: bool = False) -> Network:
         """A network by name, full id or unique id prefix (as docker does)."""
         if ref in ("host", "none"):
             return Network.builtin_mode(ref)
@@ -1042,6 +1042,12 @@ class NetworkStore:
             raise NetworkError(
                 f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
             )
+        from pycni.runtime import overlay_networks
+
+        if not _synced and overlay_networks.clustered(self):
+            # an overlay network another member created: mirror the cluster store, look again
+            overlay_networks.sync(self)
+            return self.resolve(ref, _synced=True)
         raise NetworkNotFound(f"network {ref} not found")
 
     # -- creating -------------------------------------------------------------------
@@ -1078,11 +1084,19 @@ class NetworkStore:
         validate_name(name)
         if driver in ("host", "null"):
             raise NetworkError(f'only one instance of "{driver}" network is allowed')
+        if driver == "overlay":  # the network lives in the cluster store (etcd)
+            from pycni.runtime import overlay_networks
+
+            return overlay_networks.create(
+                self, name, list(subnets), list(ip_ranges), internal, mtu,
+                dict(labels or {}), dict(options or {}),
+            )  # fmt: skip
         from pycni.runtime import netdrivers
 
         if driver != "bridge" and driver not in netdrivers.DRIVERS:
             raise NetworkError(
-                f'plugin "{driver}" not found', "netctl creates bridge, macvlan and ipvlan networks"
+                f'plugin "{driver}" not found',
+                "netctl creates bridge, macvlan, ipvlan and overlay networks",
             )
         sub = netdrivers.parse_options(driver, options or {}, mtu) if driver != "bridge" else None
         opts = parse_options({} if sub else options or {}, mtu)
@@ -1181,6 +1195,11 @@ class NetworkStore:
         net = self.resolve(ref)
         if net.builtin:
             raise NetworkError(f"{net.name} is a pre-defined network and cannot be removed")
+        if net.driver == "overlay":  # removed from the cluster store, for every member
+            from pycni.runtime import overlay_networks
+
+            overlay_networks.remove(self, net)
+            return net, []
         with self._locked():
             users = self.attached(net)
             if users:

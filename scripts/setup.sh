@@ -8,6 +8,7 @@ PKGS=(iproute2 iputils-ping nftables iptables conntrack containernetworking-plug
       containerd runc busybox-static util-linux
       graphviz librsvg2-bin  # netctl graph renders SVG with dot; the tests turn it into PNG
       podman aardvark-dns  # podman's CNI backend drives our plugins; aardvark-dns: bench/dns.py's peer
+      etcd-server etcd-client openssl  # overlay tests: a real 3-member etcd, a test CA
       gcc libc6-dev  # gcc: `netctl plugins install` builds the compiled plugin client (pycni/native)
       dnsmasq-base)  # DHCP server (test_dhcp) and upstream resolver (test_netctl_dns); -base: no service
 missing=()

@@ -255,7 +255,8 @@ BAD = [
     ),
     (["mybr0", "-o", "com.docker.network.driver.mtu=10"], "the MTU must be between 68 and 65535"),
     (["mybr0", "--mtu", "1400", "-o", "com.docker.network.driver.mtu=1500"], "conflicting MTU"),
-    (["mybr0", "-d", "overlay"], 'plugin "overlay" not found'),
+    (["mybr0", "-d", "weave"], 'plugin "weave" not found'),
+    (["mybr0", "-d", "overlay"], "overlay networks need a cluster store"),
     (["mybr0", "--label", "=v"], "invalid label '=v'"),
 ]
 

@@ -91,6 +91,10 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/vrf.py", "_wait_local_route"): "the kernel did not install a restored IPv6 "
     "address's local route within 2.5 s (DAD failed): " + KERNEL,
     ("plugins/vrf.py", "cmd_check"): DRIFT,
+    **{
+        ("pycni/overlay/vxlan.py", fn): "ip/bridge refused a VXLAN change in the agent: " + KERNEL
+        for fn in ("_ip", "_batch", "ensure_device", "program")
+    },
     ("pycni/linkplugin.py", "add"): "a link vanished between create and lookup (a race), or "
     "the IPAM delegate answered success with no address",
     ("pycni/linkplugin.py", "check"): DRIFT,
@@ -221,6 +225,15 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/firewall/nftables.py", "Nft._run_exec", "NftError"): "NftablesFirewall._raise",
     ("pycni/firewall/nftables.py", "NftablesFirewall._raise", "KernelConflict"): "Backend._commit",
     ("pycni/entry.py", "main", "SystemExit"): "the process exit itself",
+    ("pycni/overlay/agent.py", "Agent._stop", "SystemExit"): "the agent's exit on SIGTERM",
+    ("pycni/overlay/agent.py", "Agent.renew", "LeaseLost"): "caught in Agent.run: re-acquire",
+    ("pycni/overlay/agent.py", "Agent.renew", "NetworkRemoved"): "caught in Agent.run: leave",
+    ("pycni/overlay/agent.py", "Agent.serve", "NetworkRemoved"): "caught in Agent.run: leave",
+    ("pycni/overlay/agent.py", "Agent._poke", "Wakeup"): "caught in Agent.serve",
+    ("pycni/overlay/agent.py", "Agent._reload", "Wakeup"): "caught in Agent.serve",
+    ("pycni/overlay/store.py", "Store.call", "Unavailable"): "a TryAgainLater subclass (11)",
+    ("pycni/overlay/store.py", "Store.watch_prefix", "Unavailable"): "TryAgainLater (11)",
+    ("pycni/overlay/store.py", "Store.watch_prefix", "Compacted"): "caught in Agent.serve: re-list",
     ("pycni/fastjson.py", "GoDict.__missing__", "KeyError"): "the dict protocol after the "
     "case-insensitive lookup; config is read with conf.py getters and .get",
     ("pycni/firewall/nftables.py", "Nft.run_script", "NftError"): "spoofcheck._run",
