@@ -28,7 +28,7 @@ else:
 
 DEFAULT_NETWORK = "bridge"
 # Bump when networks.default_conflist() changes, so existing bridge.conflist files are rewritten.
-DEFAULT_LAYOUT = "1"
+DEFAULT_LAYOUT = "2"
 
 
 class ConfigError(errors.InvalidConfig):

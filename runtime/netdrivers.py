@@ -107,7 +107,7 @@ def conflist(
     created_parent: bool,
 ) -> dict[str, Any]:
     """The conflist of a macvlan/ipvlan network: the plugin with host-local."""
-    from pycni.runtime.networks import CNI_VERSION, _ranges
+    from pycni.runtime.networks import CNI_VERSION, CNI_VERSIONS, _ranges
 
     plugin: dict[str, Any] = {"type": driver, "master": opts.parent, "mode": opts.mode}
     if opts.mtu is not None:
@@ -137,7 +137,13 @@ def conflist(
         "parent": opts.parent,
         "createdParent": created_parent,
     }
-    return {"cniVersion": CNI_VERSION, "name": name, "plugins": [plugin], "netctl": meta}
+    return {
+        "cniVersion": CNI_VERSION,
+        "cniVersions": CNI_VERSIONS,
+        "name": name,
+        "plugins": [plugin],
+        "netctl": meta,
+    }
 
 
 def parent_in_use(networks: list[Any], parent: str) -> str:

@@ -58,7 +58,11 @@ if TYPE_CHECKING:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-CNI_VERSION = "1.1.0"
+# A netctl conflist says cniVersion 1.0.0, which every runtime reads (podman 4.3's and
+# containerd 1.6's libcni stop at 1.0.0), and lists cniVersions, from which a CNI 1.1
+# runtime (netctl's own libcni among them) picks 1.1.0, with GC and STATUS.
+CNI_VERSION = "1.0.0"
+CNI_VERSIONS = ["1.0.0", "1.1.0"]
 BUILTINS = ("bridge", "host", "none")
 # Longest network name: it becomes a file name, an IPAM directory and part of libcni's
 # cache file names (<network>-<container id>-<ifname>), which must stay under 255 bytes.
@@ -515,6 +519,7 @@ def network_conflist(
         )
     return {
         "cniVersion": CNI_VERSION,
+        "cniVersions": CNI_VERSIONS,
         "name": name,
         "plugins": plugins,
         "netctl": meta,
@@ -598,6 +603,7 @@ def default_conflist(
     }
     return {
         "cniVersion": CNI_VERSION,
+        "cniVersions": CNI_VERSIONS,
         "name": DEFAULT_NETWORK,
         "plugins": _chain(bridge, False),
         "netctl": meta,
