@@ -49,7 +49,7 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("pycni/fault.py", "point"): "failure injection, only with PYCNI_FAULT set by tests",
     ("pycni/firewall/backend.py", "Backend._commit"): "kernel and saved state disagree: " + KERNEL,
     ("pycni/firewall/iptables.py", "_error"): KERNEL,
-    ("pycni/firewall/nftables.py", "Nft._context"): "libnftables cannot allocate a context",
+    ("pycni/firewall/nft.py", "Nft._context"): "libnftables cannot allocate a context",
     ("pycni/firewall/nftables.py", "NftablesFirewall._raise"): KERNEL,
     ("pycni/firewall/nftables.py", "NftablesFirewall._list"): KERNEL,
     ("pycni/spoofcheck.py", "_run"): KERNEL,
@@ -217,13 +217,13 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/firewall/__init__.py", "AutoBackend.__getattr__", "AttributeError"): "Python protocol",
     ("pycni/firewall/backend.py", "Backend.add_port_mappings", "PortConflict"): "portmap answers 7",
     ("pycni/firewall/backend.py", "Backend._commit", "PortConflict"): "portmap answers 7",
-    ("pycni/firewall/nftables.py", "Nft._run_lib", "NftError"): "NftablesFirewall._raise",
-    ("pycni/firewall/nftables.py", "Nft._run_exec", "NftError"): "NftablesFirewall._raise",
+    ("pycni/firewall/nft.py", "Nft._run_lib", "NftError"): "NftablesFirewall._raise",
+    ("pycni/firewall/nft.py", "Nft._run_exec", "NftError"): "NftablesFirewall._raise",
     ("pycni/firewall/nftables.py", "NftablesFirewall._raise", "KernelConflict"): "Backend._commit",
     ("pycni/entry.py", "main", "SystemExit"): "the process exit itself",
     ("pycni/fastjson.py", "GoDict.__missing__", "KeyError"): "the dict protocol after the "
     "case-insensitive lookup; config is read with conf.py getters and .get",
-    ("pycni/firewall/nftables.py", "Nft.run_script", "NftError"): "spoofcheck._run",
+    ("pycni/firewall/nft.py", "Nft.run_script", "NftError"): "spoofcheck._run",
     **{
         ("plugins/tuning.py", fn, "_sysctl_error"): "returns InvalidConfig, or a CniError "
         "listed in INTERNAL_999"
