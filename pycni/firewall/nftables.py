@@ -79,9 +79,9 @@ from __future__ import annotations
 import ipaddress
 
 from pycni import errors
+from pycni.firewall import nftexpr
 from pycni.firewall.backend import MASQ, PORTS, Backend, KernelConflict
 from pycni.firewall.nft import Nft, NftError
-from pycni.firewall import nftexpr
 from pycni.firewall.nftexpr import DPORT, L4PROTO, MASQUERADE, concat, match, prefix
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, PROTO_NUMBERS, Binding, Record, owner_tag
 
