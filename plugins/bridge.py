@@ -144,6 +144,13 @@ def firewall(c: BridgeConf) -> Firewall:
     return get_backend(c.ip_masq_backend or None)
 
 
+def spoof_guard() -> Firewall:
+    """The firewall for macspoofchk: nftables on every backend, so nothing is probed."""
+    from pycni.firewall import get_backend
+
+    return get_backend(None)
+
+
 # -- plan (pure) -----------------------------------------------------------------------
 
 
@@ -272,16 +279,19 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         elif not c.disable_container_interface:
             cont.set_link(cont_link.index, up=True)
         if c.macspoofchk:
-            from pycni import spoofcheck
+            from pycni.firewall.base import Attachment
 
             undo.append(("spoofcheck", None))
-            spoofcheck.add(
-                c.name,
-                cmd.container_id,
-                cmd.ifname,
-                host_veth.name,
+            spoof_guard().add_spoofcheck(
+                Attachment(
+                    c.name,
+                    cmd.container_id,
+                    cmd.ifname,
+                    [ip.address for ip in result.ips],
+                    br.name,
+                    host_veth.name,
+                ),
                 cont_link.mac,
-                [str(ip.address) for ip in result.ips],
             )
         # The bridge's MAC is final only now (ports joined, address set): report that one.
         final_br = host.link_by_index(br.index)
@@ -314,9 +324,7 @@ def _rollback(
             if kind == "masq" and fw is not None:
                 fw.del_masquerade(c.name, cmd.container_id, cmd.ifname)
             elif kind == "spoofcheck":
-                from pycni import spoofcheck
-
-                spoofcheck.delete(c.name, cmd.container_id, cmd.ifname)
+                spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname)
             elif kind == "record":
                 attstore.delete("bridge", c.name, cmd.container_id, cmd.ifname)
             elif kind == "veth":
@@ -443,9 +451,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         if c.ipam_type:
             step(lambda: ipam_exec.run("DEL", cmd))
         if c.macspoofchk:
-            from pycni import spoofcheck
-
-            step(lambda: spoofcheck.delete(c.name, cmd.container_id, cmd.ifname), later)
+            step(lambda: spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname), later)
         if c.ip_masq:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
@@ -563,9 +569,8 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
                         if gw not in on_bridge
                     )
                 if c.macspoofchk:
-                    from pycni import spoofcheck
-
-                    missing.extend(spoofcheck.check(c.name, cmd.container_id, cmd.ifname))
+                    guard = spoof_guard()
+                    missing.extend(guard.check_spoofcheck(c.name, cmd.container_id, cmd.ifname))
                 if c.ip_masq:
                     from pycni.firewall.base import Attachment
 
@@ -602,9 +607,7 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
     if c.ip_masq:
         firewall(c).gc(c.name, valid)
     if c.macspoofchk:
-        from pycni import spoofcheck
-
-        spoofcheck.gc(c.name, valid)
+        spoof_guard().gc_spoofcheck(c.name, valid)
     if c.ipam_type:
         ipam_exec.run("GC", cmd)
 

@@ -52,9 +52,9 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("pycni/firewall/nft.py", "Nft._context"): "libnftables cannot allocate a context",
     ("pycni/firewall/nftables.py", "NftablesFirewall._raise"): KERNEL,
     ("pycni/firewall/nftables.py", "NftablesFirewall._list"): KERNEL,
-    ("pycni/spoofcheck.py", "_run"): KERNEL,
-    ("plugins/isolation.py", "_nft"): KERNEL,
-    ("plugins/isolation.py", "read_table"): KERNEL,
+    ("pycni/firewall/spoofcheck.py", "_run"): KERNEL,
+    ("pycni/firewall/isolation.py", "apply"): KERNEL,
+    ("pycni/firewall/isolation.py", "read_table"): KERNEL,
     ("pycni/netsetup.py", "nl_error"): KERNEL,
     ("pycni/netsetup.py", "enable_forwarding"): "/proc/sys refused a write: " + KERNEL,
     ("pycni/netsetup.py", "ensure_bridge"): "a link vanished between create and lookup (a race)",
@@ -223,7 +223,7 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/entry.py", "main", "SystemExit"): "the process exit itself",
     ("pycni/fastjson.py", "GoDict.__missing__", "KeyError"): "the dict protocol after the "
     "case-insensitive lookup; config is read with conf.py getters and .get",
-    ("pycni/firewall/nft.py", "Nft.run_script", "NftError"): "spoofcheck._run",
+    ("pycni/firewall/nft.py", "Nft.run_script", "NftError"): "spoofcheck._run, isolation.apply/read_table",
     **{
         ("plugins/tuning.py", fn, "_sysctl_error"): "returns InvalidConfig, or a CniError "
         "listed in INTERNAL_999"
