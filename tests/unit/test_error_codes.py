@@ -223,7 +223,7 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/entry.py", "main", "SystemExit"): "the process exit itself",
     ("pycni/fastjson.py", "GoDict.__missing__", "KeyError"): "the dict protocol after the "
     "case-insensitive lookup; config is read with conf.py getters and .get",
-    ("pycni/firewall/nft.py", "Nft.run_script", "NftError"): "spoofcheck._run, isolation.apply/read_table",
+    ("pycni/firewall/nft.py", "Nft.run_script", "NftError"): "spoofcheck._run",
     **{
         ("plugins/tuning.py", fn, "_sysctl_error"): "returns InvalidConfig, or a CniError "
         "listed in INTERNAL_999"
