@@ -23,7 +23,9 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
-    from typing import Protocol
+    from typing import Literal, Protocol
+
+    ProtocolName = Literal["tcp", "udp", "sctp"]
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
-PROTOCOLS = ("tcp", "udp", "sctp")
+#: the transport protocols a port can be published for, by their lower-case name
+PROTOCOLS: tuple[ProtocolName, ...] = ("tcp", "udp", "sctp")
 DEFAULT_STATE_DIR = "/var/lib/pycni"
 
 
