@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
 
+    from pycni.firewall.base import Isolation
+
 
 def _running(rec: ContainerRecord) -> bool:
     """The container's workload runs (its pid, with the start time we recorded)."""
@@ -81,7 +83,41 @@ def system_gc(rt: Runtime) -> list[str]:
 def reload(rt: Runtime) -> list[str]:
     from pycni import firewall
 
-    return _repair_bridges(rt) + firewall.replay()
+    return _repair_bridges(rt) + firewall.replay(_isolated_networks(rt))
+
+
+def _isolated_networks(rt: Runtime) -> list[Isolation]:
+    """The isolation of each network whose conflist chains the isolation plugin, as
+    this runtime writes it (runtime/networks.py): the firewall records it where a
+    version that kept no records isolated the network."""
+    from pycni import conf
+    from pycni.firewall.base import Isolation
+
+    out = []
+    for net in rt.networks.list():
+        conflist = net.conflist
+        plugin = next(
+            (p for p in (conflist.plugins if conflist else []) if p.get("type") == "isolation"),
+            None,
+        )
+        if plugin is None or not net.bridge:
+            continue
+        try:
+            routed = frozenset(
+                f for f in (4, 6) if conf.get_bool(plugin, f"directRouting{f}", False, "isolation")
+            )
+            out.append(
+                Isolation(
+                    net.name,
+                    net.bridge,
+                    conf.get_bool(plugin, "internal", False, "isolation"),
+                    conf.get_bool(plugin, "icc", True, "isolation"),
+                    routed,
+                )
+            )
+        except errors.CniError:
+            continue  # a hand-edited conflist: its next ADD says what is wrong
+    return out
 
 
 def _bridge_spec(plugin: dict[str, Any]) -> netsetup.BridgeSpec:

@@ -13,7 +13,7 @@ are; a DEL is most of the time exactly that).
 from __future__ import annotations
 
 from pycni import errors
-from pycni.firewall.base import NetworkVerbs
+from pycni.firewall.base import Isolation, NetworkVerbs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -114,12 +114,13 @@ class AutoBackend(NetworkVerbs):
         self._del("del_port_mappings", network, container_id, ifname)
 
 
-def replay() -> list[str]:
+def replay(networks: list[Isolation] | None = None) -> list[str]:
     """Re-apply every rule of ours from the saved state, after someone flushed the
     ruleset or restarted a firewall manager (netavark's firewall-reload): published
     ports and masquerade of each usable backend, network isolation, spoof checks and
     the firewall plugin's forward accepts. `netctl system reload` calls this once;
-    returns one line per part, for a person."""
+    `networks` are the isolated networks the caller knows of (recorded when no record
+    exists yet). Returns one line per part, for a person."""
     from pycni.firewall import forward, isolation, spoofcheck
 
     out = []
@@ -127,7 +128,7 @@ def replay() -> list[str]:
         backend = get_backend(name)
         if backend.available():
             out.append(f"{name}: re-applied {backend.replay()} attachment(s)")
-    out.append(f"isolation: re-applied {isolation.replay()} network(s)")
+    out.append(f"isolation: re-applied {isolation.replay(networks)} network(s)")
     out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
     out.append(f"firewall: re-applied {forward.replay()} forward accept(s)")
     return out

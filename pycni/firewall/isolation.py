@@ -374,10 +374,16 @@ def collect_garbage() -> list[int]:
     return stale
 
 
-def replay() -> int:
+def replay(known: list[Isolation] | None = None) -> int:
     """Re-apply the isolation of every recorded network whose bridge exists, in one
-    transaction; returns how many."""
+    transaction; returns how many. `known`: intents the caller keeps itself (a
+    runtime's own networks), recorded first where no record exists yet (networks
+    isolated by a version that kept no records)."""
     records = _records()
+    for net in known or []:
+        path = records.network_path(net.network)
+        if records.read(path) is None:
+            records.write(path, net.to_dict())
     cmds: list[Cmd] = []
     count = 0
     for network in records.networks():

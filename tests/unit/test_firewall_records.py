@@ -100,3 +100,20 @@ def test_check_counts_come_from_the_builders() -> None:
         "localnet-guard": 1,
     }
     assert nftexpr.rule_counts(isolation.skeleton()) == {isolation.BASE_CHAIN: 2}
+
+
+def test_replay_records_the_intents_a_runtime_knows_of() -> None:
+    """Networks isolated by a version without records: reload hands their intents in,
+    they are recorded (no bridge of that name here, so nothing reaches nft)."""
+    records = Records("isolation")
+    records.write(records.network_path("kept"), {"bridge": "pytnobr1", "internal": True})
+    known = [Isolation("old", "pytnobr0", icc=False), Isolation("kept", "pytnobr1")]
+    assert isolation.replay(known) == 0
+    assert records.networks() == ["kept", "old"]
+    assert records.read(records.network_path("old")) == {
+        "bridge": "pytnobr0",
+        "internal": False,
+        "icc": False,
+        "directRouting": [],
+    }
+    assert records.read(records.network_path("kept"))["internal"] is True  # never replaced
