@@ -33,7 +33,7 @@ import re
 
 from pycni import errors, fastjson
 from pycni.firewall.plan import owner_tag
-from pycni.firewall.store import Store, read_file, write_atomic
+from pycni.firewall.store import Records, Store, read_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -436,12 +436,12 @@ class ForwardStore:
     """Records next to the backends' own (`Store`), under the same lock."""
 
     def __init__(self, store: Store | None = None) -> None:
-        self.store = store or Store()
-        self.root = os.path.join(self.store.root, ".forward")
+        self.files = Records("forward", store)
+        self.store = self.files.store
+        self.root = self.files.root
 
     def path(self, key: Key) -> str:
-        rel = os.path.relpath(self.store.record_path(key), self.store.root)
-        return os.path.join(self.root, rel)
+        return self.files.path(key)
 
     def load(self, key: Key) -> ForwardRecord | None:
         return self._read(self.path(key))
@@ -458,9 +458,7 @@ class ForwardStore:
             return None
 
     def save(self, record: ForwardRecord) -> None:
-        path = self.path(record.key)
-        self.store._makedirs(os.path.dirname(path))
-        write_atomic(path, fastjson.dumps(record.to_dict()).encode())
+        self.files.write(self.path(record.key), record.to_dict())
 
     def remove(self, key: Key) -> None:
         path = self.path(key)
