@@ -32,6 +32,7 @@ import os
 import re
 
 from pycni import errors, fastjson
+from pycni.firewall.nftexpr import ACCEPT, match, payload
 from pycni.firewall.plan import owner_tag
 from pycni.firewall.store import Records, Store, read_file
 
@@ -251,22 +252,10 @@ class Iptables:
 
 def _nft_addr_rules(ip: IPInterface, tag: str) -> list[dict[str, Any]]:
     proto = "ip" if ip.version == 4 else "ip6"
-
-    def match(field: str) -> dict[str, Any]:
-        return {
-            "match": {
-                "op": "==",
-                "left": {"payload": {"protocol": proto, "field": field}},
-                "right": str(ip.ip),
-            }
-        }
-
-    ct = {
-        "match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}
-    }
+    ct = match({"ct": {"key": "state"}}, ["established", "related"], "in")
     return [
-        {"expr": [match("daddr"), ct, {"accept": None}], "comment": tag},
-        {"expr": [match("saddr"), {"accept": None}], "comment": tag},
+        {"expr": [match(payload(proto, "daddr"), str(ip.ip)), ct, ACCEPT], "comment": tag},
+        {"expr": [match(payload(proto, "saddr"), str(ip.ip)), ACCEPT], "comment": tag},
     ]
 
 
@@ -284,12 +273,12 @@ class NftPlaces:
     """Chains of other nft tables (not iptables') that drop forwarded traffic."""
 
     def __init__(self) -> None:
-        from pycni.firewall.nftables import Nft
+        from pycni.firewall.nft import Nft
 
         self.nft = Nft()
 
     def run(self, cmds: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
-        from pycni.firewall.nftables import NftError
+        from pycni.firewall.nft import NftError
 
         try:
             return self.nft.run(cmds)
@@ -308,7 +297,7 @@ class NftPlaces:
         return out
 
     def _rules(self, family: str, table: str, chain: str) -> list[dict[str, Any]] | None:
-        from pycni.firewall.nftables import NftError
+        from pycni.firewall.nft import NftError
 
         try:
             listing = self.nft.run(
@@ -348,8 +337,8 @@ class NftPlaces:
             }
             cmds.append({"insert": {"rule": rule}})
         if not any(r.get("comment") == DNAT_COMMENT for r in priv):
-            expr = [{"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}]
-            rule = {**t, "chain": PRIV, "expr": [*expr, {"accept": None}], "comment": DNAT_COMMENT}
+            dnated = match({"ct": {"key": "status"}}, "dnat", "in")
+            rule = {**t, "chain": PRIV, "expr": [dnated, ACCEPT], "comment": DNAT_COMMENT}
             cmds.append({"add": {"rule": rule}})
         if not any(r.get("comment") == tag for r in priv):
             for ip in ips:

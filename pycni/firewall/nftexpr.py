@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 L4PROTO = {"meta": {"key": "l4proto"}}
 DPORT = {"payload": {"protocol": "th", "field": "dport"}}
 DROP = {"drop": None}
+ACCEPT = {"accept": None}
 RETURN = {"return": None}
 MASQUERADE = {"masquerade": None}
 
