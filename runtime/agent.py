@@ -90,7 +90,6 @@ WARM_MODULES = (
     "pycni.firewall.spoofcheck",
     "pycni.firewall.isolation",
     "pycni.firewall.nft",
-    "pycni.firewall.nftexpr",
     "pycni.sysctl",
     "pycni.attstore",
     "pycni.firewall",

@@ -32,7 +32,7 @@ import os
 import re
 
 from pycni import errors, fastjson
-from pycni.firewall.nftexpr import ACCEPT, match, payload
+from pycni.firewall.nft import ACCEPT, match, payload
 from pycni.firewall.plan import owner_tag
 from pycni.firewall.store import Records, Store, read_file
 

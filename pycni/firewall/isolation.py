@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from pycni import errors
 from pycni.firewall.base import Isolation
-from pycni.firewall.nftexpr import DROP, flags_clear, match, meta
+from pycni.firewall.nft import DROP, flags_clear, match, meta
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

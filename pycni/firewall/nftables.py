@@ -79,10 +79,9 @@ from __future__ import annotations
 import ipaddress
 
 from pycni import errors
-from pycni.firewall import nftexpr
 from pycni.firewall.backend import MASQ, PORTS, Backend, KernelConflict
-from pycni.firewall.nft import Nft, NftError
-from pycni.firewall.nftexpr import DPORT, L4PROTO, MASQUERADE, concat, match, prefix
+from pycni.firewall.nft import DPORT, L4PROTO, MASQUERADE, Nft, NftError, concat, match, prefix
+from pycni.firewall.nft import rule_counts as nft_rule_counts
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, PROTO_NUMBERS, Binding, Record, owner_tag
 
 TYPE_CHECKING = False
@@ -103,7 +102,7 @@ T = {"family": "inet", "table": TABLE}
 # A table name nobody uses, read to learn whether nf_tables answers (available()).
 PROBE_TABLE = "pycni-availability-probe"
 
-# -- JSON expressions (pure; the shared helpers are in nftexpr.py) ---------------------------
+# -- JSON expressions (pure; the shared helpers are in nft.py) -------------------------------
 
 IPFAM = {4: "ip", 6: "ip6"}
 ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
@@ -242,8 +241,23 @@ def base_rules() -> list[Cmd]:
     return _dnat_rules("prerouting") + _dnat_rules("output") + _postrouting_rules() + _guard_rules()
 
 
-#: rules per base chain: what CHECK expects to list, counted from the builders above
-RULE_COUNTS = {chain: nftexpr.rule_counts(base_rules()).get(chain, 0) for chain in BASE_CHAINS}
+_rule_counts: dict[str, int] = {}
+
+
+def rule_counts() -> dict[str, int]:
+    """Rules per base chain: what CHECK expects to list, counted from the builders
+    above (on first use: only CHECK needs them)."""
+    if not _rule_counts:
+        counted = nft_rule_counts(base_rules())
+        _rule_counts.update({chain: counted.get(chain, 0) for chain in BASE_CHAINS})
+    return _rule_counts
+
+
+def __getattr__(name: str) -> object:
+    if name == "RULE_COUNTS":  # the counts under their constant's name
+        return rule_counts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # -- elements of a record (pure) ---------------------------------------------------------------
 
@@ -717,7 +731,7 @@ class NftablesFirewall(Backend):
         if table is None:
             return [f"table inet {TABLE} does not exist"]
         missing = []
-        for chain, count in RULE_COUNTS.items():
+        for chain, count in rule_counts().items():
             if table.rules.get(chain) is None:
                 missing.append(f"chain {chain} is missing")
             elif table.rules[chain] != count:

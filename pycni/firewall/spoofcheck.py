@@ -39,7 +39,7 @@ import ipaddress
 import os
 
 from pycni import errors
-from pycni.firewall.nftexpr import DROP, RETURN, concat, match, meta, payload, rule
+from pycni.firewall.nft import DROP, RETURN, concat, match, meta, payload, rule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -215,6 +215,7 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/netlink.py", "Netlink._recv", "_error_for"): "netsetup.nl_error / callers translate",
     ("pycni/netns.py", "_check", "OSError"): "netns.open_netns answers InvalidEnvironment (4)",
     ("pycni/firewall/__init__.py", "AutoBackend.__getattr__", "AttributeError"): "Python protocol",
+    ("pycni/firewall/nftables.py", "__getattr__", "AttributeError"): "Python protocol",
     ("pycni/firewall/backend.py", "Backend.add_port_mappings", "PortConflict"): "portmap answers 7",
     ("pycni/firewall/backend.py", "Backend._commit", "PortConflict"): "portmap answers 7",
     ("pycni/firewall/nft.py", "Nft._run_lib", "NftError"): "NftablesFirewall._raise",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pycni.firewall import isolation, nftables, nftexpr, spoofcheck
+from pycni.firewall import isolation, nft, nftables, spoofcheck
 from pycni.firewall.base import Isolation
 from pycni.firewall.store import Records
 
@@ -91,7 +91,7 @@ def test_spoof_records_of_older_versions_are_still_found(tmp_path: Path) -> None
 
 
 def test_check_counts_come_from_the_builders() -> None:
-    counted = nftexpr.rule_counts(nftables.skeleton())
+    counted = nft.rule_counts(nftables.skeleton())
     assert {c: counted.get(c, 0) for c in nftables.BASE_CHAINS} == nftables.RULE_COUNTS
     assert nftables.RULE_COUNTS == {
         "prerouting": 7,
@@ -99,7 +99,7 @@ def test_check_counts_come_from_the_builders() -> None:
         "postrouting": 7,
         "localnet-guard": 1,
     }
-    assert nftexpr.rule_counts(isolation.skeleton()) == {isolation.BASE_CHAIN: 2}
+    assert nft.rule_counts(isolation.skeleton()) == {isolation.BASE_CHAIN: 2}
 
 
 def test_replay_records_the_intents_a_runtime_knows_of() -> None:
