@@ -144,6 +144,13 @@ def firewall(c: BridgeConf) -> Firewall:
     return get_backend(c.ip_masq_backend or None)
 
 
+def spoof_guard() -> Firewall:
+    """The firewall for macspoofchk: nftables on every backend, so nothing is probed."""
+    from pycni.firewall import get_backend
+
+    return get_backend(None)
+
+
 # -- plan (pure) -----------------------------------------------------------------------
 
 
@@ -178,7 +185,7 @@ def plan_l3(
         ):
             routes.append(Route(DEFAULT_ROUTES[family], gateway))
         if c.is_gateway:
-            gw = ipaddress.ip_interface(f"{gateway}/{ip.address.network.prefixlen}")
+            gw = netsetup.gateway_on_bridge(ip.address, gateway)
             if gw not in bridge_addrs[family]:
                 bridge_addrs[family].append(gw)
     return ips, routes, bridge_addrs
@@ -253,7 +260,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
             netsetup.configure_container_iface(fd, cont, cont_link, ips, routes, c.enable_dad)
             fault.point("after-addresses")
             fault.point("after-routes")
-            _gateways_on_bridge(host, br, c, bridge_addrs)
+            netsetup.ensure_gateways(host, br, bridge_addrs, c.force_address)
             if fw is not None:
                 from pycni.firewall.base import Attachment
 
@@ -272,16 +279,19 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         elif not c.disable_container_interface:
             cont.set_link(cont_link.index, up=True)
         if c.macspoofchk:
-            from pycni import spoofcheck
+            from pycni.firewall.base import Attachment
 
             undo.append(("spoofcheck", None))
-            spoofcheck.add(
-                c.name,
-                cmd.container_id,
-                cmd.ifname,
-                host_veth.name,
+            spoof_guard().add_spoofcheck(
+                Attachment(
+                    c.name,
+                    cmd.container_id,
+                    cmd.ifname,
+                    [ip.address for ip in result.ips],
+                    br.name,
+                    host_veth.name,
+                ),
                 cont_link.mac,
-                [str(ip.address) for ip in result.ips],
             )
         # The bridge's MAC is final only now (ports joined, address set): report that one.
         final_br = host.link_by_index(br.index)
@@ -314,9 +324,7 @@ def _rollback(
             if kind == "masq" and fw is not None:
                 fw.del_masquerade(c.name, cmd.container_id, cmd.ifname)
             elif kind == "spoofcheck":
-                from pycni import spoofcheck
-
-                spoofcheck.delete(c.name, cmd.container_id, cmd.ifname)
+                spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname)
             elif kind == "record":
                 attstore.delete("bridge", c.name, cmd.container_id, cmd.ifname)
             elif kind == "veth":
@@ -331,73 +339,6 @@ def _rollback(
                 ipam_exec.run("DEL", cmd)
         except Exception as exc:  # keep undoing the rest
             skel.log_exception(exc)
-
-
-# -- repair (not a CNI verb: `netctl system reload`) ---------------------------------------
-
-
-def repair(
-    d: dict[str, Any], ports: list[tuple[str, list[str], list[str]]], mac: str = ""
-) -> list[str]:
-    """After someone deleted the bridge: re-create it as ADD would (accept_ra=0, MTU,
-    up) with its old MAC when known (`mac`, from a cached result: the containers'
-    neighbour caches hold it), put the gateway addresses back (isGateway) and re-attach
-    the live containers' host veths, which the kernel only detached. `ports` is (host
-    veth, container CIDRs, gateways) of each live attachment. Idempotent: with
-    everything in place it changes nothing. Returns what it did, for a person."""
-    c = BridgeConf(d, {})
-    done: list[str] = []
-    with Netlink() as host:
-        br, created = netsetup.ensure_bridge(
-            host, c.bridge, c.mtu, c.promisc, vlan_filtering=bool(c.vlan), mac=mac
-        )
-        if created:
-            done.append(f"re-created bridge {c.bridge}")
-        ips: list[IPConfig] = []
-        for name, cidrs, gateways in ports:
-            link = host.link(name)
-            if link is None or link.kind != "veth":
-                done.append(f"{name} is gone: restart its container to reconnect it")
-                continue
-            if link.master != br.index:
-                netsetup.attach_to_bridge(host, link, br, c.hairpin, c.port_isolation, c.vlan)
-                done.append(f"re-attached {name} to {c.bridge}")
-            for cidr in cidrs:
-                addr = ipaddress.ip_interface(cidr)
-                via = next(
-                    (g for g in gateways if ipaddress.ip_address(g).version == addr.version), None
-                )
-                ips.append(IPConfig(addr, ipaddress.ip_address(via) if via else None))
-        if c.is_gateway and ips:
-            _ips, _routes, bridge_addrs = plan_l3(c, Result(ips=ips))
-            have = {a.interface for a in host.addrs(br.index)}
-            _gateways_on_bridge(host, br, c, bridge_addrs)
-            done += [
-                f"gateway {gw} back on {c.bridge}"
-                for family in (4, 6)
-                for gw in bridge_addrs[family]
-                if gw not in have
-            ]
-    return done
-
-
-def _gateways_on_bridge(
-    host: Netlink,
-    br: netlink.Link,
-    c: BridgeConf,
-    bridge_addrs: dict[int, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]],
-) -> None:
-    """isGateway: the gateway addresses on the bridge (idempotent), IPv6 enabled there
-    when it carries one, forwarding on for each family that has one."""
-    for family in (4, 6):
-        for gw in bridge_addrs[family]:
-            netsetup.ensure_gateway_addr(host, br, gw, c.force_address)
-        if bridge_addrs[family]:
-            if family == 6:
-                from pycni import sysctl
-
-                sysctl.try_write(f"net/ipv6/conf/{br.name}/disable_ipv6", "0")
-            netsetup.enable_forwarding(family, host)
 
 
 # -- DEL -------------------------------------------------------------------------------
@@ -443,9 +384,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         if c.ipam_type:
             step(lambda: ipam_exec.run("DEL", cmd))
         if c.macspoofchk:
-            from pycni import spoofcheck
-
-            step(lambda: spoofcheck.delete(c.name, cmd.container_id, cmd.ifname), later)
+            step(lambda: spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname), later)
         if c.ip_masq:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
@@ -563,9 +502,8 @@ def cmd_check(cmd: skel.CmdArgs) -> None:
                         if gw not in on_bridge
                     )
                 if c.macspoofchk:
-                    from pycni import spoofcheck
-
-                    missing.extend(spoofcheck.check(c.name, cmd.container_id, cmd.ifname))
+                    guard = spoof_guard()
+                    missing.extend(guard.check_spoofcheck(c.name, cmd.container_id, cmd.ifname))
                 if c.ip_masq:
                     from pycni.firewall.base import Attachment
 
@@ -602,9 +540,7 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
     if c.ip_masq:
         firewall(c).gc(c.name, valid)
     if c.macspoofchk:
-        from pycni import spoofcheck
-
-        spoofcheck.gc(c.name, valid)
+        spoof_guard().gc_spoofcheck(c.name, valid)
     if c.ipam_type:
         ipam_exec.run("GC", cmd)
 

@@ -21,14 +21,13 @@ if TYPE_CHECKING:
     from pycni.result import Result
 
 WHERE = "portmap"
-PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 class PortmapConf:
     __slots__ = ("backend", "conditions", "mappings", "masq_all", "name", "snat")
 
     def __init__(self, d: dict[str, Any], for_del: bool = False) -> None:
-        from pycni.firewall.base import PortMapping
+        from pycni.firewall.base import PROTOCOLS, PortMapping
 
         #: network name
         self.name: str = d["name"]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pycni.result import IPConfig, Route
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def nl_error(exc: netlink.NetlinkError, doing: str) -> errors.CniError:
@@ -283,3 +284,121 @@ def del_container_iface(nl: Netlink, ifname: str) -> list[IPInterface]:
     addrs = [a.interface for a in nl.addrs(link.index) if a.scope == netlink.RT_SCOPE_UNIVERSE]
     nl.del_link(link.index)
     return addrs
+
+
+# -- bridges: what ADD sets up, and the repair after someone deleted one ------------------------
+
+
+class BridgeSpec:
+    """How a bridge network's bridge and its ports are set up (the bridge plugin's keys,
+    validated by whoever read them)."""
+
+    __slots__ = (
+        "force_address",
+        "hairpin",
+        "is_gateway",
+        "mtu",
+        "name",
+        "port_isolation",
+        "promisc",
+        "vlan",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        mtu: int = 0,
+        promisc: bool = False,
+        vlan: int = 0,
+        hairpin: bool = False,
+        port_isolation: bool = False,
+        is_gateway: bool = False,
+        force_address: bool = False,
+    ) -> None:
+        #: the bridge's name
+        self.name = name
+        #: MTU the bridge is created with (0: the kernel's default)
+        self.mtu = mtu
+        #: the bridge in promiscuous mode
+        self.promisc = promisc
+        #: VLAN tag of each port (0: none; needs VLAN filtering on the bridge)
+        self.vlan = vlan
+        #: ports in hairpin mode
+        self.hairpin = hairpin
+        #: ports isolated from each other (kernel bridge port isolation)
+        self.port_isolation = port_isolation
+        #: the gateway addresses live on the bridge
+        self.is_gateway = is_gateway
+        #: replace a different address already on the bridge
+        self.force_address = force_address
+
+
+def gateway_on_bridge(addr: IPInterface, gateway: IPAddress | None) -> IPInterface:
+    """The address a gateway bridge carries for a container address: its gateway (the
+    subnet's first address when none is given) with the subnet's prefix."""
+    gw = gateway if gateway is not None else addr.network.network_address + 1
+    return ipaddress.ip_interface(f"{gw}/{addr.network.prefixlen}")
+
+
+def ensure_gateways(
+    nl: Netlink, bridge: Link, addrs: dict[int, list[IPInterface]], force: bool
+) -> None:
+    """The gateway addresses on the bridge (idempotent), IPv6 enabled there when it
+    carries one, forwarding on for each family that has one."""
+    for family in (4, 6):
+        for gw in addrs.get(family, []):
+            ensure_gateway_addr(nl, bridge, gw, force)
+        if addrs.get(family):
+            if family == 6:
+                sysctl.try_write(f"net/ipv6/conf/{bridge.name}/disable_ipv6", "0")
+            enable_forwarding(family, nl)
+
+
+def repair_bridge(
+    spec: BridgeSpec, ports: list[tuple[str, list[str], list[str]]], mac: str = ""
+) -> list[str]:
+    """After someone deleted the bridge: re-create it as ADD would (accept_ra=0, MTU,
+    up) with its old MAC when known (`mac`: the containers' neighbour caches hold it),
+    put the gateway addresses back (is_gateway) and re-attach the live containers' host
+    veths, which the kernel only detached. `ports` is (host veth, container CIDRs,
+    gateways) of each live attachment. Idempotent: with everything in place it changes
+    nothing. Returns what it did, for a person."""
+    done: list[str] = []
+    with Netlink() as host:
+        br, created = ensure_bridge(
+            host, spec.name, spec.mtu, spec.promisc, vlan_filtering=bool(spec.vlan), mac=mac
+        )
+        if created:
+            done.append(f"re-created bridge {spec.name}")
+        gateways: dict[int, list[IPInterface]] = {4: [], 6: []}
+        for name, cidrs, gws in ports:
+            link = host.link(name)
+            if link is None or link.kind != "veth":
+                done.append(f"{name} is gone: restart its container to reconnect it")
+                continue
+            if link.master != br.index:
+                attach_to_bridge(host, link, br, spec.hairpin, spec.port_isolation, spec.vlan)
+                done.append(f"re-attached {name} to {spec.name}")
+            for cidr in cidrs:
+                addr = ipaddress.ip_interface(cidr)
+                via = next(
+                    (
+                        ipaddress.ip_address(g)
+                        for g in gws
+                        if ipaddress.ip_address(g).version == addr.version
+                    ),
+                    None,
+                )
+                gw = gateway_on_bridge(addr, via)
+                if gw not in gateways[addr.version]:
+                    gateways[addr.version].append(gw)
+        if spec.is_gateway:
+            have = {a.interface for a in host.addrs(br.index)}
+            ensure_gateways(host, br, gateways, spec.force_address)
+            done += [
+                f"gateway {gw} back on {spec.name}"
+                for family in (4, 6)
+                for gw in gateways[family]
+                if gw not in have
+            ]
+    return done

@@ -8,8 +8,8 @@ containers that really run, which also reclaims leases and firewall entries that
 record knows about (a crash between ADD and the record); stale netns mounts and
 cached results go last.
 
-reload: re-apply the saved firewall state (published ports, masquerade, isolation)
-without restarting containers, after someone ran `nft flush ruleset` or restarted a
+reload: re-apply the saved firewall state (published ports, masquerade, isolation,
+spoof checks, forward accepts: `pycni.firewall.replay()`) without restarting containers, after someone ran `nft flush ruleset` or restarted a
 firewall manager (netavark's firewall-reload); and when someone deleted a network's
 bridge, re-create it and re-attach the running containers' host veths first (the
 kernel detaches them but keeps them, and the containers keep their addresses and
@@ -19,15 +19,17 @@ routes), so the firewall state re-applied next has its bridge again.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pycni.runtime.containers import alive
 
-from pycni import errors, netns
+from pycni import errors, netns, netsetup
 
 if TYPE_CHECKING:
     from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
+
+    from pycni.firewall.base import Isolation
 
 
 def _running(rec: ContainerRecord) -> bool:
@@ -79,33 +81,70 @@ def system_gc(rt: Runtime) -> list[str]:
 
 
 def reload(rt: Runtime) -> list[str]:
-    from pycni.firewall import get_backend
+    from pycni import firewall
 
-    out = _repair_bridges(rt)
-    for name in ("nftables", "iptables"):
+    return _repair_bridges(rt) + firewall.replay(_isolated_networks(rt))
+
+
+def _isolated_networks(rt: Runtime) -> list[Isolation]:
+    """The isolation of each network whose conflist chains the isolation plugin, as
+    this runtime writes it (runtime/networks.py): the firewall records it where a
+    version that kept no records isolated the network."""
+    from pycni import conf
+    from pycni.firewall.base import Isolation
+
+    out = []
+    for net in rt.networks.list():
+        conflist = net.conflist
+        plugin = next(
+            (p for p in (conflist.plugins if conflist else []) if p.get("type") == "isolation"),
+            None,
+        )
+        if plugin is None or not net.bridge:
+            continue
         try:
-            backend = get_backend(name)
+            routed = frozenset(
+                f for f in (4, 6) if conf.get_bool(plugin, f"directRouting{f}", False, "isolation")
+            )
+            out.append(
+                Isolation(
+                    net.name,
+                    net.bridge,
+                    conf.get_bool(plugin, "internal", False, "isolation"),
+                    conf.get_bool(plugin, "icc", True, "isolation"),
+                    routed,
+                )
+            )
         except errors.CniError:
-            continue
-        if not backend.available():
-            continue
-        count = backend.replay()
-        out.append(f"{name}: re-applied {count} attachment(s)")
-    out.append(f"isolation: re-applied {_replay_isolation(rt)} network(s)")
-    from pycni import spoofcheck
-
-    out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
-    from pycni.firewall import forward
-
-    out.append(f"firewall: re-applied {forward.replay()} forward accept(s)")
+            continue  # a hand-edited conflist: its next ADD says what is wrong
     return out
+
+
+def _bridge_spec(plugin: dict[str, Any]) -> netsetup.BridgeSpec:
+    """The bridge plugin's keys that shape the bridge and its ports, as this runtime
+    writes them into its conflists (runtime/networks.py)."""
+    from pycni import conf
+
+    where = "bridge"
+    gateway = conf.get_bool(plugin, "isGateway", False, where) or conf.get_bool(
+        plugin, "isDefaultGateway", False, where
+    )
+    return netsetup.BridgeSpec(
+        conf.validate_link_name(conf.get_str(plugin, "bridge", "cni0", where), where, "bridge"),
+        mtu=conf.get_int(plugin, "mtu", 0, where, 0, 65535),
+        promisc=conf.get_bool(plugin, "promiscMode", False, where),
+        vlan=conf.get_int(plugin, "vlan", 0, where, 0, 4094),
+        hairpin=conf.get_bool(plugin, "hairpinMode", False, where),
+        port_isolation=conf.get_bool(plugin, "portIsolation", False, where),
+        is_gateway=gateway,
+        force_address=conf.get_bool(plugin, "forceAddress", False, where),
+    )
 
 
 def _repair_bridges(rt: Runtime) -> list[str]:
     """Bridges of networks with running containers, re-created and re-populated when
-    someone deleted them (the bridge plugin's own code does it)."""
-    from pycni.plugins import bridge
-
+    someone deleted them (`netsetup.repair_bridge`, the kernel verbs the bridge plugin
+    uses too)."""
     running = [rec for rec in rt.store.all() if _running(rec)]
     out: list[str] = []
     for net in rt.networks.list():
@@ -123,46 +162,18 @@ def _repair_bridges(rt: Runtime) -> list[str]:
         if conflist is None or plugin is None or not attached:
             continue  # an unused bridge is created again by the next ADD
         ports = [(att.host_veth, att.ips, att.gateways) for _rec, att in attached]
-        # The bridge's MAC as the ADDs reported it (libcni's cached results).
-        bridge_name = plugin.get("bridge") or "cni0"
-        mac = ""
-        for rec, att in attached:
-            cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec, att.ifname))
-            interfaces = cached.interfaces if cached is not None else []
-            mac = next((i.mac for i in interfaces if i.name == bridge_name), "")
-            if mac:
-                break
         try:
-            done = bridge.repair({**plugin, "name": conflist.name}, ports, mac)
+            spec = _bridge_spec(plugin)
+            # The bridge's MAC as the ADDs reported it (libcni's cached results).
+            mac = ""
+            for rec, att in attached:
+                cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec, att.ifname))
+                interfaces = cached.interfaces if cached is not None else []
+                mac = next((i.mac for i in interfaces if i.name == spec.name), "")
+                if mac:
+                    break
+            done = netsetup.repair_bridge(spec, ports, mac)
         except errors.CniError as exc:
             done = [f"cannot repair bridge: {exc}"]
         out.extend(f"network {net.name}: {line}" for line in done)
     return out
-
-
-def _replay_isolation(rt: Runtime) -> int:
-    """The isolation plugin's rules live per network bridge and are rebuilt from the
-    networks' conflists (the plugin keeps no state of its own)."""
-    from pycni.plugins import isolation
-
-    from pycni.netlink import Netlink
-
-    count = 0
-    with Netlink() as nl:
-        for net in rt.networks.list():
-            conflist = getattr(net, "conflist", None)
-            plugin = next(
-                (p for p in (conflist.plugins if conflist else []) if p.get("type") == "isolation"),
-                None,
-            )
-            link = nl.link(net.bridge) if plugin is not None and net.bridge else None
-            if link is None:
-                continue
-            internal = bool(plugin.get("internal", False)) if plugin is not None else False
-            icc = bool(plugin.get("icc", True)) if plugin is not None else True
-            routed = frozenset(
-                f for f in (4, 6) if plugin is not None and plugin.get(f"directRouting{f}") is True
-            )
-            isolation.apply(isolation.plan_add(link.index, internal, icc, routed))
-            count += 1
-    return count

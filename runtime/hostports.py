@@ -23,11 +23,12 @@ import errno
 import os
 import socket
 
+from pycni.firewall.base import PROTOCOLS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-PROTOCOLS = ("tcp", "udp", "sctp")
 #: moby's fallback when ip_local_port_range cannot be read
 DEFAULT_DYNAMIC_RANGE = (49153, 65535)
 

@@ -845,9 +845,9 @@ def release_bridge(name: str) -> list[str]:
     except netlink.NetlinkError as exc:
         problems.append(f"could not remove bridge {name}: {exc.strerror or exc}")
     try:
-        from pycni.plugins import isolation
+        from pycni.firewall import get_backend
 
-        isolation.collect_garbage()
+        get_backend(None).gc_isolation()
     except errors.CniError as exc:
         problems.append(f"could not clean the isolation rules: {exc}")
     return problems

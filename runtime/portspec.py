@@ -47,15 +47,14 @@ from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exporte
 )
 from pycni.runtime.portview import port_number as _port_number
 
-from pycni.firewall.base import PortMapping
+from pycni.firewall.base import PROTOCOLS, PortMapping
 from pycni.record import dataclass, replace
 
 TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:
-    from typing import Literal
-
-    Protocol = Literal["tcp", "udp", "sctp"]
-_PROTOCOLS: dict[str, Protocol] = {"tcp": "tcp", "udp": "udp", "sctp": "sctp"}
+    from pycni.firewall.base import ProtocolName as Protocol
+#: the protocols `-p` takes, by their lower-case name
+_PROTOCOLS: dict[str, Protocol] = {p: p for p in PROTOCOLS}
 
 #: Keys of the long syntax.
 LONG_SYNTAX_KEYS = ("published", "target", "protocol", "host_ip", "mode")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import _socket
 
+from pycni.firewall.base import PROTOCOLS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,10 +27,6 @@ if TYPE_CHECKING:
         def container_port(self) -> int: ...
         @property
         def protocol(self) -> str: ...
-
-
-#: The protocols `-p` takes, by their lower-case name.
-PROTOCOLS = {"tcp": "tcp", "udp": "udp", "sctp": "sctp"}
 
 
 class PortSpecError(ValueError):
@@ -136,8 +134,8 @@ def format_port_lines(ports: Iterable[ShownPort], container_port: str = "") -> l
     if container_port:
         number_text, _, proto = container_port.partition("/")
         number = port_number(number_text)
-        protocol = PROTOCOLS.get(proto.lower() or "tcp")
-        if not number or protocol is None:
+        protocol = proto.lower() or "tcp"
+        if not number or protocol not in PROTOCOLS:
             raise PortSpecError(f"invalid port: {container_port}")
         lines = [
             _join_host_port(p.host_ip, p.host_port)

@@ -13,6 +13,7 @@ are; a DEL is most of the time exactly that).
 from __future__ import annotations
 
 from pycni import errors
+from pycni.firewall.base import Isolation, NetworkVerbs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,10 +56,11 @@ def choose() -> tuple[Firewall, bool]:
     return nft, False
 
 
-class AutoBackend:
+class AutoBackend(NetworkVerbs):
     """get_backend(None): the backend `choose()` picks, probed at first use only. Every
     verb goes to that backend, except the DELs of a recorded attachment, which go to the
-    backend its record names without a probe."""
+    backend its record names without a probe, and the network-level verbs (isolation,
+    spoof checks), which need no backend."""
 
     __slots__ = ("_chosen", "_usable")
 
@@ -110,3 +112,23 @@ class AutoBackend:
 
     def del_port_mappings(self, network: str, container_id: str, ifname: str) -> None:
         self._del("del_port_mappings", network, container_id, ifname)
+
+
+def replay(networks: list[Isolation] | None = None) -> list[str]:
+    """Re-apply every rule of ours from the saved state, after someone flushed the
+    ruleset or restarted a firewall manager (netavark's firewall-reload): published
+    ports and masquerade of each usable backend, network isolation, spoof checks and
+    the firewall plugin's forward accepts. `netctl system reload` calls this once;
+    `networks` are the isolated networks the caller knows of (recorded when no record
+    exists yet). Returns one line per part, for a person."""
+    from pycni.firewall import forward, isolation, spoofcheck
+
+    out = []
+    for name in BACKENDS:
+        backend = get_backend(name)
+        if backend.available():
+            out.append(f"{name}: re-applied {backend.replay()} attachment(s)")
+    out.append(f"isolation: re-applied {isolation.replay(networks)} network(s)")
+    out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
+    out.append(f"firewall: re-applied {forward.replay()} forward accept(s)")
+    return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from pycni import errors, names
-from pycni.firewall.base import Attachment, PortConflict, PortMapping
+from pycni.firewall.base import Attachment, NetworkVerbs, PortConflict, PortMapping
 from pycni.firewall.plan import (
     Binding,
     Record,
@@ -61,7 +61,7 @@ def mapping_of(b: Binding) -> PortMapping:
     return PortMapping(b.host_port, b.container_port, b.protocol, b.host_ip)
 
 
-class Backend:
+class Backend(NetworkVerbs):
     name = ""
 
     def __init__(self, store: Store | None = None) -> None:

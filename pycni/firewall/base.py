@@ -23,7 +23,9 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
-    from typing import Protocol
+    from typing import Literal, Protocol
+
+    ProtocolName = Literal["tcp", "udp", "sctp"]
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
-PROTOCOLS = ("tcp", "udp", "sctp")
+#: the transport protocols a port can be published for, by their lower-case name
+PROTOCOLS: tuple[ProtocolName, ...] = ("tcp", "udp", "sctp")
 DEFAULT_STATE_DIR = "/var/lib/pycni"
 
 
@@ -143,8 +146,104 @@ class PortMapping:
         return hash((self.host_port, self.container_port, self.protocol, self.host_ip))
 
 
+class Isolation:
+    """One bridge network kept apart from the others (the isolation plugin's keys)."""
+
+    __slots__ = ("bridge", "direct_routing", "icc", "index", "internal", "network")
+
+    def __init__(
+        self,
+        network: str,
+        bridge: str,
+        internal: bool = False,
+        icc: bool = True,
+        direct_routing: frozenset[int] = frozenset(),
+        index: int = 0,
+    ) -> None:
+        #: CNI network name
+        self.network = network
+        #: the network's host bridge (found again by name: a re-created one has a new index)
+        self.bridge = bridge
+        #: no routed traffic in or out of the network at all (docker network create --internal)
+        self.internal = internal
+        #: containers of the network may talk to each other through the gateway
+        self.icc = icc
+        #: the families (4, 6) whose containers may be reached by routed traffic they did
+        #: not publish or ask for (Docker's gateway_mode_ipvN=routed)
+        self.direct_routing = direct_routing
+        #: the bridge's interface index when the caller looked it up already (0: unknown)
+        self.index = index
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "bridge": self.bridge,
+            "internal": self.internal,
+            "icc": self.icc,
+            "directRouting": sorted(self.direct_routing),
+        }
+
+    @classmethod
+    def from_dict(cls, network: str, d: dict[str, object]) -> Isolation:
+        routed = d.get("directRouting") or []
+        assert isinstance(routed, list)
+        return cls(
+            network,
+            str(d["bridge"]),
+            d.get("internal") is True,
+            d.get("icc") is not False,
+            frozenset(f for f in routed if f in (4, 6)),
+        )
+
+
+class NetworkVerbs:
+    """The verbs every backend shares: network isolation and spoof checking live in
+    nftables tables of their own (`inet pycni_isolation`, `bridge pycni_spoof`) whichever
+    backend publishes ports, so these never probe or pick a backend."""
+
+    def ensure_isolation(self, net: Isolation) -> None:
+        from pycni.firewall import isolation
+
+        isolation.ensure(net)
+
+    def check_isolation(self, net: Isolation) -> list[str]:
+        from pycni.firewall import isolation
+
+        return isolation.check(net)
+
+    def remove_isolation(self, network: str) -> None:
+        from pycni.firewall import isolation
+
+        isolation.remove(network)
+
+    def gc_isolation(self) -> list[int]:
+        from pycni.firewall import isolation
+
+        return isolation.collect_garbage()
+
+    def add_spoofcheck(self, att: Attachment, mac: str) -> None:
+        from pycni.firewall import spoofcheck
+
+        spoofcheck.add(att, mac)
+
+    def del_spoofcheck(self, network: str, container_id: str, ifname: str) -> None:
+        from pycni.firewall import spoofcheck
+
+        spoofcheck.delete(network, container_id, ifname)
+
+    def check_spoofcheck(self, network: str, container_id: str, ifname: str) -> list[str]:
+        from pycni.firewall import spoofcheck
+
+        return spoofcheck.check(network, container_id, ifname)
+
+    def gc_spoofcheck(self, network: str, valid: set[tuple[str, str]]) -> None:
+        from pycni.firewall import spoofcheck
+
+        spoofcheck.gc(network, valid)
+
+
 class Firewall(Protocol):
-    """What the bridge and portmap plugins (and `netctl system reload`) ask of a backend."""
+    """What the bridge, portmap and isolation plugins (and `netctl system reload`, through
+    `pycni.firewall.replay()`) ask of a backend."""
 
     name: str
 
@@ -195,6 +294,26 @@ class Firewall(Protocol):
     def replay(self) -> int:
         """Re-apply the saved domain data of every attachment (after a flush); returns how many."""
         ...
+
+    # network isolation (the isolation plugin): nft on every backend, see NetworkVerbs
+    def ensure_isolation(self, net: Isolation) -> None:
+        """Isolate the network (idempotent) and save its intent for replay."""
+        ...
+
+    def check_isolation(self, net: Isolation) -> list[str]: ...
+    def remove_isolation(self, network: str) -> None: ...
+    def gc_isolation(self) -> list[int]:
+        """Drop the isolation of bridges that no longer exist; their interface indexes."""
+        ...
+
+    # spoof checks (the bridge plugin's macspoofchk): the port may send only as itself
+    def add_spoofcheck(self, att: Attachment, mac: str) -> None:
+        """Guard att.host_veth: frames only from `mac` and att.ips (idempotent)."""
+        ...
+
+    def del_spoofcheck(self, network: str, container_id: str, ifname: str) -> None: ...
+    def check_spoofcheck(self, network: str, container_id: str, ifname: str) -> list[str]: ...
+    def gc_spoofcheck(self, network: str, valid: set[tuple[str, str]]) -> None: ...
 
 
 class PortConflict(Exception):

@@ -32,8 +32,9 @@ import os
 import re
 
 from pycni import errors, fastjson
+from pycni.firewall.nft import ACCEPT, match, payload
 from pycni.firewall.plan import owner_tag
-from pycni.firewall.store import Store, read_file, write_atomic
+from pycni.firewall.store import Records, Store, read_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -251,22 +252,10 @@ class Iptables:
 
 def _nft_addr_rules(ip: IPInterface, tag: str) -> list[dict[str, Any]]:
     proto = "ip" if ip.version == 4 else "ip6"
-
-    def match(field: str) -> dict[str, Any]:
-        return {
-            "match": {
-                "op": "==",
-                "left": {"payload": {"protocol": proto, "field": field}},
-                "right": str(ip.ip),
-            }
-        }
-
-    ct = {
-        "match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}
-    }
+    ct = match({"ct": {"key": "state"}}, ["established", "related"], "in")
     return [
-        {"expr": [match("daddr"), ct, {"accept": None}], "comment": tag},
-        {"expr": [match("saddr"), {"accept": None}], "comment": tag},
+        {"expr": [match(payload(proto, "daddr"), str(ip.ip)), ct, ACCEPT], "comment": tag},
+        {"expr": [match(payload(proto, "saddr"), str(ip.ip)), ACCEPT], "comment": tag},
     ]
 
 
@@ -284,12 +273,12 @@ class NftPlaces:
     """Chains of other nft tables (not iptables') that drop forwarded traffic."""
 
     def __init__(self) -> None:
-        from pycni.firewall.nftables import Nft
+        from pycni.firewall.nft import Nft
 
         self.nft = Nft()
 
     def run(self, cmds: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
-        from pycni.firewall.nftables import NftError
+        from pycni.firewall.nft import NftError
 
         try:
             return self.nft.run(cmds)
@@ -308,7 +297,7 @@ class NftPlaces:
         return out
 
     def _rules(self, family: str, table: str, chain: str) -> list[dict[str, Any]] | None:
-        from pycni.firewall.nftables import NftError
+        from pycni.firewall.nft import NftError
 
         try:
             listing = self.nft.run(
@@ -348,8 +337,8 @@ class NftPlaces:
             }
             cmds.append({"insert": {"rule": rule}})
         if not any(r.get("comment") == DNAT_COMMENT for r in priv):
-            expr = [{"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}]
-            rule = {**t, "chain": PRIV, "expr": [*expr, {"accept": None}], "comment": DNAT_COMMENT}
+            dnated = match({"ct": {"key": "status"}}, "dnat", "in")
+            rule = {**t, "chain": PRIV, "expr": [dnated, ACCEPT], "comment": DNAT_COMMENT}
             cmds.append({"add": {"rule": rule}})
         if not any(r.get("comment") == tag for r in priv):
             for ip in ips:
@@ -436,12 +425,12 @@ class ForwardStore:
     """Records next to the backends' own (`Store`), under the same lock."""
 
     def __init__(self, store: Store | None = None) -> None:
-        self.store = store or Store()
-        self.root = os.path.join(self.store.root, ".forward")
+        self.files = Records("forward", store)
+        self.store = self.files.store
+        self.root = self.files.root
 
     def path(self, key: Key) -> str:
-        rel = os.path.relpath(self.store.record_path(key), self.store.root)
-        return os.path.join(self.root, rel)
+        return self.files.path(key)
 
     def load(self, key: Key) -> ForwardRecord | None:
         return self._read(self.path(key))
@@ -458,9 +447,7 @@ class ForwardStore:
             return None
 
     def save(self, record: ForwardRecord) -> None:
-        path = self.path(record.key)
-        self.store._makedirs(os.path.dirname(path))
-        write_atomic(path, fastjson.dumps(record.to_dict()).encode())
+        self.files.write(self.path(record.key), record.to_dict())
 
     def remove(self, key: Key) -> None:
         path = self.path(key)

@@ -77,10 +77,11 @@ when that batch fails with ENOENT (first use, or after `nft flush ruleset`).
 from __future__ import annotations
 
 import ipaddress
-import os
 
-from pycni import errors, fastjson
+from pycni import errors
 from pycni.firewall.backend import MASQ, PORTS, Backend, KernelConflict
+from pycni.firewall.nft import DPORT, L4PROTO, MASQUERADE, Nft, NftError, concat, match, prefix
+from pycni.firewall.nft import rule_counts as nft_rule_counts
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, PROTO_NUMBERS, Binding, Record, owner_tag
 
 TYPE_CHECKING = False
@@ -100,40 +101,21 @@ TABLE = "pycni"
 T = {"family": "inet", "table": TABLE}
 # A table name nobody uses, read to learn whether nf_tables answers (available()).
 PROBE_TABLE = "pycni-availability-probe"
-NOT_AVAILABLE = (
-    "nftables backend needs libnftables or the nft binary; install the nftables "
-    "package or set ipMasqBackend to iptables"
-)
 
-# -- JSON expression helpers (pure) ----------------------------------------------------------
+# -- JSON expressions (pure; the shared helpers are in nft.py) -------------------------------
 
-L4PROTO = {"meta": {"key": "l4proto"}}
-DPORT = {"payload": {"protocol": "th", "field": "dport"}}
 IPFAM = {4: "ip", 6: "ip6"}
 ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
+_match, _prefix, _concat = match, prefix, concat
 
 
 def _payload(family: int, field: str) -> dict[str, Any]:
     return {"payload": {"protocol": IPFAM[family], "field": field}}
 
 
-def _match(left: object, right: object, op: str = "==") -> dict[str, Any]:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _prefix(net: Network) -> dict[str, Any]:
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
-
-
-def _concat(*items: object) -> dict[str, Any]:
-    return {"concat": list(items)}
-
-
 def _rule(chain: str, *expr: object) -> Cmd:
     return {"add": {"rule": {**T, "chain": chain, "expr": list(expr)}}}
 
-
-MASQUERADE = {"masquerade": None}
 
 #: name -> (key type, data type or None for a set, flags)
 SETS: dict[str, tuple[object, str | None, list[str]]] = {}
@@ -251,11 +233,31 @@ def skeleton() -> list[Cmd]:
         chain = {**T, "name": name, "type": kind, "hook": hook, "prio": prio}
         cmds.append({"add": {"chain": {**chain, "policy": "accept"}}})
         cmds.append({"flush": {"chain": {**T, "name": name}}})
-    cmds += _dnat_rules("prerouting") + _dnat_rules("output")
-    return cmds + _postrouting_rules() + _guard_rules()
+    return cmds + base_rules()
 
 
-RULE_COUNTS = {"prerouting": 7, "output": 7, "postrouting": 7, "localnet-guard": 1}
+def base_rules() -> list[Cmd]:
+    """The rules of the base chains, as skeleton() adds them."""
+    return _dnat_rules("prerouting") + _dnat_rules("output") + _postrouting_rules() + _guard_rules()
+
+
+_rule_counts: dict[str, int] = {}
+
+
+def rule_counts() -> dict[str, int]:
+    """Rules per base chain: what CHECK expects to list, counted from the builders
+    above (on first use: only CHECK needs them)."""
+    if not _rule_counts:
+        counted = nft_rule_counts(base_rules())
+        _rule_counts.update({chain: counted.get(chain, 0) for chain in BASE_CHAINS})
+    return _rule_counts
+
+
+def __getattr__(name: str) -> object:
+    if name == "RULE_COUNTS":  # the counts under their constant's name
+        return rule_counts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # -- elements of a record (pure) ---------------------------------------------------------------
 
@@ -582,144 +584,6 @@ def _show(key: object) -> str:
     return str(key)
 
 
-# -- transport ------------------------------------------------------------------------------------
-
-_lib: Any = None  # the ctypes library, False when it cannot be loaded
-
-
-def _load_lib() -> Any:
-    global _lib
-    if _lib is None:
-        import ctypes
-
-        try:
-            lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
-        except OSError:
-            _lib = False
-            return _lib
-        vp, cp = ctypes.c_void_p, ctypes.c_char_p
-        lib.nft_ctx_new.restype = vp
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_free.argtypes = [vp]
-        lib.nft_ctx_output_set_flags.argtypes = [vp, ctypes.c_uint]
-        lib.nft_ctx_set_dry_run.argtypes = [vp, ctypes.c_bool]
-        for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
-            getattr(lib, fn).argtypes = [vp]
-        for fn in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
-            getattr(lib, fn).argtypes = [vp]
-            getattr(lib, fn).restype = cp
-        lib.nft_run_cmd_from_buffer.argtypes = [vp, cp]
-        _lib = lib
-    return _lib
-
-
-NFT_CTX_OUTPUT_JSON = 1 << 4
-
-
-class NftError(Exception):
-    """libnftables or nft reported an error (the message is nft's, one line each)."""
-
-
-class Nft:
-    """Runs one JSON batch. transport: "lib" (libnftables via ctypes), "exec"
-    (`nft -j -f -`), or None: the library when it loads, else the binary."""
-
-    def __init__(self, transport: str | None = None) -> None:
-        if transport not in (None, "lib", "exec"):
-            raise errors.InvalidConfig(f"unknown nft transport {transport!r}", "use lib or exec")
-        self.transport = transport
-        self._ctx: dict[tuple[int, int], Any] = {}
-
-    def mode(self) -> str | None:
-        if self.transport != "exec" and _load_lib():
-            return "lib"
-        if self.transport != "lib":
-            from pycni.firewall import spawn
-
-            if spawn.which("nft"):
-                return "exec"
-        return None
-
-    def run(self, cmds: list[Cmd], dry_run: bool = False) -> list[dict[str, Any]]:
-        """Apply (or list) in one transaction; returns the `nftables` array of the output."""
-        mode = self.mode()
-        if mode is None:
-            raise errors.PluginNotAvailable(NOT_AVAILABLE)
-        text = fastjson.dumps({"nftables": cmds})
-        out = self._run_lib(text, dry_run) if mode == "lib" else self._run_exec(text, dry_run)
-        if not out.strip():
-            return []
-        return list(fastjson.loads(out).get("nftables", []))
-
-    def run_script(self, script: str) -> None:
-        """Apply constant nft text in one transaction: only for what the JSON syntax of
-        nft 1.0.6 cannot say (sets declared with `typeof` over raw payload). Never
-        pass data from a config here: elements go through `run`."""
-        mode = self.mode()
-        if mode is None:
-            raise errors.PluginNotAvailable(NOT_AVAILABLE)
-        if mode == "lib":
-            self._run_lib(script, False)  # libnftables parses text when it is not JSON
-            return
-        from pycni.firewall import spawn
-
-        nft = spawn.which("nft")
-        assert nft is not None  # mode() found it
-        done = spawn.run([nft, "-f", "-"], script.encode())
-        if done.rc != 0:
-            raise NftError(_clean(done.stderr.decode("utf-8", "replace")) or done.describe())
-
-    def _context(self, dry_run: bool) -> Any:
-        # A context's netlink socket belongs to the namespace it was opened in, so keep
-        # one per namespace (a test, or netctl, may switch namespaces between calls).
-        st = os.stat("/proc/thread-self/ns/net")
-        key = (st.st_dev, st.st_ino)
-        ctx = self._ctx.get(key)
-        lib = _lib
-        if ctx is None:
-            ctx = lib.nft_ctx_new(0)
-            if not ctx:
-                raise errors.InternalError("libnftables: cannot create a context")
-            lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
-            lib.nft_ctx_buffer_output(ctx)
-            lib.nft_ctx_buffer_error(ctx)
-            self._ctx[key] = ctx
-        lib.nft_ctx_set_dry_run(ctx, dry_run)
-        return ctx
-
-    def _run_lib(self, text: str, dry_run: bool) -> str:
-        ctx = self._context(dry_run)
-        rc = _lib.nft_run_cmd_from_buffer(ctx, text.encode())
-        out = (_lib.nft_ctx_get_output_buffer(ctx) or b"").decode("utf-8", "replace")
-        err = (_lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
-        if rc != 0:
-            raise NftError(_clean(err) or f"libnftables returned {rc}")
-        return out
-
-    def _run_exec(self, text: str, dry_run: bool) -> str:
-        from pycni.firewall import spawn
-
-        nft = spawn.which("nft")
-        if nft is None:
-            raise errors.PluginNotAvailable(NOT_AVAILABLE)
-        argv = [nft, "-j"] + (["-c"] if dry_run else []) + ["-f", "-"]
-        done = spawn.run(argv, text.encode())
-        if done.rc != 0:
-            raise NftError(_clean(done.stderr.decode("utf-8", "replace")) or done.describe())
-        return done.stdout.decode("utf-8", "replace")
-
-    def close(self) -> None:
-        for ctx in self._ctx.values():
-            _lib.nft_ctx_free(ctx)
-        self._ctx.clear()
-
-
-def _clean(err: str) -> str:
-    lines = [line.strip() for line in err.splitlines() if line.strip()]
-    lines = [line.removeprefix("internal:0:0-0: ") for line in lines]
-    return "; ".join(dict.fromkeys(lines))
-
-
 # -- the backend ------------------------------------------------------------------------------------
 
 
@@ -867,7 +731,7 @@ class NftablesFirewall(Backend):
         if table is None:
             return [f"table inet {TABLE} does not exist"]
         missing = []
-        for chain, count in RULE_COUNTS.items():
+        for chain, count in rule_counts().items():
             if table.rules.get(chain) is None:
                 missing.append(f"chain {chain} is missing")
             elif table.rules[chain] != count:

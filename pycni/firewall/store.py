@@ -24,7 +24,7 @@ import os
 
 from pycni import errors, fastjson
 from pycni.firewall.base import state_dir
-from pycni.firewall.plan import Binding, Record, encode, owner_tag
+from pycni.firewall.plan import Binding, Record, decode, encode, owner_tag
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -281,3 +281,85 @@ class Store:
                 os.rmdir(directory)
             except OSError:
                 pass
+
+
+class Records:
+    """Plain JSON records of one kind beside the backends' own, in the same store:
+    `state_dir()/firewall/.<kind>/<network>/<containerID>-<ifname>.json` per attachment
+    (spoof checks; the forward accepts use the same layout) or `.<kind>/<network>.json`
+    per network (isolation). Same encoding, 0600 files in 0700 directories, atomic
+    writes; a corrupt record reads as missing (with a line on stderr), so it can never
+    wedge a DEL."""
+
+    def __init__(self, kind: str, store: Store | None = None) -> None:
+        self.store = store or Store()
+        self.root = os.path.join(self.store.root, f".{kind}")
+
+    def path(self, key: Key) -> str:
+        rel = os.path.relpath(self.store.record_path(key), self.store.root)
+        return os.path.join(self.root, rel)
+
+    def network_path(self, network: str) -> str:
+        return os.path.join(self.root, f"{encode(network)}.json")
+
+    def read(self, path: str) -> dict[str, object] | None:
+        data = read_file(path)
+        if data is None:
+            return None
+        try:
+            obj = fastjson.loads(data)
+        except ValueError as exc:
+            obj = exc
+        if not isinstance(obj, dict):
+            os.write(2, f"pycni firewall: ignoring corrupt {path}: {obj}\n".encode())
+            return None
+        return obj
+
+    def write(self, path: str, obj: dict[str, object]) -> None:
+        self.store._makedirs(os.path.dirname(path))
+        write_atomic(path, fastjson.dumps(obj).encode())
+
+    def remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise errors.IOFailure(
+                f"cannot remove firewall state {path}", exc.strerror or ""
+            ) from None
+        if os.path.dirname(path) != self.root:
+            try:
+                os.rmdir(os.path.dirname(path))
+            except OSError:
+                pass  # other attachments of the network remain
+
+    def attachments(self, network: str | None = None) -> list[Key]:
+        """(network, containerID, ifname) of every per-attachment record."""
+        try:
+            nets = (
+                [encode(network)]
+                if network is not None
+                else sorted(n for n in os.listdir(self.root) if not n.endswith(".json"))
+            )
+        except FileNotFoundError:
+            return []
+        out: list[Key] = []
+        for net in nets:
+            try:
+                names = sorted(os.listdir(os.path.join(self.root, net)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                cid, sep, ifname = name.removesuffix(".json").rpartition("-")
+                if name.endswith(".json") and sep:
+                    out.append((decode(net), decode(cid), decode(ifname)))
+        return out
+
+    def networks(self) -> list[str]:
+        """Names of every per-network record."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [decode(n.removesuffix(".json")) for n in names if n.endswith(".json")]

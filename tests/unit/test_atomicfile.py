@@ -48,8 +48,6 @@ def test_one_writer_in_the_code() -> None:
         "pycni/atomicfile.py",
         "ipam/store.py",
         "pycni/firewall/store.py",
-        "pycni/spoofcheck.py",
-        "pycni/firewall/spoofcheck.py",
     }
     offenders = []
     for top in ("pycni", "plugins", "ipam", "runtime"):

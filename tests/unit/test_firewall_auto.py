@@ -82,9 +82,9 @@ def test_del_falls_back_when_the_recorded_backend_is_gone(calls, monkeypatch) ->
 
 
 def test_nothing_usable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pycni.firewall import nftables, spawn
+    from pycni.firewall import nft, spawn
 
-    monkeypatch.setattr(nftables, "_lib", False)
+    monkeypatch.setattr(nft, "_lib", False)
     monkeypatch.setattr(spawn, "which", lambda name: None)
     fw = get_backend(None)
     assert not fw.available()

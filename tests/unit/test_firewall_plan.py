@@ -221,9 +221,9 @@ def test_get_backend_names() -> None:
 
 
 def test_nft_missing_gives_an_actionable_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pycni.firewall import nftables, spawn
+    from pycni.firewall import nft, spawn
 
-    monkeypatch.setattr(nftables, "_lib", False)
+    monkeypatch.setattr(nft, "_lib", False)
     monkeypatch.setattr(spawn, "which", lambda name: None)
     fw = NftablesFirewall()
     assert not fw.available()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from pycni.plugins import isolation
-from pycni.plugins.isolation import TableView, plan_add, plan_remove
 
 from pycni import errors
+from pycni.firewall.isolation import TableView, plan_add, plan_remove
 
 T = {"family": "inet", "table": "pycni_isolation"}
 

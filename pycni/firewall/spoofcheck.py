@@ -26,8 +26,11 @@ One nftables table of our own in the bridge family, `table bridge pycni_spoof`:
 
 Each ADD/DEL is one transaction of set elements: O(1) whatever the number of
 containers, no per-container chains, no jumps. Elements are found again on DEL from a
-small saved record (the host veth is gone by then). JSON input only: no name from a
-config is ever parsed as nft syntax.
+small saved record (the host veth is gone by then) in the firewall store,
+`.spoof/<network>/<containerID>-<ifname>.json`; records of older versions, in
+`<state dir>/spoofcheck/<network>/<containerID>:<ifname>.json`, are still read, so a
+container attached before an upgrade is released cleanly. JSON input only: no name
+from a config is ever parsed as nft syntax.
 """
 
 from __future__ import annotations
@@ -35,42 +38,31 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from pycni import errors, fastjson
+from pycni import errors
+from pycni.firewall.nft import DROP, RETURN, concat, match, meta, payload, rule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pycni.firewall.base import Attachment
+    from pycni.firewall.store import Records
+
 TABLE = "pycni_spoof"
 FAMILY = "bridge"
+T = {"family": FAMILY, "table": TABLE}
 
 
 def _t(kind: str, name: str, **extra: Any) -> dict[str, Any]:
     return {kind: {"family": FAMILY, "table": TABLE, "name": name, **extra}}
 
 
-def _meta(key: str) -> dict[str, Any]:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, field: str) -> dict[str, Any]:
-    return {"payload": {"protocol": protocol, "field": field}}
-
-
-def _match(left: object, right: object, op: str = "==") -> dict[str, Any]:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
 def _rule(*expr: object) -> dict[str, Any]:
-    return {
-        "add": {
-            "rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting", "expr": list(expr)}
-        }
-    }
+    return rule(T, "prerouting", *expr)
 
 
 def _pair(field: dict[str, Any]) -> dict[str, Any]:
-    return {"concat": [_meta("iifname"), field]}
+    return concat(meta("iifname"), field)
 
 
 # Offsets in an ICMPv6 neighbour solicitation/advertisement (RFC 4861 4.3/4.4), in bits
@@ -91,13 +83,13 @@ ND_SETS = (
 
 def _icmpv6(*types: str) -> dict[str, Any]:
     right: object = types[0] if len(types) == 1 else {"set": list(types)}
-    return _match(_payload("icmpv6", "type"), right)
+    return match(payload("icmpv6", "type"), right)
 
 
 def skeleton() -> list[dict[str, Any]]:
     """The table, its sets and the base chain's rules (flushed and re-added, so the
     chain is exactly this whatever ran before; sets keep their elements)."""
-    drop = {"drop": None}
+    drop = DROP
     return [
         {"add": {"table": {"family": FAMILY, "name": TABLE}}},
         {"add": _t("set", "guarded", type="ifname")},
@@ -110,31 +102,31 @@ def skeleton() -> list[dict[str, Any]]:
             )
         },
         {"flush": _t("chain", "prerouting")},
-        _rule(_match(_meta("iifname"), "@guarded", "!="), {"return": None}),
-        _rule(_match(_pair(_payload("ether", "saddr")), "@mac", "!="), drop),
+        _rule(match(meta("iifname"), "@guarded", "!="), RETURN),
+        _rule(match(_pair(payload("ether", "saddr")), "@mac", "!="), drop),
         _rule(
-            _match(_payload("ether", "type"), "arp"),
-            _match(_pair(_payload("arp", "saddr ether")), "@mac", "!="),
+            match(payload("ether", "type"), "arp"),
+            match(_pair(payload("arp", "saddr ether")), "@mac", "!="),
             drop,
         ),
         _rule(
-            _match(_payload("ether", "type"), "arp"),
-            _match(_pair(_payload("arp", "saddr ip")), "@ip4", "!="),
+            match(payload("ether", "type"), "arp"),
+            match(_pair(payload("arp", "saddr ip")), "@ip4", "!="),
             drop,
         ),
         _rule(
-            _match(_payload("ether", "type"), "ip"),
-            _match(_pair(_payload("ip", "saddr")), "@ip4", "!="),
+            match(payload("ether", "type"), "ip"),
+            match(_pair(payload("ip", "saddr")), "@ip4", "!="),
             drop,
         ),
         _rule(
-            _match(_payload("ether", "type"), "ip6"),
-            _match(
-                _payload("ip6", "saddr"),
+            match(payload("ether", "type"), "ip6"),
+            match(
+                payload("ip6", "saddr"),
                 {"set": [{"prefix": {"addr": "fe80::", "len": 10}}, "::"]},
                 "!=",
             ),
-            _match(_pair(_payload("ip6", "saddr")), "@ip6", "!="),
+            match(_pair(payload("ip6", "saddr")), "@ip6", "!="),
             drop,
         ),
         # Neighbour discovery: a port may only advertise itself. Without these an
@@ -143,15 +135,15 @@ def skeleton() -> list[dict[str, Any]]:
         _rule(_icmpv6("nd-router-advert", "nd-redirect"), drop),
         _rule(
             _icmpv6("nd-neighbor-solicit", "nd-neighbor-advert"),
-            _match(_payload("ip6", "length"), ND_ONE_OPTION, ">"),
+            match(payload("ip6", "length"), ND_ONE_OPTION, ">"),
             drop,
         ),
-        _rule(_icmpv6("nd-neighbor-advert"), _match(_pair(ND_TARGET), "@nd_target", "!="), drop),
+        _rule(_icmpv6("nd-neighbor-advert"), match(_pair(ND_TARGET), "@nd_target", "!="), drop),
         _rule(
             _icmpv6("nd-neighbor-solicit", "nd-neighbor-advert"),
-            _match(_payload("ip6", "length"), ND_ONE_OPTION),
-            _match(ND_OPT_TYPE, {"set": [1, 2]}),
-            _match(_pair(ND_OPT_LLADDR), "@nd_lladdr", "!="),
+            match(payload("ip6", "length"), ND_ONE_OPTION),
+            match(ND_OPT_TYPE, {"set": [1, 2]}),
+            match(_pair(ND_OPT_LLADDR), "@nd_lladdr", "!="),
             drop,
         ),
     ]
@@ -189,7 +181,7 @@ def elements(host_veth: str, mac: str, ips: list[str]) -> dict[str, list[object]
 
 
 def _run(batch: list[dict[str, Any]]) -> None:
-    from pycni.firewall.nftables import Nft, NftError
+    from pycni.firewall.nft import Nft, NftError
 
     try:
         nft = Nft()
@@ -199,26 +191,85 @@ def _run(batch: list[dict[str, Any]]) -> None:
         raise errors.CniError("macspoofchk: nftables refused the rules", str(exc)) from None
 
 
-def _state_path(network: str, container_id: str, ifname: str) -> str:
+# -- records ---------------------------------------------------------------------------------
+
+
+def _records() -> Records:
+    from pycni.firewall.store import Records
+
+    return Records("spoof")
+
+
+def _legacy_path(network: str, container_id: str, ifname: str) -> str:
+    """Where versions before the firewall store kept the record."""
     from pycni.firewall.base import state_dir
 
     return os.path.join(state_dir(), "spoofcheck", network, f"{container_id}:{ifname}.json")
 
 
-def add(
-    network: str, container_id: str, ifname: str, host_veth: str, mac: str, ips: list[str]
-) -> None:
-    """Guard one port; idempotent."""
-    record = {"hostVeth": host_veth, "mac": mac, "ips": ips}
-    path = _state_path(network, container_id, ifname)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(fastjson.dumps(record))
-    os.replace(tmp, path)  # saved first: a crash after the rules still lets DEL find them
+def _load(network: str, container_id: str, ifname: str) -> tuple[dict[str, Any] | None, str]:
+    """(the saved record, its path), from the store or else the legacy location."""
+    records = _records()
+    path = records.path((network, container_id, ifname))
+    record = records.read(path)
+    if record is None:
+        path = _legacy_path(network, container_id, ifname)
+        record = records.read(path)
+    if record is not None and not (
+        isinstance(record.get("hostVeth"), str) and isinstance(record.get("mac"), str)
+    ):
+        record = None
+    return record, path
+
+
+def _forget(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        return
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # other attachments of the network remain
+
+
+def _record_elements(record: dict[str, Any]) -> dict[str, list[object]]:
+    ips = record.get("ips") or []
+    return elements(record["hostVeth"], record["mac"], [str(ip) for ip in ips])
+
+
+def _legacy_keys(network: str | None) -> list[tuple[str, str, str]]:
+    from pycni.firewall.base import state_dir
+
+    root = os.path.join(state_dir(), "spoofcheck")
+    try:
+        nets = [network] if network is not None else sorted(os.listdir(root))
+    except OSError:
+        return []
+    out = []
+    for net in nets:
+        try:
+            names = sorted(os.listdir(os.path.join(root, net)))
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".json"):
+                cid, _, ifname = name[: -len(".json")].partition(":")
+                out.append((net, cid, ifname))
+    return out
+
+
+# -- verbs (the Firewall protocol's spoof-check verbs call these) ----------------------------
+
+
+def add(att: Attachment, mac: str) -> None:
+    """Guard the attachment's host veth; idempotent."""
+    ips = [str(ip) for ip in att.ips]
+    records = _records()
+    # saved first: a crash after the rules still lets DEL find them
+    records.write(records.path(att.key), {"hostVeth": att.host_veth, "mac": mac, "ips": ips})
     batch = skeleton()
-    for name, elems in elements(host_veth, mac, ips).items():
+    for name, elems in elements(att.host_veth, mac, ips).items():
         if elems:
             batch.append({"add": _t("element", name, elem=elems)})
     _run(batch)
@@ -226,34 +277,25 @@ def add(
 
 def delete(network: str, container_id: str, ifname: str) -> None:
     """Unguard one port; "already gone" is success."""
-    path = _state_path(network, container_id, ifname)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            record = fastjson.loads(fh.read())
-    except (OSError, ValueError):
+    record, path = _load(network, container_id, ifname)
+    if record is None:
         return
     batch = skeleton()
-    for name, elems in elements(record["hostVeth"], record["mac"], record.get("ips") or []).items():
+    for name, elems in _record_elements(record).items():
         if elems:
             # add-then-delete in one transaction: deleting succeeds whether or not the
             # element was still there (a flushed table, a second DEL).
             batch.append({"add": _t("element", name, elem=elems)})
             batch.append({"delete": _t("element", name, elem=elems)})
     _run(batch)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    _forget(path)
 
 
 def check(network: str, container_id: str, ifname: str) -> list[str]:
-    from pycni.firewall.nftables import Nft, NftError
+    from pycni.firewall.nft import Nft, NftError
 
-    path = _state_path(network, container_id, ifname)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            record = fastjson.loads(fh.read())
-    except (OSError, ValueError):
+    record, _path = _load(network, container_id, ifname)
+    if record is None:
         return ["macspoofchk record missing"]
     try:
         listing = Nft().run([{"list": _t("set", "guarded")}])
@@ -267,41 +309,25 @@ def check(network: str, container_id: str, ifname: str) -> list[str]:
 
 
 def gc(network: str, valid: set[tuple[str, str]]) -> None:
-    directory = os.path.dirname(_state_path(network, "x", "y"))
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        cid, _, ifname = name[: -len(".json")].partition(":")
+    keys = _records().attachments(network) + _legacy_keys(network)
+    for _net, cid, ifname in dict.fromkeys(keys):
         if (cid, ifname) not in valid:
             delete(network, cid, ifname)
 
 
 def replay() -> int:
     """Re-apply every saved guard (after a flush); returns how many."""
-    from pycni.firewall.base import state_dir
-
-    root = os.path.join(state_dir(), "spoofcheck")
     batch = skeleton()
     count = 0
-    for network in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        for name in sorted(os.listdir(os.path.join(root, network))):
-            if not name.endswith(".json"):
-                continue
-            try:
-                with open(os.path.join(root, network, name), encoding="utf-8") as fh:
-                    record = fastjson.loads(fh.read())
-            except (OSError, ValueError):
-                continue
-            for set_name, elems in elements(
-                record["hostVeth"], record["mac"], record.get("ips") or []
-            ).items():
-                if elems:
-                    batch.append({"add": _t("element", set_name, elem=elems)})
-            count += 1
+    keys = _records().attachments() + _legacy_keys(None)
+    for key in dict.fromkeys(keys):
+        record, _path = _load(*key)
+        if record is None:
+            continue
+        for set_name, elems in _record_elements(record).items():
+            if elems:
+                batch.append({"add": _t("element", set_name, elem=elems)})
+        count += 1
     if count:
         _run(batch)
     return count
