@@ -619,3 +619,16 @@ def status(data_dir: str) -> str | None:
     if st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0):
         return f"the file system holding {path} is full"
     return None
+
+
+def forget_network(data_dir: str, network: str) -> None:
+    """Remove everything host-local keeps for `network` under `data_dir` (its leases'
+    directory and our index beside it): for the owner of a network that no attachment
+    uses any more, so a future network of the same name starts clean. Best effort."""
+    import shutil
+
+    shutil.rmtree(os.path.join(data_dir, network), ignore_errors=True)
+    try:
+        os.unlink(os.path.join(data_dir, INDEX_PREFIX + network))
+    except OSError:
+        pass

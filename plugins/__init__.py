@@ -5,6 +5,12 @@ it, to the module that implements it; `netctl plugins install` writes one execut
 per entry.
 """
 
+from __future__ import annotations
+
+TYPE_CHECKING = False  # this package is imported by every plugin process: nothing else
+if TYPE_CHECKING:
+    from pycni import skel
+
 PLUGINS = {
     "loopback": "pycni.plugins.loopback",
     "host-local": "pycni.ipam.host_local",
@@ -29,3 +35,14 @@ PLUGINS = {
     "overlay": "pycni.plugins.overlay",
     "etcd-ipam": "pycni.ipam.etcd_ipam",
 }
+
+
+def load(name: str) -> skel.Verbs | None:
+    """The VERBS of our plugin `name` (a key of PLUGINS), imported into this process;
+    None for a name that is not ours. The one in-process loader: libcni's in-process
+    chains, IPAM delegation and the agent all come through here."""
+    module = PLUGINS.get(name)
+    if module is None:
+        return None
+    verbs: skel.Verbs = __import__(module, fromlist=["VERBS"]).VERBS
+    return verbs

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import conf, errors, fault, netns, skel, sysctl
+from pycni import conf, errors, fault, names, netns, skel, sysctl
 from pycni.atomicfile import write_atomic
 from pycni.result import Result, parse_result
 
@@ -48,7 +48,6 @@ ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
 BACKUP_KEYS = ("mac", "promisc", "mtu", "allmulti", "txQLen")
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
-_SYSCTL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@+")
 
 
 class TuningConf:
@@ -118,14 +117,7 @@ class TuningConf:
 
 def validate_sysctl_key(key: str, where: str) -> str:
     """A dotted net.* key: net.<a>.<b>..., no empty component, no '/', printable ASCII."""
-    parts = key.split(".")
-    if (
-        not key
-        or any(c not in _SYSCTL_CHARS for c in key)
-        or len(parts) < 3
-        or parts[0] != "net"
-        or not all(parts)
-    ):
+    if not names.valid_net_sysctl_key(key):
         raise errors.InvalidConfig(
             f"{where}: invalid net sysctl key {key!r}",
             "use the dotted form of a sysctl under net, such as net.ipv4.conf.IFNAME.rp_filter "

@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycni.result import Result
 
-OWN = {"host-local": "pycni.ipam.host_local", "static": "pycni.ipam.static"}
+OWN = ("host-local", "static")  # our IPAM plugins a delegating plugin runs in-process
 
 
 def ipam_type(conf: dict[str, object]) -> str:
@@ -40,9 +40,9 @@ def _own_verbs(path: str, kind: str) -> skel.Verbs | None:
     name = invoke.own_plugin(path)
     if name != kind or kind not in OWN:
         return None
-    module = __import__(OWN[kind], fromlist=["VERBS"])
-    verbs: skel.Verbs = module.VERBS
-    return verbs
+    from pycni import plugins
+
+    return plugins.load(kind)
 
 
 def _env(cmd: skel.CmdArgs, command: str) -> dict[str, str]:

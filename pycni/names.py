@@ -40,3 +40,19 @@ def ifname_problem(name: str) -> str | None:
 
 def valid_ifname(name: str) -> bool:
     return ifname_problem(name) is None
+
+
+SYSCTL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@+")
+
+
+def valid_net_sysctl_key(key: str) -> bool:
+    """A dotted net.* sysctl key (net.<a>.<b>..., no empty component, no '/'), as the
+    tuning plugin and `netctl run --sysctl` take them."""
+    parts = key.split(".")
+    return (
+        bool(key)
+        and all(c in SYSCTL_CHARS for c in key)
+        and len(parts) >= 3
+        and parts[0] == "net"
+        and all(parts)
+    )

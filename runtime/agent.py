@@ -72,38 +72,37 @@ DEFAULT_MAX_WORKERS = 64
 DEFAULT_SPARE = 4
 LISTEN_BACKLOG = 256
 
-# Imported lazily by the plugins (inside functions, to keep plugin processes lean); the
-# agent imports them up front so a worker never pays for them.
-WARM_MODULES = (
-    "ctypes",
-    "fcntl",
-    "select",
-    "pycni.conf",
-    "pycni.errors",
-    "pycni.fault",
-    "pycni.invoke",
-    "pycni.ipam_exec",
-    "pycni.netlink",
-    "pycni.netns",
-    "pycni.netsetup",
-    "pycni.result",
-    "pycni.firewall.spoofcheck",
-    "pycni.firewall.isolation",
-    "pycni.firewall.nft",
-    "pycni.sysctl",
-    "pycni.attstore",
-    "pycni.firewall",
-    "pycni.firewall.base",
-    "pycni.firewall.plan",
-    "pycni.firewall.store",
-    "pycni.firewall.backend",
-    "pycni.firewall.spawn",
-    "pycni.firewall.nftables",
-    "pycni.firewall.iptables",
-    "pycni.ipam.allocator",
-    "pycni.ipam.store",
-    "pycni.ipam.config",
+# What the plugins import lazily (inside functions, to keep plugin processes lean), which
+# the agent imports up front so a worker never pays for it: the stdlib modules below and
+# every module of the packages the plugins are made of (warm_modules(): read off the
+# package directories, never a hand-kept list that falls behind).
+WARM_STDLIB = ("ctypes", "fcntl", "select")
+WARM_PACKAGES = ("pycni", "pycni.firewall", "pycni.ipam", "pycni.plugins")
+# Parts of the core package no plugin imports (the pytest kit, the overlay agent's etcd
+# client, the CLI's own helpers).
+WARM_SKIP = (
+    "pycni.testing",
+    "pycni.overlay",
+    "pycni.native",
+    "pycni.entry",
+    "pycni.ipam.dhcp_daemon",
 )
+
+
+def warm_modules() -> list[str]:
+    modules = list(WARM_STDLIB)
+    for package in WARM_PACKAGES:
+        if package != "pycni":
+            modules.append(package)
+        directory = os.path.dirname(__import__(package, fromlist=["__file__"]).__file__ or "")
+        for fname in sorted(os.listdir(directory)):
+            name, ext = os.path.splitext(fname)
+            module = f"{package}.{name}"
+            if ext == ".py" and name != "__init__" and not module.startswith(WARM_SKIP):
+                modules.append(module)
+    return modules
+
+
 # Shared libraries the plugins load through ctypes; dlopen'ed once here, a worker's
 # own dlopen of the same name is then a reference-count increment.
 WARM_LIBRARIES = ("libnftables.so.1",)
@@ -125,15 +124,18 @@ def log(msg: str) -> None:
 
 def warm() -> dict[str, skel.Verbs]:
     """Import every plugin and what they import lazily; returns module name -> verbs."""
-    from pycni.plugins import PLUGINS
+    from pycni import plugins
 
     verbs: dict[str, skel.Verbs] = {}
-    for module in PLUGINS.values():
+    for name, module in plugins.PLUGINS.items():
         try:
-            verbs[module] = __import__(module, fromlist=["VERBS"]).VERBS
+            loaded = plugins.load(name)
         except Exception as exc:  # a broken plugin must not take the others down
             log(f"cannot load {module}: {type(exc).__name__}: {exc}")
-    for module in WARM_MODULES:
+            continue
+        if loaded is not None:
+            verbs[module] = loaded
+    for module in warm_modules():
         try:
             __import__(module)
         except ImportError:

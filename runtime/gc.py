@@ -46,7 +46,7 @@ def system_gc(rt: Runtime) -> list[str]:
             continue
         if not rec.torn_down:
             try:
-                rt._teardown_locked(rec)
+                rt.teardown_locked(rec)
                 report.append(f"released the network of exited container {rec.name}")
             except errors.CniError as exc:
                 report.append(f"could not release {rec.name}: {exc}")
@@ -57,9 +57,9 @@ def system_gc(rt: Runtime) -> list[str]:
         if rec.id in live
         for ifname in {"eth0", "lo", *(a.ifname for a in rec.attachments if a.ifname)}
     ]
-    nets = [rt._loopback_net()]
+    nets = [rt.loopback_network()]
     try:
-        nets += [n.conflist for n in rt.networks.list() if getattr(n, "conflist", None) is not None]
+        nets += [n.conflist for n in rt.networks.list() if n.conflist is not None]
     except Exception as exc:  # a broken network file must not stop the GC of the others
         report.append(f"could not list networks: {exc}")
     for net in nets:
@@ -148,7 +148,7 @@ def _repair_bridges(rt: Runtime) -> list[str]:
     running = [rec for rec in rt.store.all() if _running(rec)]
     out: list[str] = []
     for net in rt.networks.list():
-        conflist = getattr(net, "conflist", None)
+        conflist = net.conflist
         plugin = next(
             (p for p in (conflist.plugins if conflist else []) if p.get("type") == "bridge"),
             None,
@@ -167,7 +167,7 @@ def _repair_bridges(rt: Runtime) -> list[str]:
             # The bridge's MAC as the ADDs reported it (libcni's cached results).
             mac = ""
             for rec, att in attached:
-                cached = rt.cni.cached_result(conflist, rt._runtime_conf(rec, att.ifname))
+                cached = rt.cni.cached_result(conflist, rt.runtime_conf(rec, att.ifname))
                 interfaces = cached.interfaces if cached is not None else []
                 mac = next((i.mac for i in interfaces if i.name == spec.name), "")
                 if mac:

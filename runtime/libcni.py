@@ -175,13 +175,9 @@ class CNIConfig:
         name = invoke.own_plugin(path)
         if name is None:
             return None
-        from pycni.plugins import PLUGINS
+        from pycni import plugins
 
-        module = PLUGINS.get(name)
-        if module is None:
-            return None
-        verbs: skel.Verbs = __import__(module, fromlist=["VERBS"]).VERBS
-        return verbs
+        return plugins.load(name)
 
     # -- cache ----------------------------------------------------------------------
 

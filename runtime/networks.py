@@ -1227,15 +1227,9 @@ class NetworkStore:
         if not any(w.startswith(f"bridge {net.bridge} still has ports") for w in warnings):
             # No attachment is left: the leases are stale, and a future network of the
             # same name must not inherit them.
-            import shutil
+            from pycni.ipam import store
 
-            shutil.rmtree(os.path.join(self.ipam_dir, net.name), ignore_errors=True)
-            from pycni.ipam.store import INDEX_PREFIX
-
-            try:  # host-local's lease index, next to the leases' directory
-                os.unlink(os.path.join(self.ipam_dir, INDEX_PREFIX + net.name))
-            except OSError:
-                pass
+            store.forget_network(self.ipam_dir, net.name)
         return net, warnings
 
     def prune(self) -> tuple[builtins.list[str], builtins.list[str]]:

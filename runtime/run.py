@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     import signal
     from typing import Any
 
-    from pycni.runtime import portspec
-    from pycni.runtime.networks import Network
+    from pycni.runtime import libcni, portspec
+    from pycni.runtime.networks import Network, NetworkStore
 else:  # the same ints and calls; `signal` wraps them in enums (and imports `enum`, ~2 ms)
     import _signal as signal
 
@@ -700,17 +700,15 @@ def parse_sysctls(opts: RunOptions) -> dict[str, str]:
     out: dict[str, str] = {}
     if not opts.sysctl:
         return out
-    from pycni.plugins.tuning import validate_sysctl_key
+    from pycni import names
 
     for spec in opts.sysctl:
         key, sep, value = spec.partition("=")
         bad = f'invalid argument "{spec}" for "--sysctl" flag'
         if not sep or not key:
             raise UsageError(f"{bad}: expected KEY=VALUE")
-        try:
-            validate_sysctl_key(key, "--sysctl")
-        except errors.CniError:
-            raise UsageError(f"{bad}: only net.* sysctls are supported (net.a.b=value)") from None
+        if not names.valid_net_sysctl_key(key):
+            raise UsageError(f"{bad}: only net.* sysctls are supported (net.a.b=value)")
         if opts.network == "host" or opts.network.startswith("container:"):
             raise UsageError(
                 f"{bad}: sysctl '{key}' is not allowed in {opts.network.split(':')[0]} network namespace"
@@ -789,7 +787,7 @@ class Runtime:
         self.held_ports: list[Any] = []  # socket.socket
 
     @property
-    def cni(self) -> Any:
+    def cni(self) -> libcni.CNIConfig:
         if self._cni is None:
             from pycni.runtime import install, libcni
 
@@ -801,7 +799,7 @@ class Runtime:
         return self._cni
 
     @property
-    def networks(self) -> Any:
+    def networks(self) -> NetworkStore:
         if self._networks is None:
             from pycni.runtime.networks import NetworkStore
 
@@ -822,7 +820,8 @@ class Runtime:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
-    def _loopback_net(self) -> Any:
+    def loopback_network(self) -> libcni.NetworkConfigList:
+        """The chain that brings up a container's `lo` (also what GC keeps valid)."""
         from pycni.runtime import libcni
 
         raw = (
@@ -846,10 +845,11 @@ class Runtime:
 
     def _lo_chain(self, rec: ContainerRecord) -> Any:
         """loopback, with the --sysctl values when there is no network chain to carry them."""
-        net = self._loopback_net()
+        net = self.loopback_network()
         return self._with_sysctls(net, rec) if rec.network_mode == "none" else net
 
-    def _runtime_conf(self, rec: ContainerRecord, ifname: str = IFNAME) -> Any:
+    def runtime_conf(self, rec: ContainerRecord, ifname: str = IFNAME) -> libcni.RuntimeConf:
+        """libcni's per-attachment arguments for `rec`'s interface `ifname`."""
         from pycni.runtime import libcni
 
         args: list[tuple[str, str]] = [("IgnoreUnknown", "1")]
@@ -888,10 +888,10 @@ class Runtime:
             rec.hostname = target.hostname
             return
         network = None if mode == "none" else self.networks.resolve(mode)
-        if network is not None and getattr(network, "kind", "bridge") == "none":
+        if network is not None and network.kind == "none":
             network = None
             mode = "none"
-        if network is not None and getattr(network, "kind", "bridge") == "host":
+        if network is not None and network.kind == "host":
             opts.network = "host"
             return self.setup(rec, opts)
         rec.network_mode = mode
@@ -905,7 +905,7 @@ class Runtime:
         if opts.sysctl:
             rec.cap_args["sysctl"] = parse_sysctls(opts)
         self.store.save(rec)  # from here on, teardown knows what to undo
-        self.cni.add(self._lo_chain(rec), self._runtime_conf(rec, "lo"))
+        self.cni.add(self._lo_chain(rec), self.runtime_conf(rec, "lo"))
         if network is None:
             if opts.publish:
                 warn("Published ports are discarded when using the none network mode")
@@ -1002,7 +1002,7 @@ class Runtime:
         mark = self._claim_bridge(network)
         try:
             result = self.cni.add(
-                self._chain_for(rec, network, ifname), self._runtime_conf(rec, ifname)
+                self._chain_for(rec, network, ifname), self.runtime_conf(rec, ifname)
             )
         except errors.CniError as exc:
             if (spec.ip or spec.ip6) and "not available" in exc.msg:
@@ -1090,18 +1090,18 @@ class Runtime:
             hint = "create the network with another -o com.docker.network.bridge.name and --subnet"
         return claim_bridge(network, os.path.realpath(self.paths.lib), hint)
 
-    def _check_requested_ips(self, network: Any, opts: RunOptions | NetworkAttach) -> None:
+    def _check_requested_ips(self, network: Network, opts: RunOptions | NetworkAttach) -> None:
         for value in (opts.ip, opts.ip6):
             if not value:
                 continue
-            if getattr(network, "default", False):
+            if network.default:
                 raise UsageError(
                     "user specified IP address is supported only when connecting to networks with user configured subnets"
                 )
             import ipaddress
 
             addr = ipaddress.ip_address(value)
-            subnets = [ipaddress.ip_network(str(s)) for s in getattr(network, "subnets", [])]
+            subnets = [ipaddress.ip_network(str(s)) for s in network.subnets]
             if subnets and not any(addr in s for s in subnets):
                 raise UsageError(
                     f"Invalid address {value}: It does not belong to any of this network's subnets"
@@ -1160,7 +1160,7 @@ class Runtime:
             cfg = self.networks.runtime_defaults()
         except Exception:
             return ""
-        return str(getattr(cfg, "ip", "") or "")
+        return cfg.ip
 
     def teardown(self, rec: ContainerRecord) -> None:
         """Undo setup(): CNI DEL in reverse, then remove the netns. Idempotent."""
@@ -1174,7 +1174,7 @@ class Runtime:
                 try:
                     net = self.networks.resolve(att.network)
                     chain = self._chain_for(rec, net, att.ifname)
-                    self.cni.delete(chain, self._runtime_conf(rec, att.ifname))
+                    self.cni.delete(chain, self.runtime_conf(rec, att.ifname))
                 except Exception as exc:
                     problems.append(f"network {att.network}: {exc}")
             if (
@@ -1186,11 +1186,11 @@ class Runtime:
                 # attachment key in case the process died before it could.
                 try:
                     net = self.networks.resolve(rec.network_mode)
-                    self.cni.delete(self._with_sysctls(net.conflist, rec), self._runtime_conf(rec))
+                    self.cni.delete(self._with_sysctls(net.conflist, rec), self.runtime_conf(rec))
                 except Exception as exc:
                     problems.append(f"network {rec.network_mode}: {exc}")
             try:
-                self.cni.delete(self._lo_chain(rec), self._runtime_conf(rec, "lo"))
+                self.cni.delete(self._lo_chain(rec), self.runtime_conf(rec, "lo"))
             except Exception as exc:
                 problems.append(f"loopback: {exc}")
             try:
@@ -1527,7 +1527,7 @@ class Runtime:
                 # ADD rolled itself back; DEL once more by key and forget the attachment
                 try:
                     self.cni.delete(
-                        self._chain_for(rec, network, ifname), self._runtime_conf(rec, ifname)
+                        self._chain_for(rec, network, ifname), self.runtime_conf(rec, ifname)
                     )
                 except Exception as exc:
                     warn(str(exc))
@@ -1567,7 +1567,7 @@ class Runtime:
                 if network is not None:
                     self.cni.delete(
                         self._chain_for(rec, network, att.ifname),
-                        self._runtime_conf(rec, att.ifname),
+                        self.runtime_conf(rec, att.ifname),
                     )
                 else:
                     self._unplug(rec, att.ifname)
@@ -1670,7 +1670,7 @@ class Runtime:
             ):
                 break
             time.sleep(0.05)
-        self._teardown_locked(rec)
+        self.teardown_locked(rec)
         return rec
 
     @staticmethod
@@ -1703,7 +1703,9 @@ class Runtime:
             time.sleep(0.02)
         return True
 
-    def _teardown_locked(self, rec: ContainerRecord) -> None:
+    def teardown_locked(self, rec: ContainerRecord) -> None:
+        """teardown() under the container's lock, from its freshest record: for `rm`,
+        `stop`, `system prune` and `system gc` of containers whose supervisor is gone."""
         lock = self.lock(rec.id)
         try:
             fresh = self.store.find(rec.id)
@@ -1728,7 +1730,7 @@ class Runtime:
             self._signal(rec, signal.SIGKILL)  # every process of its PID namespace ends
             self.stop(rec.id, timeout=5)
             rec = self.get(rec.id)
-        self._teardown_locked(rec)
+        self.teardown_locked(rec)
         self._forget(rec)
         return rec.name
 
@@ -1736,7 +1738,7 @@ class Runtime:
         removed = []
         for rec in self.store.all():
             if rec.status == "exited":
-                self._teardown_locked(rec)
+                self.teardown_locked(rec)
                 self._forget(rec)
                 removed.append(rec.id)
         return removed
