@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycni.ipam.allocator import Range, RangeSet, check_disjoint
-
 from pycni import errors
+from pycni.ipam.allocator import Range, RangeSet, check_disjoint
 from pycni.result import DNS, Route
 
 TYPE_CHECKING = False

@@ -35,9 +35,8 @@ import sys
 import threading
 import time
 
-from pycni.ipam.dhcp import DEFAULT_SOCKET, DhcpConf
-
 from pycni import dhcp4, errors, fastjson, skel
+from pycni.ipam.dhcp import DEFAULT_SOCKET, DhcpConf
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

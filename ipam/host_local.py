@@ -20,11 +20,10 @@ from __future__ import annotations
 import ipaddress
 import os
 
+from pycni import errors, skel
 from pycni.ipam import config
 from pycni.ipam.allocator import allocate_all, assign_requested
 from pycni.ipam.store import DiskStore, status
-
-from pycni import errors, skel
 from pycni.result import DNS, IPConfig, Result, parse_result
 
 TYPE_CHECKING = False
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pycni.ipam.allocator import IPAddress, RangeSet
-
     from pycni.result import Route
 
 # CNI_ARGS keys host-local understands; others (K8S_POD_NAME, ...) need IgnoreUnknown=1,

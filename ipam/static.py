@@ -10,9 +10,8 @@ undo; CHECK verifies the gateways the prevResult reports for our addresses.
 
 from __future__ import annotations
 
-from pycni.ipam import config
-
 from pycni import errors, skel
+from pycni.ipam import config
 from pycni.result import IPConfig, Result, parse_result
 
 TYPE_CHECKING = False
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pycni.ipam.allocator import IPAddress, IPInterface
-
     from pycni.result import DNS, Route
 
 KNOWN_ARGS = frozenset({"IP", "GATEWAY"})

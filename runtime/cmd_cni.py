@@ -7,12 +7,11 @@ import json
 import os
 import sys
 
+from pycni import errors
 from pycni.runtime import libcni
 from pycni.runtime.cli import print_json
 from pycni.runtime.paths import Paths
 from pycni.runtime.usage import UsageError
-
-from pycni import errors
 
 
 def conf_dirs(paths: Paths, explicit: str | None = None) -> list[str]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import sys
 
+from pycni import errors
 from pycni.runtime.cli import print_json, print_table
 from pycni.runtime.networks import Network, NetworkError, NetworkStore
-
-from pycni import errors
 
 TYPE_CHECKING = False  # typing and json cost more than `network ls` may spend
 if TYPE_CHECKING:

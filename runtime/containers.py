@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import time
 
-from pycni.runtime.paths import Paths
-
 from pycni import names
 from pycni.atomicfile import write_atomic
+from pycni.runtime.paths import Paths
 
 TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more than `ps` itself
 if TYPE_CHECKING:

@@ -34,10 +34,10 @@ import ipaddress
 import os
 from typing import Annotated, Any
 
-from pycni.runtime import etcfiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pycni import errors, names
+from pycni.runtime import etcfiles
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -21,15 +21,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from pycni import errors, netns, netsetup
 from pycni.runtime.containers import alive
 
-from pycni import errors, netns, netsetup
-
 if TYPE_CHECKING:
+    from pycni.firewall.base import Isolation
     from pycni.runtime.containers import ContainerRecord
     from pycni.runtime.run import Runtime
-
-    from pycni.firewall.base import Isolation
 
 
 def _running(rec: ContainerRecord) -> bool:

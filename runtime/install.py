@@ -21,11 +21,10 @@ from __future__ import annotations
 import os
 import sys
 
-from pycni.plugins import PLUGINS
-
 import pycni
 from pycni import invoke
 from pycni.atomicfile import write_atomic
+from pycni.plugins import PLUGINS
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(pycni.__file__)), "native", "cniclient.c")
 TRAILER_TAG = b"\n#pycni-trailer "

@@ -161,10 +161,9 @@ def parent_in_use(networks: list[Any], parent: str) -> str:
 def ensure_parent(parent: str) -> bool:
     """Check the parent link exists; create `eth0.10` as VLAN 10 of eth0 when it does
     not (as Docker does). Returns whether it was created here."""
-    from pycni.runtime.networks import NetworkError
-
     from pycni import netlink
     from pycni.netlink import Netlink
+    from pycni.runtime.networks import NetworkError
 
     with Netlink() as nl:
         if nl.link(parent) is not None:

@@ -31,13 +31,12 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-from pycni.runtime import conflist, libcni
-from pycni.runtime.conflist import DEFAULT_NETWORK
-from pycni.runtime.paths import Paths
-
 from pycni import errors, fastjson, names
 from pycni.atomicfile import write_atomic
 from pycni.record import dataclass, field
+from pycni.runtime import conflist, libcni
+from pycni.runtime.conflist import DEFAULT_NETWORK
+from pycni.runtime.paths import Paths
 
 TYPE_CHECKING = False  # typing, json, hashlib and datetime cost more than `network ls` may spend
 if TYPE_CHECKING:

@@ -20,15 +20,13 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
-from pycni.runtime.networks import NetworkError
-
 from pycni import errors
 from pycni.overlay import spec as ospec
+from pycni.runtime.networks import NetworkError
 
 if TYPE_CHECKING:
-    from pycni.runtime.networks import Network, NetworkStore
-
     from pycni.overlay.store import Store
+    from pycni.runtime.networks import Network, NetworkStore
 
 VNI_BASE = 4096  # Docker's overlay driver starts its VXLAN IDs above 4096
 OPT_VNI = "vxlan_id"

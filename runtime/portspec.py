@@ -40,15 +40,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from pycni.firewall.base import PROTOCOLS, PortMapping
+from pycni.record import dataclass, replace
 from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exported)
     PortSpecError,
     format_port_lines,
     format_ports,
 )
 from pycni.runtime.portview import port_number as _port_number
-
-from pycni.firewall.base import PROTOCOLS, PortMapping
-from pycni.record import dataclass, replace
 
 TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:

@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from pycni import errors, netns
+from pycni.record import dataclass, field
 from pycni.runtime import etcfiles, sandbox
 from pycni.runtime.containers import (
     Attachment,
@@ -34,9 +36,6 @@ from pycni.runtime.containers import (
 )
 from pycni.runtime.paths import Paths
 from pycni.runtime.usage import UsageError
-
-from pycni import errors, netns
-from pycni.record import dataclass, field
 
 TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:

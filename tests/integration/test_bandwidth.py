@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycni.plugins.bandwidth import ifb_name
 
 from pycni import tc
+from pycni.plugins.bandwidth import ifb_name
 from tests.conftest import Netns, PluginRun
 
 pytestmark = pytest.mark.root

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pycni.runtime.hostports import (
     PortAllocationError,
     parse_port_range,
@@ -20,7 +21,6 @@ from pycni.runtime.hostports import (
     parse_proc_sctp_eps,
     parse_reserved_ports,
 )
-
 from tests.conftest import REPO, Netns
 
 pytestmark = pytest.mark.root

@@ -563,9 +563,8 @@ def test_reference_binary_is_the_peer() -> None:
 
 def test_in_process_verbs_use_cmd_args_not_environ(tmp_path, monkeypatch) -> None:
     """The bridge calls VERBS.add(cmd) in its own process: only `cmd` counts."""
-    from pycni.ipam import host_local
-
     from pycni import skel
+    from pycni.ipam import host_local
 
     monkeypatch.setenv("CNI_CONTAINERID", "from-environ")
     monkeypatch.setenv("CNI_IFNAME", "wrong0")

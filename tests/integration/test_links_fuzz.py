@@ -58,9 +58,8 @@ def link_confs(draw: st.DrawFn, plugin: str) -> dict[str, Any]:
 def test_fuzz_never_internal_error(plugin: str, host_ns, tmp_path, monkeypatch) -> None:
     import os
 
-    from pycni.plugins import PLUGINS
-
     from pycni import netns as pynetns
+    from pycni.plugins import PLUGINS
 
     monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
     verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pycni.runtime import agent
-
 from pycni import plugins
+from pycni.runtime import agent
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pycni.plugins import PLUGINS
-from pycni.runtime import agent
 
 from pycni import agent_client as wire
 from pycni import skel
+from pycni.plugins import PLUGINS
+from pycni.runtime import agent
 
 CONF = json.dumps({"cniVersion": "0.4.0", "name": "n", "type": "loopback"}).encode()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pycni.plugins.bandwidth import BandwidthConf, ifb_name
 
 from pycni import errors, tc
+from pycni.plugins.bandwidth import BandwidthConf, ifb_name
 
 
 def test_ifb_name_is_the_references() -> None:
@@ -63,9 +63,8 @@ def test_del_ignores_bad_limits() -> None:
 
 
 def test_missing_kernel_support_names_the_module() -> None:
-    from pycni.plugins.bandwidth import _add_error
-
     from pycni.netlink import LinkExists, NetlinkError
+    from pycni.plugins.bandwidth import _add_error
 
     err = _add_error(
         NetlinkError(95, "create ifb bwp1", "Unknown device type"), "create ifb", "ifb"

@@ -5,6 +5,7 @@ argparse."""
 from __future__ import annotations
 
 import pytest
+
 from pycni.runtime import cli, cmd_container
 
 SAME = [

@@ -6,9 +6,9 @@ import ipaddress
 import struct
 
 import pytest
-from pycni.ipam import dhcp_daemon
 
 from pycni import dhcp4
+from pycni.ipam import dhcp_daemon
 
 
 def ack(**opts: bytes) -> dhcp4.Message:

@@ -7,11 +7,11 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from pycni.plugins.firewall import FirewallConf
 
 from pycni import errors
 from pycni.firewall import forward
 from pycni.firewall.store import Store
+from pycni.plugins.firewall import FirewallConf
 
 
 def test_address_rules_are_the_references() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pycni.runtime import gotemplate as gt
 
 DOC = {

@@ -8,9 +8,9 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycni.ipam.allocator import Range, RangeSet, allocate, allocate_all, check_disjoint
 
 from pycni import errors
+from pycni.ipam.allocator import Range, RangeSet, allocate, allocate_all, check_disjoint
 
 ip = ipaddress.ip_address
 

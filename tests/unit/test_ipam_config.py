@@ -4,9 +4,9 @@ requested IPs from all three sources, routes, DNS and resolv.conf parsing."""
 from __future__ import annotations
 
 import pytest
-from pycni.ipam import config, host_local
 
 from pycni import errors, skel
+from pycni.ipam import config, host_local
 
 
 def cmd(ipam: dict | None, *, cni_args: str = "", version: str = "1.0.0", **top) -> skel.CmdArgs:

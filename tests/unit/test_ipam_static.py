@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pycni.ipam import static
 
 from pycni import errors, skel
+from pycni.ipam import static
 
 
 def cmd(ipam: dict | None, *, cni_args: str = "", version: str = "1.0.0", **top) -> skel.CmdArgs:

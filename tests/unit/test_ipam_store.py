@@ -9,10 +9,10 @@ import os
 import time
 
 import pytest
-from pycni.ipam import store as store_mod
-from pycni.ipam.store import DiskStore, lease_ip, parse_lease
 
 from pycni import errors
+from pycni.ipam import store as store_mod
+from pycni.ipam.store import DiskStore, lease_ip, parse_lease
 
 ip = ipaddress.ip_address
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from pycni.runtime import libcni
 
 from pycni import errors
 from pycni.result import Result
+from pycni.runtime import libcni
 
 
 def write(d: Path, name: str, obj: object) -> None:

@@ -8,16 +8,16 @@ import ipaddress
 from typing import Any
 
 import pytest
+
+from pycni import errors, fastjson, netlink
 from pycni.plugins.dummy import DummyConf
 from pycni.plugins.ipvlan import IpvlanConf, _master_name
 from pycni.plugins.macvlan import MacvlanConf, info_data
 from pycni.plugins.tap import TapConf
 from pycni.plugins.vlan import VlanConf
+from pycni.result import parse_result
 from pycni.runtime import netdrivers
 from pycni.runtime.networks import IPAMConfig, NetworkError
-
-from pycni import errors, fastjson, netlink
-from pycni.result import parse_result
 
 
 def go(obj: dict[str, Any]) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pycni.runtime import containers, networks
 
 from pycni import names, skel
+from pycni.runtime import containers, networks
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dns.message
 import dns.rcode
 import pytest
+
 from pycni.runtime import dns as resolver
 from pycni.runtime.containers import Attachment, ContainerRecord
 from pycni.runtime.run import (

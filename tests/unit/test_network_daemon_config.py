@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from pycni.runtime import daemon_config
 from pycni.runtime.daemon_config import DaemonConfig, DaemonConfigError
 from pycni.runtime.networks import default_conflist

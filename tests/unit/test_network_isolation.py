@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from pycni.plugins import isolation
 
 from pycni import errors
 from pycni.firewall.isolation import TableView, plan_add, plan_remove
+from pycni.plugins import isolation
 
 T = {"family": "inet", "table": "pycni_isolation"}
 

@@ -9,6 +9,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pycni.ipam import config as ipam_config
 from pycni.runtime import libcni, networks
 from pycni.runtime.daemon_config import DaemonConfig

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from pycni.runtime import libcni, networks
 from pycni.runtime.containers import Attachment, ContainerRecord, ContainerStore
 from pycni.runtime.daemon_config import DaemonConfigError

@@ -12,6 +12,8 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from pycni.firewall.base import PortMapping
 from pycni.runtime.portspec import (
     PortBinding,
     PortSpecError,
@@ -23,8 +25,6 @@ from pycni.runtime.portspec import (
     parse_publish,
     parse_publish_all,
 )
-
-from pycni.firewall.base import PortMapping
 
 
 def B(container_port: int, host_port: int = 0, host_ip: str = "", proto: str = "tcp", end: int = 0):

@@ -6,10 +6,10 @@ import ipaddress
 from typing import Any
 
 import pytest
-from pycni.plugins.sbr import SbrConf, ip_configs
-from pycni.plugins.vrf import VrfConf
 
 from pycni import errors
+from pycni.plugins.sbr import SbrConf, ip_configs
+from pycni.plugins.vrf import VrfConf
 from pycni.result import parse_result
 
 

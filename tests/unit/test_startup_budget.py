@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pycni.plugins import PLUGINS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import subprocess
 from typing import Any
 
 import pytest
-from pycni.runtime.graph import Edge, Graph, Node
 
+from pycni.runtime.graph import Edge, Graph, Node
 from pycni.testing import runs
 from pycni.testing.ns import Netns
 from pycni.testing.topology import TopologyError, build

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycni.plugins import tuning
-from pycni.plugins.tuning import TuningConf
 
 from pycni import errors
+from pycni.plugins import tuning
+from pycni.plugins.tuning import TuningConf
 
 
 def conf(**keys: Any) -> dict[str, Any]:
