@@ -1,6 +1,6 @@
 """Test harness: throwaway namespaces, real plugin executables, leak and host checks.
 
-Rules this file enforces (see ../shared/TESTING.md):
+Rules this file enforces (docs/testing.md has the kit they are built on):
 - Every kernel object a test makes lives in a namespace the test created
   (`host_ns` plays the node, `container_ns()` the containers); names carry a random
   suffix, so tests run in parallel under pytest-xdist.
