@@ -182,7 +182,8 @@ def _build(
             brconf = brconf or {}
             ns.run("ip", "link", "add", br, "type", "bridge")
             for addr in brconf.get("addresses") or []:
-                ns.run("ip", "addr", "add", addr, "dev", br)
+                extra = ["nodad"] if ":" in addr else []  # usable at once, as on links
+                ns.run("ip", "addr", "add", addr, "dev", br, *extra)
             ns.run("ip", "link", "set", br, "up")
             bridges[(name, br)] = brconf
     addresses: dict[str, list[str]] = {k: list(v) for k, v in (data.get("addresses") or {}).items()}
@@ -314,6 +315,7 @@ def _vxlan(topo: Topology, vx: Mapping[str, Any]) -> None:
             for other in others:
                 ns.run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", name, "dst", other)
         if conf.get("address"):
-            ns.run("ip", "addr", "add", str(conf["address"]), "dev", name)
+            addr = str(conf["address"])
+            ns.run("ip", "addr", "add", addr, "dev", name, *(["nodad"] if ":" in addr else []))
         ns.run("ip", "link", "set", name, "up")
         topo.links.append(Link(f"{node}:{name}", f"remote {', '.join(others)}", "vxlan"))

@@ -76,7 +76,8 @@ def test_routed_topology_carries_tcp_udp_http_icmp_and_bulk(
     assert topo.ip("server:eth0") == "10.0.1.2"
     assert topo["router"].link("lanp1")["master"] == "lan"
     assert traffic.ping(client, "10.0.1.2", count=2)
-    assert traffic.ping(client, "fd00:1::2")  # dual stack, routed
+    # dual stack, routed (the first echo waits for neighbour discovery on two hops)
+    assert traffic.ping(client, "fd00:1::2", timeout=3)
     assert not traffic.ping(client, "10.0.9.9", timeout=0.3)  # nothing there: bounded
     with traffic.echo_server(server, "0.0.0.0", 7000):
         assert traffic.echo_reply(client, "10.0.1.2", 7000, "hi") == "hi 10.0.0.2"
