@@ -21,6 +21,8 @@ TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more th
 if TYPE_CHECKING:
     from typing import Any
 
+    from pycni.firewall.base import PortMapping
+
 NAME_CHARS = names.NAME_CHARS
 
 
@@ -101,15 +103,35 @@ class Attachment(_Plain):
 
 
 class PublishedPort(_Plain):
+    """One published port on one address family, its host port chosen: the one type for
+    it in the runtime (portspec.expand makes them, the container record keeps them, the
+    firewall gets them as PortMapping)."""
+
     FIELDS = ("host_port", "container_port", "protocol", "host_ip")
 
     def __init__(
         self, host_port: int, container_port: int, protocol: str = "tcp", host_ip: str = ""
     ) -> None:
-        self.host_port = host_port
-        self.container_port = container_port
-        self.protocol = protocol
+        self.host_port = host_port  # 1-65535
+        self.container_port = container_port  # 1-65535
+        self.protocol = protocol  # "tcp" | "udp" | "sctp"
         self.host_ip = host_ip  # "0.0.0.0" / "::" / a specific address
+
+    def __hash__(self) -> int:
+        return hash((self.host_port, self.container_port, self.protocol, self.host_ip))
+
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return 6 if ":" in self.host_ip else 4
+
+    def to_port_mapping(self) -> PortMapping:
+        """The firewall's domain object. The unspecified address stays explicit
+        ("0.0.0.0" / "::"), so both families of one binding remain two mappings;
+        the backend reads them as "every local address of that family"."""
+        from pycni.firewall.base import PortMapping
+
+        return PortMapping(self.host_port, self.container_port, self.protocol, self.host_ip)
 
 
 class ContainerRecord(_Plain):

@@ -40,8 +40,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from pycni.firewall.base import PROTOCOLS, PortMapping
+from pycni.firewall.base import PROTOCOLS
 from pycni.record import dataclass, replace
+from pycni.runtime.containers import PublishedPort
 from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exported)
     PortSpecError,
     format_port_lines,
@@ -106,31 +107,6 @@ class PortBinding:
     def to_spec(self) -> str:
         """The short `-p` syntax that parses back to exactly this binding."""
         return _spec(self, self.container_port, self.container_port)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PublishedPort:
-    """One binding on one address family with its host port chosen."""
-
-    #: "0.0.0.0" (every IPv4 address), "::" (every IPv6 address) or one address
-    host_ip: str
-    #: 1-65535
-    host_port: int
-    #: 1-65535
-    container_port: int
-    #: "tcp" | "udp" | "sctp"
-    protocol: Protocol = "tcp"
-
-    @property
-    def family(self) -> int:
-        """4 or 6."""
-        return ipaddress.ip_address(self.host_ip).version
-
-    def to_port_mapping(self) -> PortMapping:
-        """The firewall's domain object. The unspecified address stays explicit
-        ("0.0.0.0" / "::"), so both families of one binding remain two mappings;
-        the backend reads them as "every local address of that family"."""
-        return PortMapping(self.host_port, self.container_port, self.protocol, self.host_ip)
 
 
 # -- parsing ---------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from pycni.runtime.containers import (
     Attachment,
     ContainerRecord,
     ContainerStore,
-    PublishedPort,
     alive,
     new_id,
     process_start_time,
@@ -938,15 +937,7 @@ class Runtime:
         has_v6 = any(":" in ip for ip in rec.attachments[0].ips)
         from pycni.runtime import portspec
 
-        rec.ports = [
-            PublishedPort(
-                host_ip=p.host_ip,
-                host_port=p.host_port,
-                container_port=p.container_port,
-                protocol=p.protocol,
-            )
-            for p in portspec.expand(bindings, ipv6=has_v6)
-        ]
+        rec.ports = portspec.expand(bindings, ipv6=has_v6)
         self.store.save(rec)
         for n, (net, spec) in enumerate(others, start=1):
             self.attach(rec, net, spec, f"eth{n}")
