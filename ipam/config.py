@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycni import errors
+from pycni import conf, errors
 from pycni.ipam.allocator import Range, RangeSet, check_disjoint
 from pycni.result import DNS, Route
 
@@ -44,31 +44,22 @@ def ipam_section(conf: dict[str, Any]) -> dict[str, Any]:
     return ipam
 
 
+# The typed getters are pycni.conf's: one family, one wording for every plugin
+# ("ipam.dns: 'nameservers' must be a list", detail "got 'x'"). These add the IPAM
+# spellings of "absent" (an empty string is no string).
+
+
 def optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _bad(_key(where, key), f"must be a string, not {type(value).__name__}")
-    return value
+    """A string, None when absent or empty."""
+    return conf.get_str(obj, key, "", where or "config") or None
 
 
 def optional_list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
-    value = obj.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(_key(where, key), f"must be a list, not {type(value).__name__}")
-    return value
+    return conf.get_list(obj, key, where or "config")
 
 
 def optional_dict(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _bad(_key(where, key), f"must be an object, not {type(value).__name__}")
-    return value
+    return conf.get_dict(obj, key, where or "config")
 
 
 def parse_ip(text: object, where: str) -> IPAddress:

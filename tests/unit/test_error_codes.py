@@ -140,9 +140,6 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         ("ipam/config.py", fn, "_bad"): "returns InvalidConfig"
         for fn in (
             "ipam_section",
-            "optional_str",
-            "optional_list",
-            "optional_dict",
             "parse_ip",
             "parse_cidr",
             "parse_range",

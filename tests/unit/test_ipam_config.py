@@ -39,10 +39,10 @@ INVALID = [
     ({}, "no IP ranges specified", "ipam.ranges"),
     ({"ranges": []}, "no IP ranges specified", "ipam.subnet"),
     ({"ranges": [[]]}, "ipam.ranges[0] is an empty range set", ""),
-    ({"ranges": {"subnet": "10.1.0.0/24"}}, "ipam.ranges must be a list, not dict", ""),
+    ({"ranges": {"subnet": "10.1.0.0/24"}}, "ipam: 'ranges' must be a list", ""),
     ({"ranges": [{"subnet": "10.1.0.0/24"}]}, "ipam.ranges[0] must be a list of ranges", ""),
     (ranges({"rangeStart": "10.1.0.5"}), "ipam.ranges[0][0].subnet is missing", "subnet"),
-    (ranges({"subnet": 5}), "ipam.ranges[0][0].subnet must be a string, not int", ""),
+    (ranges({"subnet": 5}), "ipam.ranges[0][0]: 'subnet' must be a string", ""),
     (ranges({"subnet": "10.1.0.0"}), "ipam.ranges[0][0].subnet '10.1.0.0' is not in CIDR", ""),
     (
         ranges({"subnet": "10.1.0.0/33"}),
@@ -137,7 +137,7 @@ INVALID = [
         "ipam.dataDir 'relative/dir' is not an absolute path",
         "/var/lib/cni/networks",
     ),
-    ({**ranges({"subnet": "10.1.0.0/24"}), "dataDir": 7}, "ipam.dataDir must be a string", ""),
+    ({**ranges({"subnet": "10.1.0.0/24"}), "dataDir": 7}, "ipam: 'dataDir' must be a string", ""),
     (
         {**ranges({"subnet": "10.1.0.0/24"}), "routes": [{"gw": "10.1.0.1"}]},
         "ipam.routes[0].dst is missing",
@@ -155,10 +155,10 @@ INVALID = [
     ),
     (
         {**ranges({"subnet": "10.1.0.0/24"}), "routes": "0.0.0.0/0"},
-        "ipam.routes must be a list",
+        "ipam: 'routes' must be a list",
         "",
     ),
-    ({**ranges({"subnet": "10.1.0.0/24"}), "resolvConf": ["x"]}, "ipam.resolvConf must be", ""),
+    ({**ranges({"subnet": "10.1.0.0/24"}), "resolvConf": ["x"]}, "ipam: 'resolvConf' must be", ""),
 ]
 
 
@@ -265,10 +265,10 @@ def test_requested_ips_from_all_sources_in_order() -> None:
         ({}, "IP=10.1.0.999", 4, "CNI_ARGS IP[0] '10.1.0.999' is not an IP address"),
         ({}, "IP=10.1.0.5,bogus", 4, "CNI_ARGS IP[1] 'bogus' is not an IP address"),
         ({"args": {"cni": {"ips": [5]}}}, "", 7, "args.cni.ips[0] 5 is not an IP address"),
-        ({"args": {"cni": {"ips": "10.1.0.5"}}}, "", 7, "args.cni.ips must be a list"),
-        ({"args": []}, "", 7, "args must be an object"),
+        ({"args": {"cni": {"ips": "10.1.0.5"}}}, "", 7, "args.cni: 'ips' must be a list"),
+        ({"args": []}, "", 7, "config: 'args' must be an object"),
         ({"runtimeConfig": {"ips": ["x/24"]}}, "", 7, "runtimeConfig.ips[0] 'x/24' is not in CIDR"),
-        ({"runtimeConfig": 3}, "", 7, "runtimeConfig must be an object"),
+        ({"runtimeConfig": 3}, "", 7, "config: 'runtimeConfig' must be an object"),
         ({}, "FOO=1", 4, 'ARGS: unknown args ["FOO=1"]'),
         ({}, "K8S_POD_NAME=p", 4, 'ARGS: unknown args ["K8S_POD_NAME=p"]'),
         ({}, "IP", 4, "ARGS: invalid pair 'IP'"),
@@ -337,7 +337,7 @@ def test_dns_object_validation() -> None:
     ]
     with pytest.raises(errors.InvalidConfig, match=r"ipam.dns.search\[1\] must be a string"):
         config.parse_dns({"dns": {"search": ["a", 1]}}, "dns", "ipam")
-    with pytest.raises(errors.InvalidConfig, match=r"ipam\.dns must be an object"):
+    with pytest.raises(errors.InvalidConfig, match=r"ipam: 'dns' must be an object"):
         config.parse_dns({"dns": []}, "dns", "ipam")
 
 

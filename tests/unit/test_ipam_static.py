@@ -97,7 +97,7 @@ def test_args_ips_replace_then_runtime_config_ips_replace() -> None:
     ("ipam", "kw", "code", "msg"),
     [
         (None, {}, 7, "IPAM config missing 'ipam' key"),
-        ({"addresses": {}}, {}, 7, "ipam.addresses must be a list"),
+        ({"addresses": {}}, {}, 7, "ipam: 'addresses' must be a list"),
         ({"addresses": ["10.1.0.5/24"]}, {}, 7, "ipam.addresses[0] must be an object"),
         ({"addresses": [{"gateway": "10.1.0.1"}]}, {}, 7, "ipam.addresses[0].address is missing"),
         (
@@ -134,7 +134,7 @@ def test_args_ips_replace_then_runtime_config_ips_replace() -> None:
         ),
         ({}, {"runtimeConfig": {"ips": [7]}}, 7, "runtimeConfig.ips[0] 7 is not in CIDR"),
         ({"routes": [{"dst": "nope"}]}, {}, 7, "ipam.routes[0].dst 'nope' is not in CIDR"),
-        ({"dns": {"nameservers": "8.8.8.8"}}, {}, 7, "ipam.dns.nameservers must be a list"),
+        ({"dns": {"nameservers": "8.8.8.8"}}, {}, 7, "ipam.dns: 'nameservers' must be a list"),
         (
             {"addresses": [{"address": "10.1.0.5/24"}, {"address": "10.2.0.5/24"}]},
             {"version": "0.2.0"},

@@ -139,7 +139,8 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_default_conflist_from_defaults() -> None:
     c = default_conflist(DaemonConfig(), "a" * 64, "2025-01-01T00:00:00.000000Z", "/lib/ipam")
-    assert c["name"] == "bridge" and c["cniVersion"] == "1.1.0"
+    assert c["name"] == "bridge" and c["cniVersion"] == "1.0.0"
+    assert c["cniVersions"] == ["1.0.0", "1.1.0"]  # podman 4.3 reads 1.0.0, CNI 1.1 picks 1.1.0
     bridge = c["plugins"][0]
     assert bridge["bridge"] == "netctl0" and bridge["isDefaultGateway"] is True
     assert bridge["ipMasq"] is True and bridge["portIsolation"] is False and "mtu" not in bridge

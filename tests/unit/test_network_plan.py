@@ -343,7 +343,7 @@ def _conflist(internal: bool = False, opts: BridgeOptions | None = None) -> dict
 
 def test_conflist_shape() -> None:
     c = _conflist()
-    assert list(c) == ["cniVersion", "name", "plugins", "netctl"]
+    assert list(c) == ["cniVersion", "cniVersions", "name", "plugins", "netctl"]
     assert c["cniVersion"] == "1.0.0" and c["cniVersions"] == ["1.0.0", "1.1.0"]
     assert c["name"] == "mybr0"
     bridge, portmap, firewall, isolation = c["plugins"]
