@@ -196,8 +196,9 @@ def build_view(
             continue
         if not os.path.exists(reg.netns) and reg.netns not in (handles or set()):
             continue
-        names = [n.lower().rstrip(".") for n in reg.names]
-        add(reg.network, names, reg.ips, f"{reg.names[0]}.{reg.network}")
+        names = [n.lower().rstrip(".") for n in reg.names if n.rstrip(".")]
+        if names:  # a container without a name still gets forwarding (its Client below)
+            add(reg.network, names, reg.ips, f"{names[0]}.{reg.network}")
         client = view.clients.get(reg.netns)
         if client is None:
             view.clients[reg.netns] = Client(
@@ -1012,7 +1013,13 @@ def _ensure(paths: Paths, handles: dict[str, int]) -> bool:
             env.update(
                 NETCTL_RUN_DIR=paths.run, NETCTL_CONFIG_DIR=paths.config, NETCTL_LIB_DIR=paths.lib
             )
-            subprocess.Popen(
+            # The resolver runs this very code (the caller may be a plugin that found
+            # its package through the path its executable wrote in, not site-packages).
+            import pycni
+
+            parent = os.path.dirname(os.path.dirname(os.path.abspath(pycni.__file__)))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
+            child = subprocess.Popen(
                 [sys.executable, "-m", "pycni.runtime.dns"],
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
@@ -1028,6 +1035,8 @@ def _ensure(paths: Paths, handles: dict[str, int]) -> bool:
         while time.monotonic() < deadline:
             if control(paths, "reload", handles=handles) is not None:
                 return True
+            if child.poll() is not None:  # it died (its log says why): do not wait on
+                return False
             time.sleep(0.02)
         return False
     finally:

@@ -143,3 +143,52 @@ def test_bad_input_gets_cni_errors(run_plugin, host_ns, container_ns, tmp_path: 
     assert not (tmp_path / "run/dns/pid").exists()
     assert os.path.isdir(tmp_path)
     assert json.dumps(prev)
+
+
+def test_a_container_without_a_name_is_served_and_never_slows_add(
+    run_plugin, host_ns, container_ns, tmp_path: Path
+) -> None:
+    """`netctl cni add`, cnitool and a runtime that sets no K8S_POD_NAME register a
+    container without names: it still gets the resolver (forwarding, other containers'
+    names), and its registration never stops the resolver from starting (it once
+    crashed it, and every ADD then waited 10 s for a resolver that was not coming)."""
+    conts = []
+    for n, pod in enumerate(("", "named")):
+        c = container_ns()
+        c.run("ip", "link", "set", "lo", "up")
+        cid = f"nn{n}"
+        add = run_plugin(
+            "bridge", "ADD", bridge_conf(tmp_path), netns=c.path, container_id=cid, in_ns=host_ns
+        )
+        assert add.rc == 0, add.stdout + add.stderr
+        args = f"IgnoreUnknown=1;K8S_POD_NAME={pod}" if pod else ""
+        started = time.monotonic()
+        res = run_plugin(
+            "dns", "ADD", dns_conf(tmp_path, add.json), netns=c.path, container_id=cid,
+            args=args, in_ns=host_ns,
+        )  # fmt: skip
+        assert res.rc == 0, res.stdout + res.stderr
+        assert time.monotonic() - started < 5, "the ADD waited for a resolver that died"
+        conts.append((c, cid, add.json["ips"][0]["address"].split("/")[0]))
+    unnamed, named = conts
+    assert dig(unnamed[0], "named") == ["NOERROR", named[2]]
+    log = tmp_path / "run/dns/log"
+    assert "Traceback" not in (log.read_text() if log.exists() else "")
+    pid = int((tmp_path / "run/dns/pid").read_text())
+    for c, cid, _ip in conts:
+        assert (
+            run_plugin(
+                "dns",
+                "DEL",
+                dns_conf(tmp_path, None),
+                netns=c.path,
+                container_id=cid,
+                in_ns=host_ns,
+            ).rc
+            == 0
+        )
+        run_plugin(
+            "bridge", "DEL", bridge_conf(tmp_path), netns=c.path, container_id=cid, in_ns=host_ns
+        )
+    assert wait_gone(pid)
+    host_ns.run("ip", "link", "del", "pytdnsbr0")
