@@ -156,7 +156,11 @@ def build_view(
     registrations: Iterable[Registration] = (),
     host_resolv: str = "",
     handles: set[str] | None = None,
+    own_netns_dir: str = "",
 ) -> View:
+    """What the resolver answers. netctl's records are the truth for netctl's own
+    containers: the dns plugin's registration of one of them (a namespace under
+    `own_netns_dir`) only counts while its record exists."""
     view = View()
 
     def add(network: str, names: list[str], ips: list[str], ptr_name: str) -> None:
@@ -194,6 +198,8 @@ def build_view(
     for reg in registrations:
         if reg.netns in own or not reg.netns:
             continue
+        if own_netns_dir and reg.netns.startswith(own_netns_dir.rstrip("/") + "/"):
+            continue  # a netctl container whose record is gone: its registration is stale
         if not os.path.exists(reg.netns) and reg.netns not in (handles or set()):
             continue
         names = [n.lower().rstrip(".") for n in reg.names if n.rstrip(".")]
@@ -442,13 +448,25 @@ class Resolver:
         self.inflight: dict[tuple[socket.socket, bytes], Forward] = {}
         self.upstream_socks: dict[tuple[str, str], socket.socket] = {}
         self.stop = False
+        self.signature: tuple[int, ...] = ()
         #: namespaces handed over by fd (their path may not be visible from here)
         self.handles: dict[str, int] = {}
         self.sema = threading.BoundedSemaphore(32)
 
     # -- state -----------------------------------------------------------------------
 
+    def _records_signature(self) -> tuple[int, ...]:
+        """When the records were last added or removed (the directories' mtimes)."""
+        out = []
+        for directory in (self.paths.containers, os.path.join(self.dir, "cni")):
+            try:
+                out.append(os.stat(directory).st_mtime_ns)
+            except OSError:
+                out.append(0)
+        return tuple(out)
+
     def reload(self) -> None:
+        self.signature = self._records_signature()
         try:
             with open("/etc/resolv.conf", encoding="utf-8") as fh:
                 host_resolv = fh.read()
@@ -460,6 +478,7 @@ class Resolver:
             load_registrations(os.path.join(self.dir, "cni")),
             host_resolv,
             set(self.handles),
+            self.paths.netns_dir,
         )
         for key in [k for k in self.handles if k not in view.clients]:
             os.close(self.handles.pop(key))
@@ -850,8 +869,8 @@ class Resolver:
             self.stop = True
             return
         gone = [k for k in self.listeners if not os.path.exists(k)]
-        if gone:
-            self.reload()
+        if gone or self._records_signature() != self.signature:
+            self.reload()  # a change nobody told us about (a missed notification)
         if not self.listeners:
             self.stop = True
 

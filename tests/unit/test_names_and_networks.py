@@ -140,3 +140,22 @@ def test_default_route_election_order() -> None:
     assert [a.network for a in sorted(atts, key=gateway_rank)] == ["gamma", "beta", "zeta", "alpha"]
     atts[0].gw_priority = 5
     assert sorted(atts, key=gateway_rank)[0].network == "zeta"
+
+
+def test_a_stale_registration_of_a_netctl_container_is_ignored() -> None:
+    """The dns plugin's registration of a netctl container (its namespace under netctl's
+    netns dir) counts only while netctl's record exists: a left-over one must not keep
+    the resolver (and, by its handle, the namespace) alive."""
+    stale = resolver.Registration(
+        network="front", netns="/run/netctl/netns/abc", names=["x"], ips=["10.0.0.9"],
+        internal=False, dns=[],
+    )  # fmt: skip
+    other = resolver.Registration(
+        network="front", netns="/run/netns/pod1", names=["pod1"], ips=["10.0.0.8"],
+        internal=False, dns=[],
+    )  # fmt: skip
+    v = resolver.build_view(
+        [], [stale, other], "", {"/run/netctl/netns/abc", "/run/netns/pod1"}, "/run/netctl/netns"
+    )
+    assert list(v.clients) == ["/run/netns/pod1"]
+    assert "x" not in v.names.get("front", {}) and "pod1" in v.names["front"]
