@@ -451,6 +451,10 @@ class Resolver:
         self.signature: tuple[int, ...] = ()
         #: namespaces handed over by fd (their path may not be visible from here)
         self.handles: dict[str, int] = {}
+        #: handles whose path this process could see when they came: for those the path
+        #: going away means the namespace's owner dropped it (a runtime that never ran
+        #: DEL); a handle must not keep such a namespace, and this process, alive
+        self.visible: set[str] = set()
         self.sema = threading.BoundedSemaphore(32)
 
     # -- state -----------------------------------------------------------------------
@@ -477,11 +481,12 @@ class Resolver:
             store.all(),
             load_registrations(os.path.join(self.dir, "cni")),
             host_resolv,
-            set(self.handles),
+            {k for k in self.handles if k not in self.visible or os.path.exists(k)},
             self.paths.netns_dir,
         )
         for key in [k for k in self.handles if k not in view.clients]:
             os.close(self.handles.pop(key))
+            self.visible.discard(key)
         for key in list(self.listeners):
             if key not in view.clients:
                 self._drop(key)
@@ -868,7 +873,11 @@ class Resolver:
         if not os.path.isdir(self.dir):
             self.stop = True
             return
-        gone = [k for k in self.listeners if not os.path.exists(k)]
+        gone = [
+            k
+            for k in self.listeners
+            if not os.path.exists(k) and (k in self.visible or k not in self.handles)
+        ]
         if gone or self._records_signature() != self.signature:
             self.reload()  # a change nobody told us about (a missed notification)
         if not self.listeners:
@@ -913,6 +922,10 @@ class Resolver:
                 if old is not None:
                     os.close(old)
                 self.handles[str(key)] = fd
+                if os.path.exists(str(key)):
+                    self.visible.add(str(key))
+                else:
+                    self.visible.discard(str(key))
             for fd in fds[len(keys) :]:
                 os.close(fd)
             if word == b"reload":

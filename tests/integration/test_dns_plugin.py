@@ -192,3 +192,33 @@ def test_a_container_without_a_name_is_served_and_never_slows_add(
         )
     assert wait_gone(pid)
     host_ns.run("ip", "link", "del", "pytdnsbr0")
+
+
+def test_a_namespace_dropped_without_del_does_not_keep_the_resolver(
+    run_plugin, host_ns, tmp_path: Path
+) -> None:
+    """A runtime that deletes a container's namespace without DEL (a crash, or a test
+    that only removes its namespaces): the resolver's handle on it must not keep the
+    namespace, and the resolver, alive. It drops the client and exits within seconds."""
+    from tests.conftest import _delete_netns, _make_netns
+
+    c = _make_netns("dnsdrop")
+    try:
+        add = run_plugin(
+            "bridge", "ADD", bridge_conf(tmp_path), netns=c.path, container_id="drop1",
+            in_ns=host_ns,
+        )  # fmt: skip
+        assert add.rc == 0, add.stdout + add.stderr
+        res = run_plugin(
+            "dns", "ADD", dns_conf(tmp_path, add.json), netns=c.path, container_id="drop1",
+            args="IgnoreUnknown=1;K8S_POD_NAME=dropped", in_ns=host_ns,
+        )  # fmt: skip
+        assert res.rc == 0, res.stdout + res.stderr
+        pid = int((tmp_path / "run/dns/pid").read_text())
+    finally:
+        _delete_netns(c)
+    assert wait_gone(pid, timeout=15), "the resolver kept a dropped namespace alive"
+    run_plugin(
+        "bridge", "DEL", bridge_conf(tmp_path), netns=c.path, container_id="drop1", in_ns=host_ns
+    )
+    host_ns.run("ip", "link", "del", "pytdnsbr0", check=False)
