@@ -731,28 +731,45 @@ def main() -> None:
         sandbox.close()
 
 
-def run(sandbox: Sandbox, opts: argparse.Namespace, sizes: list[int]) -> None:
+def standard_ways(sandbox: Sandbox, agent: bool = True) -> tuple[list[Way], AgentProc | None]:
+    """Our plugins installed into the sandbox, and the three ways the benchmarks compare:
+    the reference binaries, ours exec'd standalone (PYCNI_AGENT=0), ours handing calls
+    to an agent started here (its socket in the sandbox). On-demand agents stay off."""
     bindir = os.path.join(sandbox.root, "bin")
     subprocess.run(
         [sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", bindir],
         check=True,
         capture_output=True,
         cwd=REPO,
+        env=dict(os.environ, PYCNI_AGENT_AUTOSTART="0"),
     )
-    agent = AgentProc(sandbox)
     ways = [
         Way("reference", REFERENCE_DIR, os.path.join(sandbox.root, "ref"), {}),
         Way("standalone", bindir, os.path.join(sandbox.root, "alone"), {"PYCNI_AGENT": "0"}),
-        Way(
-            "agent",
-            bindir,
-            os.path.join(sandbox.root, "agent-way"),
-            {"PYCNI_AGENT_SOCKET": agent.socket},
-        ),
     ]
-    print("# pycni chain benchmark\n")
+    proc = AgentProc(sandbox) if agent else None
+    if proc is not None:
+        ways.append(
+            Way(
+                "agent",
+                bindir,
+                os.path.join(sandbox.root, "agent-way"),
+                {"PYCNI_AGENT_SOCKET": proc.socket},
+            )
+        )
+    return ways, proc
+
+
+def print_header(title: str) -> None:
+    print(f"# {title}\n")
     print(f"machine: {machine()}")
     print(f"command: {' '.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])}")
+
+
+def run(sandbox: Sandbox, opts: argparse.Namespace, sizes: list[int]) -> None:
+    ways, agent = standard_ways(sandbox)
+    assert agent is not None
+    print_header("pycni chain benchmark")
     started = time.perf_counter()
     if "chain" not in opts.skip:
         for n in sizes:

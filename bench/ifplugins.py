@@ -29,19 +29,18 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from chain import (
-    REPO,
-    AgentProc,
     Container,
     Sandbox,
     Way,
     entered,
     forget_ns_fds,
-    machine,
+    print_header,
     progress,
     report_serial,
     rotate,
+    standard_ways,
 )
-from common import REFERENCE_DIR, ensure_root
+from common import ensure_root
 
 NETWORK = "benchmv"
 SUBNET = "10.201.0.0/16"
@@ -118,30 +117,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        bindir = os.path.join(sandbox.root, "bin")
-        subprocess.run(
-            [sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", bindir],
-            check=True,
-            capture_output=True,
-            cwd=REPO,
-        )
-        ways = [
-            Way("reference", REFERENCE_DIR, os.path.join(sandbox.root, "ref"), {}),
-            Way("standalone", bindir, os.path.join(sandbox.root, "alone"), {"PYCNI_AGENT": "0"}),
-        ]
-        if not opts.no_agent:
-            agent = AgentProc(sandbox)
-            ways.append(
-                Way(
-                    "agent",
-                    bindir,
-                    os.path.join(sandbox.root, "agent-way"),
-                    {"PYCNI_AGENT_SOCKET": agent.socket},
-                )
-            )
-        print("# pycni one-link plugins benchmark\n")
-        print(f"machine: {machine()}")
-        print(f"command: {' '.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])}")
+        ways, _agent = standard_ways(sandbox, agent=not opts.no_agent)
+        print_header("pycni one-link plugins benchmark")
         started = time.perf_counter()
         stats = serial(ways, sandbox, opts.n, opts.mode)
         report_serial(

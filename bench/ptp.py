@@ -22,15 +22,14 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from chain import REPO, AgentProc, Sandbox, Way, forget_ns_fds, machine, ratio
-from common import REFERENCE_DIR, ensure_root, pct, table
+from chain import Sandbox, Way, forget_ns_fds, print_header, ratio, standard_ways
+from common import ensure_root, pct, table
 
 NETWORK = "benchptp"
 SUBNET = "10.201.0.0/16"
@@ -72,22 +71,9 @@ def main() -> None:
 
 
 def run(sandbox: Sandbox, n: int, masq: bool) -> None:
-    bindir = os.path.join(sandbox.root, "bin")
-    subprocess.run(
-        [sys.executable, "-m", "pycni.runtime.cli", "plugins", "install", "--dir", bindir],
-        check=True, capture_output=True, cwd=REPO,
-        env=dict(os.environ, PYCNI_AGENT_AUTOSTART="0"),
-    )  # fmt: skip
-    agent = AgentProc(sandbox)
-    ways = [
-        Way("reference", REFERENCE_DIR, os.path.join(sandbox.root, "ref"), {}),
-        Way("standalone", bindir, os.path.join(sandbox.root, "alone"), {"PYCNI_AGENT": "0"}),
-        Way("agent", bindir, os.path.join(sandbox.root, "agent-way"),
-            {"PYCNI_AGENT_SOCKET": agent.socket}),
-    ]  # fmt: skip
-    print("# pycni ptp benchmark\n")
-    print(f"machine: {machine()}")
-    print(f"command: {' '.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])}\n")
+    ways, _agent = standard_ways(sandbox)
+    print_header("pycni ptp benchmark")
+    print()
     for way in ways:
         way.fresh(sandbox, "ptp")
     containers = {w.name: [sandbox.netns(f"c-{w.name}-{i}") for i in range(n)] for w in ways}

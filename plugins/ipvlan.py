@@ -110,18 +110,16 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
 
 def _mode_of(cont: Netlink, link: Link, expected: str) -> list[str]:
-    import struct
-
     from pycni import netlink
 
-    raw = cont.link_info_data(link.index).get(netlink.IFLA_IPVLAN_MODE, b"")
-    mode = struct.unpack("=H", raw[:2])[0] if len(raw) >= 2 else -1
-    names = {v: k for k, v in netlink.IPVLAN_MODES.items()}
-    if mode != netlink.IPVLAN_MODES[expected]:
-        return [
-            f"Container IPVlan mode {names.get(mode, mode)} does not match expected value: {expected}"
-        ]
-    return []
+    return linkplugin.mode_problems(
+        cont,
+        link,
+        (netlink.IFLA_IPVLAN_MODE, "=H"),
+        netlink.IPVLAN_MODES,
+        expected,
+        "Container IPVlan mode",
+    )
 
 
 def cmd_check(cmd: skel.CmdArgs) -> None:

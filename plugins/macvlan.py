@@ -121,18 +121,16 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
 
 def _mode_of(cont: Netlink, link: Link, expected: str) -> list[str]:
-    import struct
-
     from pycni import netlink
 
-    raw = cont.link_info_data(link.index).get(netlink.IFLA_MACVLAN_MODE, b"")
-    mode = struct.unpack("=I", raw[:4])[0] if len(raw) >= 4 else -1
-    names = {v: k for k, v in netlink.MACVLAN_MODES.items()}
-    if mode != netlink.MACVLAN_MODES[expected]:
-        return [
-            f"container macvlan mode {names.get(mode, mode)} does not match expected value: {expected}"
-        ]
-    return []
+    return linkplugin.mode_problems(
+        cont,
+        link,
+        (netlink.IFLA_MACVLAN_MODE, "=I"),
+        netlink.MACVLAN_MODES,
+        expected,
+        "container macvlan mode",
+    )
 
 
 def cmd_check(cmd: skel.CmdArgs) -> None:

@@ -365,6 +365,28 @@ def check(
 # -- GC / STATUS -----------------------------------------------------------------------
 
 
+def mode_problems(
+    cont: Netlink,
+    link: Link,
+    attr: tuple[int, str],
+    modes: dict[str, int],
+    expected: str,
+    label: str,
+) -> list[str]:
+    """CHECK's drift line when the link's mode (IFLA_INFO_DATA attribute attr[0], packed
+    as struct format attr[1]) is not `expected`; the reference's words, `label` first."""
+    import struct
+
+    kind, fmt = attr
+    raw = cont.link_info_data(link.index).get(kind, b"")
+    size = struct.calcsize(fmt)
+    mode = struct.unpack(fmt, raw[:size])[0] if len(raw) >= size else -1
+    if mode == modes[expected]:
+        return []
+    names = {v: k for k, v in modes.items()}
+    return [f"{label} {names.get(mode, mode)} does not match expected value: {expected}"]
+
+
 def gc(cmd: skel.CmdArgs, ipam_type: str) -> None:
     if ipam_type:
         ipam_exec.run("GC", cmd)

@@ -1042,9 +1042,7 @@ def _ensure(paths: Paths, handles: dict[str, int]) -> bool:
         )
         try:
             env = dict(os.environ)
-            env.update(
-                NETCTL_RUN_DIR=paths.run, NETCTL_CONFIG_DIR=paths.config, NETCTL_LIB_DIR=paths.lib
-            )
+            env["NETCTL_RUN_DIR"] = paths.run  # all the resolver reads: records, registrations
             # The resolver runs this very code (the caller may be a plugin that found
             # its package through the path its executable wrote in, not site-packages).
             import pycni

@@ -493,26 +493,29 @@ cni_args = st.lists(
 ).map(lambda pairs: ";".join(f"{k}={v}" for k, v in pairs))
 
 
-@pytest.fixture
-def inside_host_ns(host_ns):
+def fuzz_plugin(plugin: str, host_ns: Netns, confs: Any) -> None:
+    """fuzz_never_internal_error for our plugin `plugin` (loaded as the runtime loads it,
+    pycni.plugins.load), run inside the test's host namespace. Callers point
+    PYCNI_STATE_DIR at their tmp dir: the verbs run in this process and their own state
+    (records, locks, taken by DEL and GC) must never land in /var/lib/pycni."""
+    from pycni import plugins
+
+    verbs = plugins.load(plugin)
+    assert verbs is not None, plugin
     fd = os.open(host_ns.path, os.O_RDONLY)
-    with pynetns.entered(fd):
-        yield host_ns
-    os.close(fd)
+    try:
+        with pynetns.entered(fd):
+            fuzz_never_internal_error(verbs, confs)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("plugin", ["bridge", "portmap", "host-local", "static"])
 def test_fuzz_never_internal_error(
-    plugin: str, inside_host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
+    plugin: str, host_ns: Netns, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pycni.plugins import PLUGINS
-
-    # The verbs run in this process: their own state (firewall records and lock, taken
-    # by DEL and GC) goes under the test's directory, never /var/lib/pycni.
     monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
-
-    verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS
-    fuzz_never_internal_error(verbs, netconfs(plugin))
+    fuzz_plugin(plugin, host_ns, netconfs(plugin))
 
 
 def fuzz_never_internal_error(verbs: Any, confs: Any) -> None:

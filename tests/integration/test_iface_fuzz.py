@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from pycni import netns as pynetns
-from tests.integration.test_bad_input_corpus import fuzz_never_internal_error, json_values
+from tests.integration.test_bad_input_corpus import fuzz_plugin, json_values
 
 pytestmark = pytest.mark.root
 
@@ -57,21 +56,10 @@ def netconfs(draw: st.DrawFn, plugin: str, tmp: str) -> dict[str, Any]:
     return conf
 
 
-@pytest.fixture
-def inside_host_ns(host_ns):
-    fd = os.open(host_ns.path, os.O_RDONLY)
-    with pynetns.entered(fd):
-        yield host_ns
-    os.close(fd)
-
-
 @pytest.mark.parametrize("plugin", ["ptp", "host-device", "dhcp"])
 def test_fuzz_never_internal_error(
-    plugin: str, inside_host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
+    plugin: str, host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pycni.plugins import PLUGINS
-
     monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PYCNI_SYSFS", str(tmp_path / "sys"))
-    verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS
-    fuzz_never_internal_error(verbs, netconfs(plugin, str(tmp_path)))
+    fuzz_plugin(plugin, host_ns, netconfs(plugin, str(tmp_path)))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.integration.test_bad_input_corpus import (
     IPAM_KEYS,
     RC_KEYS,
-    fuzz_never_internal_error,
+    fuzz_plugin,
     json_values,
 )
 
@@ -56,16 +56,5 @@ def link_confs(draw: st.DrawFn, plugin: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("plugin", ["macvlan", "ipvlan", "vlan", "dummy", "tap"])
 def test_fuzz_never_internal_error(plugin: str, host_ns, tmp_path, monkeypatch) -> None:
-    import os
-
-    from pycni import netns as pynetns
-    from pycni.plugins import PLUGINS
-
     monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
-    verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS
-    fd = os.open(host_ns.path, os.O_RDONLY)
-    try:
-        with pynetns.entered(fd):
-            fuzz_never_internal_error(verbs, link_confs(plugin))
-    finally:
-        os.close(fd)
+    fuzz_plugin(plugin, host_ns, link_confs(plugin))

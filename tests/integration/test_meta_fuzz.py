@@ -5,15 +5,13 @@ the config checks can touch anything."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 from hypothesis import strategies as st
 
-from pycni import netns as pynetns
 from tests.integration.test_bad_input_corpus import (
-    fuzz_never_internal_error,
+    fuzz_plugin,
     json_values,
 )
 
@@ -66,20 +64,9 @@ def netconfs(draw: st.DrawFn, plugin: str) -> dict[str, Any]:
     return conf
 
 
-@pytest.fixture
-def inside_host_ns(host_ns):
-    fd = os.open(host_ns.path, os.O_RDONLY)
-    with pynetns.entered(fd):
-        yield host_ns
-    os.close(fd)
-
-
 @pytest.mark.parametrize("plugin", ["bandwidth", "sbr", "vrf"])
 def test_fuzz_never_internal_error(
-    plugin: str, inside_host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
+    plugin: str, host_ns, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pycni.plugins import PLUGINS
-
     monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path / "state"))
-    verbs = __import__(PLUGINS[plugin], fromlist=["VERBS"]).VERBS
-    fuzz_never_internal_error(verbs, netconfs(plugin))
+    fuzz_plugin(plugin, host_ns, netconfs(plugin))
