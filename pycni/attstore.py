@@ -1,66 +1,63 @@
-"""Small per-attachment records kept by plugins under the state dir.
+"""The interface plugins' per-attachment records (bridge, ptp, host-device), in the one
+record store (`pycni.recordstore`), one root per plugin:
 
-<state>/<kind>/<network>/<containerID>:<ifname>.json  (':' can appear in neither name)
+    <state>/<kind>/<network>/<containerID>-<ifname>.json    (parts percent-encoded)
 
-A plugin writes its record *before* it creates what the record names (a veth name, a
-set of firewall elements), so that after a SIGKILL at any point DEL and GC still know
-what may exist. Writes are atomic (temp file + rename) and not fsync'd: the records
-describe kernel objects, which a power loss removes too, while a SIGKILL leaves the
-written data in the page cache.
+A plugin writes its record *before* it creates what the record names, so that after a
+SIGKILL at any point DEL and GC still know what may exist. Records of earlier versions
+(`<containerID>:<ifname>.json`, unencoded) are still read, released and listed.
+Reading never fails a verb: a record that cannot be read is no record.
 """
 
 from __future__ import annotations
 
 import os
 
-from pycni import fastjson
-from pycni.atomicfile import write_atomic
+from pycni import errors, recordstore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 
-def _dir(kind: str, network: str) -> str:
+def _root(kind: str) -> str:
     from pycni.firewall.base import state_dir
 
-    return os.path.join(state_dir(), kind, network)
+    return os.path.join(state_dir(), kind)
 
 
-def path(kind: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(_dir(kind, network), f"{container_id}:{ifname}.json")
+def _records(kind: str) -> recordstore.Records:
+    return recordstore.Records(_root(kind))
 
 
 def save(kind: str, network: str, container_id: str, ifname: str, data: dict[str, Any]) -> None:
-    p = path(kind, network, container_id, ifname)
-    write_atomic(p, fastjson.dumps(data), 0o600, dir_mode=0o700)
+    _records(kind).save((network, container_id, ifname), data)
 
 
 def load(kind: str, network: str, container_id: str, ifname: str) -> dict[str, Any] | None:
+    key = (network, container_id, ifname)
     try:
-        with open(path(kind, network, container_id, ifname), encoding="utf-8") as fh:
-            data = fastjson.loads(fh.read())
-    except (OSError, ValueError):
+        found = _records(kind).load(key)
+        if found is None:
+            found = _records(kind).read(recordstore.legacy_path(_root(kind), key))
+    except errors.IOFailure:
         return None
-    return data if isinstance(data, dict) else None
+    return found
 
 
 def delete(kind: str, network: str, container_id: str, ifname: str) -> None:
-    try:
-        os.unlink(path(kind, network, container_id, ifname))
-    except OSError:
-        pass
+    key = (network, container_id, ifname)
+    records = _records(kind)
+    for path in (records.path(key), recordstore.legacy_path(records.root, key)):
+        try:
+            recordstore.remove_file(path)
+        except errors.IOFailure:
+            pass  # what the record named is gone; a file left behind must not fail DEL
 
 
 def entries(kind: str, network: str) -> list[tuple[str, str]]:
     """(containerID, ifname) of every record of `kind` on `network`."""
-    try:
-        names = os.listdir(_dir(kind, network))
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        if name.endswith(".json") and ":" in name:
-            cid, _, ifname = name[: -len(".json")].partition(":")
-            out.append((cid, ifname))
-    return out
+    root = _root(kind)
+    keys = recordstore.Records(root).attachments(network)
+    keys += recordstore.legacy_keys(root, network)
+    return list(dict.fromkeys((cid, ifname) for _net, cid, ifname in keys))

@@ -39,6 +39,10 @@ IS_ROOT = os.geteuid() == 0
 # `plugins install` below writes this default into the executables, and every process
 # the suite starts inherits it. An agent left running after a test is a leak.
 os.environ["PYCNI_AGENT_AUTOSTART"] = "0"
+# Nor does an agent running on the machine (a user's, at /run/pycni/agent.sock) serve the
+# suite's plugin calls: its code and its state dir are not the ones under test. Tests of
+# the agent point PYCNI_AGENT_SOCKET at the agent they start.
+os.environ.setdefault("PYCNI_AGENT_SOCKET", f"/tmp/{TEST_PREFIX}-no-agent-{os.getpid()}/agent.sock")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

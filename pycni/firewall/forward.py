@@ -34,7 +34,8 @@ import re
 from pycni import errors, fastjson
 from pycni.firewall.nft import ACCEPT, match, payload
 from pycni.firewall.plan import owner_tag
-from pycni.firewall.store import Records, Store, read_file
+from pycni.firewall.store import Records, Store
+from pycni.recordstore import read_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -450,28 +451,20 @@ class ForwardStore:
         self.files.write(self.path(record.key), record.to_dict())
 
     def remove(self, key: Key) -> None:
-        path = self.path(key)
         try:
-            os.unlink(path)
-            os.rmdir(os.path.dirname(path))
-        except OSError:
-            pass
+            self.files.delete(key)
+        except errors.IOFailure:
+            pass  # removing must not wedge DEL
 
     def records(self, network: str) -> list[ForwardRecord]:
-        directory = os.path.dirname(self.path((network, "x", "x")))
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            return []
         found = []
-        for name in names:
-            if name.endswith(".json"):
-                try:
-                    record = self._read(os.path.join(directory, name))
-                except errors.CniError:
-                    continue
-                if record is not None:
-                    found.append(record)
+        for key in self.files.attachments(network):
+            try:
+                record = self.load(key)
+            except errors.CniError:
+                continue
+            if record is not None:
+                found.append(record)
         return found
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycni import errors, names
+from pycni import errors
 from pycni.firewall.base import PROTOCOLS, Attachment, PortMapping
+from pycni.recordstore import decode, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,46 +21,12 @@ if TYPE_CHECKING:
 
 #: nft keeps at most 128 bytes of comment (NFTNL_UDATA_COMMENT_MAXLEN); iptables 256.
 TAG_MAX = 128
-_SAFE = names.NAME_CHARS  # the characters a name may keep as they are
 MULTICAST = {4: ipaddress.ip_network("224.0.0.0/4"), 6: ipaddress.ip_network("ff00::/8")}
 LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 # -- owner tags: which attachment an entry belongs to -------------------------------
-
-
-def encode(text: str) -> str:
-    """Percent-encode everything outside [A-Za-z0-9_.-] (and a leading dot).
-
-    The result is safe as a file name, as an nft comment that `nft list` prints
-    unquoted-safe, and as an iptables-restore token: no user string reaches a parser."""
-    out = []
-    for i, ch in enumerate(text):
-        if ch in _SAFE and not (i == 0 and ch == "."):
-            out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-    return "".join(out) or "%"
-
-
-def decode(text: str) -> str:
-    if text == "%":
-        return ""
-    raw = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i] == "%" and _is_hex(text[i + 1 : i + 3]):
-            raw.append(int(text[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            raw.extend(text[i].encode())
-            i += 1
-    return raw.decode("utf-8", "surrogatepass")
-
-
-def _is_hex(s: str) -> bool:
-    return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
 def digest(text: str) -> str:

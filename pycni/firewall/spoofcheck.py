@@ -38,7 +38,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from pycni import errors
+from pycni import errors, recordstore
 from pycni.firewall.nft import DROP, RETURN, concat, match, meta, payload, rule
 
 TYPE_CHECKING = False
@@ -200,11 +200,11 @@ def _records() -> Records:
     return Records("spoof")
 
 
-def _legacy_path(network: str, container_id: str, ifname: str) -> str:
-    """Where versions before the firewall store kept the record."""
+def _legacy_root() -> str:
+    """Where versions before the firewall store kept the records."""
     from pycni.firewall.base import state_dir
 
-    return os.path.join(state_dir(), "spoofcheck", network, f"{container_id}:{ifname}.json")
+    return os.path.join(state_dir(), "spoofcheck")
 
 
 def _load(network: str, container_id: str, ifname: str) -> tuple[dict[str, Any] | None, str]:
@@ -213,7 +213,7 @@ def _load(network: str, container_id: str, ifname: str) -> tuple[dict[str, Any] 
     path = records.path((network, container_id, ifname))
     record = records.read(path)
     if record is None:
-        path = _legacy_path(network, container_id, ifname)
+        path = recordstore.legacy_path(_legacy_root(), (network, container_id, ifname))
         record = records.read(path)
     if record is not None and not (
         isinstance(record.get("hostVeth"), str) and isinstance(record.get("mac"), str)
@@ -222,41 +222,9 @@ def _load(network: str, container_id: str, ifname: str) -> tuple[dict[str, Any] 
     return record, path
 
 
-def _forget(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        return
-    try:
-        os.rmdir(os.path.dirname(path))
-    except OSError:
-        pass  # other attachments of the network remain
-
-
 def _record_elements(record: dict[str, Any]) -> dict[str, list[object]]:
     ips = record.get("ips") or []
     return elements(record["hostVeth"], record["mac"], [str(ip) for ip in ips])
-
-
-def _legacy_keys(network: str | None) -> list[tuple[str, str, str]]:
-    from pycni.firewall.base import state_dir
-
-    root = os.path.join(state_dir(), "spoofcheck")
-    try:
-        nets = [network] if network is not None else sorted(os.listdir(root))
-    except OSError:
-        return []
-    out = []
-    for net in nets:
-        try:
-            names = sorted(os.listdir(os.path.join(root, net)))
-        except OSError:
-            continue
-        for name in names:
-            if name.endswith(".json"):
-                cid, _, ifname = name[: -len(".json")].partition(":")
-                out.append((net, cid, ifname))
-    return out
 
 
 # -- verbs (the Firewall protocol's spoof-check verbs call these) ----------------------------
@@ -288,7 +256,10 @@ def delete(network: str, container_id: str, ifname: str) -> None:
             batch.append({"add": _t("element", name, elem=elems)})
             batch.append({"delete": _t("element", name, elem=elems)})
     _run(batch)
-    _forget(path)
+    try:
+        recordstore.remove_file(path)
+    except errors.IOFailure:
+        pass  # the rules are gone; a record left behind must not fail DEL
 
 
 def check(network: str, container_id: str, ifname: str) -> list[str]:
@@ -309,7 +280,7 @@ def check(network: str, container_id: str, ifname: str) -> list[str]:
 
 
 def gc(network: str, valid: set[tuple[str, str]]) -> None:
-    keys = _records().attachments(network) + _legacy_keys(network)
+    keys = _records().attachments(network) + recordstore.legacy_keys(_legacy_root(), network)
     for _net, cid, ifname in dict.fromkeys(keys):
         if (cid, ifname) not in valid:
             delete(network, cid, ifname)
@@ -319,7 +290,7 @@ def replay() -> int:
     """Re-apply every saved guard (after a flush); returns how many."""
     batch = skeleton()
     count = 0
-    keys = _records().attachments() + _legacy_keys(None)
+    keys = _records().attachments() + recordstore.legacy_keys(_legacy_root())
     for key in dict.fromkeys(keys):
         record, _path = _load(*key)
         if record is None:

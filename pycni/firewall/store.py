@@ -22,9 +22,10 @@ from __future__ import annotations
 import fcntl
 import os
 
-from pycni import errors, fastjson
+from pycni import errors, fastjson, recordstore
 from pycni.firewall.base import state_dir
-from pycni.firewall.plan import Binding, Record, decode, encode, owner_tag
+from pycni.firewall.plan import Binding, Record, owner_tag
+from pycni.recordstore import encode, read_file, write_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,37 +34,6 @@ if TYPE_CHECKING:
     from pycni.firewall.plan import Key
 
 LOCK_TIMEOUT = 60.0
-
-
-def read_file(path: str) -> bytes | None:
-    """The file's bytes; None when it does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise errors.IOFailure(f"cannot read firewall state {path}", exc.strerror or "") from None
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write a temp file next to `path`, rename it over: no reader sees half of it."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise errors.IOFailure(
-            f"cannot write firewall state {path}", exc.strerror or str(exc)
-        ) from None
 
 
 class Lock:
@@ -104,16 +74,13 @@ class Lock:
 class Store:
     def __init__(self, root: str | None = None) -> None:
         self.root = os.path.join(root or state_dir(), "firewall")
+        #: the backends' own records, <network>/<cid>-<ifname>.json, in the one store
+        self.files = recordstore.Records(self.root)
 
     # -- plumbing --------------------------------------------------------------------
 
     def _makedirs(self, path: str) -> None:
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise errors.IOFailure(
-                f"cannot create firewall state directory {path}", exc.strerror or str(exc)
-            ) from None
+        recordstore.makedirs(path)
 
     def lock(self, timeout: float = LOCK_TIMEOUT) -> Lock:
         self._makedirs(self.root)
@@ -121,9 +88,9 @@ class Store:
 
     def record_path(self, key: Key) -> str:
         network, container_id, ifname = key
-        # "-" is encoded in the ifname so <cid>-<ifname> stays unambiguous.
-        name = f"{encode(container_id)}-{encode(ifname).replace('-', '%2D')}.json"
-        return os.path.join(self.root, encode(network), name)
+        return os.path.join(
+            self.root, encode(network), recordstore.record_name(container_id, ifname)
+        )
 
     # -- records ---------------------------------------------------------------------
 
@@ -150,24 +117,10 @@ class Store:
         if record.empty:
             self.remove(record.key)
             return
-        path = self.record_path(record.key)
-        self._makedirs(os.path.dirname(path))
-        write_atomic(path, fastjson.dumps(record.to_dict()).encode())
+        write_file(self.record_path(record.key), fastjson.dumps(record.to_dict()).encode())
 
     def remove(self, key: Key) -> None:
-        path = self.record_path(key)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise errors.IOFailure(
-                f"cannot remove firewall state {path}", exc.strerror or ""
-            ) from None
-        try:
-            os.rmdir(os.path.dirname(path))
-        except OSError:
-            pass  # other attachments of the network remain
+        recordstore.remove_file(self.record_path(key))
 
     def has_records(self, network: str) -> bool:
         """Whether any attachment of `network` has a record (its directory exists only
@@ -175,25 +128,10 @@ class Store:
         return os.path.isdir(os.path.join(self.root, encode(network)))
 
     def records(self, network: str | None = None) -> Iterator[Record]:
-        try:
-            networks = (
-                [encode(network)]
-                if network is not None
-                else sorted(n for n in os.listdir(self.root) if not n.startswith("."))
-            )
-        except FileNotFoundError:
-            return
-        for net in networks:
-            directory = os.path.join(self.root, net)
-            try:
-                names = sorted(os.listdir(directory))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                if name.endswith(".json"):
-                    record = self._read(os.path.join(directory, name))
-                    if record is not None:
-                        yield record
+        for key in self.files.attachments(network):
+            record = self._read(self.record_path(key))
+            if record is not None:
+                yield record
 
     # -- the port index ----------------------------------------------------------------
 
@@ -283,83 +221,12 @@ class Store:
                 pass
 
 
-class Records:
+class Records(recordstore.Records):
     """Plain JSON records of one kind beside the backends' own, in the same store:
     `state_dir()/firewall/.<kind>/<network>/<containerID>-<ifname>.json` per attachment
     (spoof checks; the forward accepts use the same layout) or `.<kind>/<network>.json`
-    per network (isolation). Same encoding, 0600 files in 0700 directories, atomic
-    writes; a corrupt record reads as missing (with a line on stderr), so it can never
-    wedge a DEL."""
+    per network (isolation): the one record store (pycni.recordstore) rooted there."""
 
     def __init__(self, kind: str, store: Store | None = None) -> None:
         self.store = store or Store()
-        self.root = os.path.join(self.store.root, f".{kind}")
-
-    def path(self, key: Key) -> str:
-        rel = os.path.relpath(self.store.record_path(key), self.store.root)
-        return os.path.join(self.root, rel)
-
-    def network_path(self, network: str) -> str:
-        return os.path.join(self.root, f"{encode(network)}.json")
-
-    def read(self, path: str) -> dict[str, object] | None:
-        data = read_file(path)
-        if data is None:
-            return None
-        try:
-            obj = fastjson.loads(data)
-        except ValueError as exc:
-            obj = exc
-        if not isinstance(obj, dict):
-            os.write(2, f"pycni firewall: ignoring corrupt {path}: {obj}\n".encode())
-            return None
-        return obj
-
-    def write(self, path: str, obj: dict[str, object]) -> None:
-        self.store._makedirs(os.path.dirname(path))
-        write_atomic(path, fastjson.dumps(obj).encode())
-
-    def remove(self, path: str) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise errors.IOFailure(
-                f"cannot remove firewall state {path}", exc.strerror or ""
-            ) from None
-        if os.path.dirname(path) != self.root:
-            try:
-                os.rmdir(os.path.dirname(path))
-            except OSError:
-                pass  # other attachments of the network remain
-
-    def attachments(self, network: str | None = None) -> list[Key]:
-        """(network, containerID, ifname) of every per-attachment record."""
-        try:
-            nets = (
-                [encode(network)]
-                if network is not None
-                else sorted(n for n in os.listdir(self.root) if not n.endswith(".json"))
-            )
-        except FileNotFoundError:
-            return []
-        out: list[Key] = []
-        for net in nets:
-            try:
-                names = sorted(os.listdir(os.path.join(self.root, net)))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                cid, sep, ifname = name.removesuffix(".json").rpartition("-")
-                if name.endswith(".json") and sep:
-                    out.append((decode(net), decode(cid), decode(ifname)))
-        return out
-
-    def networks(self) -> list[str]:
-        """Names of every per-network record."""
-        try:
-            names = sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return []
-        return [decode(n.removesuffix(".json")) for n in names if n.endswith(".json")]
+        super().__init__(os.path.join(self.store.root, f".{kind}"))

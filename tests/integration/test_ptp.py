@@ -250,7 +250,7 @@ def test_gc_removes_unknown_attachments(ptp: Ptp, container_ns, tmp_path, state_
     res = ptp.run_plugin("ptp", "GC", gc, in_ns=ptp.host)
     assert res.rc == 0, res.stdout
     assert ptp.leases() == ["10.77.0.2"] and len(ptp.veths()) == 1
-    assert b.link("eth0") is None and ptp.records(state_dir) == ["a:eth0.json"]
+    assert b.link("eth0") is None and ptp.records(state_dir) == ["a-eth0.json"]
     err = ptp.run("CHECK", dict(conf, prevResult=out_b), b, "b").error
     assert err["code"] in (3, 999)
     assert ptp.run_plugin("ptp", "STATUS", conf, in_ns=ptp.host).rc == 0

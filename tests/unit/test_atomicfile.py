@@ -42,7 +42,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(
 def test_one_writer_in_the_code() -> None:
     """No module writes whole files through its own temp-and-rename any more, except
     host-local's lease store (leases are linked into place, a different protocol) and
-    the firewall's record store (its own directory-level protocol)."""
+    the firewall's port index (symlinks swapped into place); the record store,
+    pycni/recordstore.py, writes through it."""
     repo = Path(__file__).resolve().parents[2]
     allowed = {
         "pycni/atomicfile.py",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pycni import recordstore
 from pycni.firewall import isolation, nft, nftables, spoofcheck
 from pycni.firewall.base import Isolation
 from pycni.firewall.store import Records
@@ -75,8 +76,8 @@ def test_spoof_records_of_older_versions_are_still_found(tmp_path: Path) -> None
     legacy.write_text(json.dumps({"hostVeth": "vethold", "mac": "02:00:00:00:00:09", "ips": []}))
     record, path = spoofcheck._load("net1", "cid1", "eth0")
     assert record is not None and record["hostVeth"] == "vethold" and path == str(legacy)
-    assert spoofcheck._legacy_keys(None) == [("net1", "cid1", "eth0")]
-    assert spoofcheck._legacy_keys("net1") == [("net1", "cid1", "eth0")]
+    assert recordstore.legacy_keys(spoofcheck._legacy_root()) == [("net1", "cid1", "eth0")]
+    assert recordstore.legacy_keys(spoofcheck._legacy_root(), "net1") == [("net1", "cid1", "eth0")]
     # a record in the store wins over the legacy one
     records = Records("spoof")
     records.write(
