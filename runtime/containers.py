@@ -15,13 +15,12 @@ import time
 
 from pycni import names
 from pycni.atomicfile import write_atomic
+from pycni.firewall.base import PortMapping
 from pycni.runtime.paths import Paths
 
 TYPE_CHECKING = False  # typing, dataclasses, json and secrets each cost more than `ps` itself
 if TYPE_CHECKING:
     from typing import Any
-
-    from pycni.firewall.base import PortMapping
 
 NAME_CHARS = names.NAME_CHARS
 
@@ -51,6 +50,8 @@ class _Plain:
 def _plain(value: Any) -> Any:
     if isinstance(value, _Plain):
         return value.to_dict()
+    if isinstance(value, PortMapping):
+        return value.to_record()
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -100,38 +101,6 @@ class Attachment(_Plain):
         self.internal = internal
         self.cap_args: dict[str, Any] = dict(cap_args or {})
         self.pending = pending
-
-
-class PublishedPort(_Plain):
-    """One published port on one address family, its host port chosen: the one type for
-    it in the runtime (portspec.expand makes them, the container record keeps them, the
-    firewall gets them as PortMapping)."""
-
-    FIELDS = ("host_port", "container_port", "protocol", "host_ip")
-
-    def __init__(
-        self, host_port: int, container_port: int, protocol: str = "tcp", host_ip: str = ""
-    ) -> None:
-        self.host_port = host_port  # 1-65535
-        self.container_port = container_port  # 1-65535
-        self.protocol = protocol  # "tcp" | "udp" | "sctp"
-        self.host_ip = host_ip  # "0.0.0.0" / "::" / a specific address
-
-    def __hash__(self) -> int:
-        return hash((self.host_port, self.container_port, self.protocol, self.host_ip))
-
-    @property
-    def family(self) -> int:
-        """4 or 6."""
-        return 6 if ":" in self.host_ip else 4
-
-    def to_port_mapping(self) -> PortMapping:
-        """The firewall's domain object. The unspecified address stays explicit
-        ("0.0.0.0" / "::"), so both families of one binding remain two mappings;
-        the backend reads them as "every local address of that family"."""
-        from pycni.firewall.base import PortMapping
-
-        return PortMapping(self.host_port, self.container_port, self.protocol, self.host_ip)
 
 
 class ContainerRecord(_Plain):
@@ -185,7 +154,7 @@ class ContainerRecord(_Plain):
         owns_netns: bool = True,  # False for container:<name> and host modes
         hostname: str = "",
         attachments: list[Attachment] | None = None,
-        ports: list[PublishedPort] | None = None,
+        ports: list[PortMapping] | None = None,
         cap_args: dict[str, Any] | None = None,  # what CNI got, reused for DEL
         dns: list[str] | None = None,
         dns_search: list[str] | None = None,
@@ -219,7 +188,7 @@ class ContainerRecord(_Plain):
         self.owns_netns = owns_netns
         self.hostname = hostname
         self.attachments: list[Attachment] = list(attachments or [])
-        self.ports: list[PublishedPort] = list(ports or [])
+        self.ports: list[PortMapping] = list(ports or [])
         self.cap_args: dict[str, Any] = dict(cap_args or {})
         self.dns: list[str] = list(dns or [])
         self.dns_search: list[str] = list(dns_search or [])
@@ -262,7 +231,7 @@ class ContainerRecord(_Plain):
             raise ValueError("a container record must be a JSON object")
         data = {k: v for k, v in data.items() if k in cls.FIELDS}
         data["attachments"] = [Attachment(**a) for a in data.get("attachments") or []]
-        data["ports"] = [PublishedPort(**p) for p in data.get("ports") or []]
+        data["ports"] = [PortMapping(**p) for p in data.get("ports") or []]
         return cls(**data)
 
 

@@ -30,9 +30,10 @@ Docker lets through to its allocator with undefined results).
 
 Types:
 - `PortBinding`: one parsed binding; its host port may still be dynamic.
-- `PublishedPort`: one binding on one address family with its host port chosen;
-  what `docker ps` and `docker port` show, and what the firewall receives
-  (`to_port_mapping()`).
+- `PortMapping` (pycni.firewall.base, the one published-port type): one binding on one
+  address family with its host port chosen; what `docker ps` and `docker port` show,
+  what the container record keeps, and (as runtimeConfig.portMappings) what the
+  portmap plugin receives.
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from pycni.firewall.base import PROTOCOLS
+from pycni.firewall.base import PROTOCOLS, PortMapping
 from pycni.record import dataclass, replace
-from pycni.runtime.containers import PublishedPort
 from pycni.runtime.portview import (  # noqa: F401 (the display half, re-exported)
     PortSpecError,
     format_port_lines,
@@ -103,6 +103,13 @@ class PortBinding:
         ):
             raise ValueError(f"host port {host_port} is outside {self.to_spec()}")
         return replace(self, host_port=host_port, host_port_end=0)
+
+    def to_port_mapping(self) -> PortMapping:
+        """This binding, its host port chosen, as the portmap plugin receives it
+        (host_ip "" = every address of both families)."""
+        if self.needs_host_port:
+            raise ValueError(f"no host port chosen yet for {self.to_spec()}")
+        return PortMapping(self.host_port, self.container_port, self.protocol, self.host_ip)
 
     def to_spec(self) -> str:
         """The short `-p` syntax that parses back to exactly this binding."""
@@ -322,17 +329,17 @@ def _continues(prev: PortBinding, nxt: PortBinding) -> bool:
 # -- expanding into both families --------------------------------------------------------
 
 
-def expand(bindings: Iterable[PortBinding], *, ipv6: bool = True) -> list[PublishedPort]:
-    """One PublishedPort per address family a binding covers: host_ip "" becomes
+def expand(bindings: Iterable[PortBinding], *, ipv6: bool = True) -> list[PortMapping]:
+    """One PortMapping per address family a binding covers: host_ip "" becomes
     0.0.0.0 and (with `ipv6`) ::, on the same host port. Every host port must have
     been chosen already (`PortBinding.with_host_port`)."""
-    published: list[PublishedPort] = []
+    published: list[PortMapping] = []
     for binding in bindings:
         if binding.needs_host_port:
             raise ValueError(f"no host port chosen yet for {binding.to_spec()}")
         addrs = [binding.host_ip] if binding.host_ip else [IPV4_ANY, IPV6_ANY][: 2 if ipv6 else 1]
         published.extend(
-            PublishedPort(
+            PortMapping(
                 host_ip=addr,
                 host_port=binding.host_port,
                 container_port=binding.container_port,

@@ -4,7 +4,7 @@ The display half of runtime/portspec.py (which re-exports it), kept apart becaus
 `netctl ps` and `netctl port` run it on every call and portspec's parser needs
 dataclasses, ipaddress and the firewall types, which cost more than the whole listing.
 Any object with host_ip, host_port, container_port and protocol is shown: portspec's
-PublishedPort and the container record's alike.
+PortMapping (pycni.firewall.base), as portspec expands it and the container record keeps it.
 """
 
 from __future__ import annotations

@@ -919,11 +919,7 @@ class Runtime:
         for net, spec in others:
             self._check_requested_ips(net, spec)
         bindings = self._bindings(network, opts)
-        cap_ports = [
-            {"hostPort": b.host_port, "containerPort": b.container_port, "protocol": b.protocol}
-            | ({"hostIP": b.host_ip} if b.host_ip else {})
-            for b in bindings
-        ]
+        cap_ports = [b.to_port_mapping().to_dict() for b in bindings]
         if cap_ports:
             rec.cap_args["portMappings"] = cap_ports
         ips = [ip for ip in (opts.ip, opts.ip6) if ip]

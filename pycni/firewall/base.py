@@ -103,7 +103,10 @@ class Attachment:
 
 
 class PortMapping:
-    """One published port: hostIP:hostPort/protocol -> containerPort."""
+    """One published port: hostIP:hostPort/protocol -> containerPort. The one type for
+    it: the portmap plugin reads runtimeConfig.portMappings into it, netctl's `-p`
+    bindings become it once their host port is chosen (runtime/portspec.expand), the
+    container record keeps it (`to_record`), `ps`/`port`/`inspect` show it."""
 
     __slots__ = ("container_port", "host_ip", "host_port", "protocol")
 
@@ -120,7 +123,22 @@ class PortMapping:
         #: "0.0.0.0" / "::" are normalised to "" of that family by the caller
         self.host_ip = host_ip
 
+    @property
+    def family(self) -> int:
+        """4 or 6, by host_ip ("" counts as 4)."""
+        return 6 if ":" in self.host_ip else 4
+
+    def to_record(self) -> dict[str, object]:
+        """netctl's container record form."""
+        return {
+            "host_port": self.host_port,
+            "container_port": self.container_port,
+            "protocol": self.protocol,
+            "host_ip": self.host_ip,
+        }
+
     def to_dict(self) -> dict[str, object]:
+        """The CNI form (an entry of runtimeConfig.portMappings)."""
         d: dict[str, object] = {
             "hostPort": self.host_port,
             "containerPort": self.container_port,

@@ -17,7 +17,6 @@ from pycni.firewall.base import PortMapping
 from pycni.runtime.portspec import (
     PortBinding,
     PortSpecError,
-    PublishedPort,
     expand,
     format_port_lines,
     format_ports,
@@ -37,8 +36,8 @@ def B(container_port: int, host_port: int = 0, host_ip: str = "", proto: str = "
     )
 
 
-def P(host_ip: str, host_port: int, container_port: int, proto: str = "tcp") -> PublishedPort:
-    return PublishedPort(
+def P(host_ip: str, host_port: int, container_port: int, proto: str = "tcp") -> PortMapping:
+    return PortMapping(
         host_ip=host_ip,
         host_port=host_port,
         container_port=container_port,
@@ -437,23 +436,37 @@ def test_expand_needs_chosen_host_ports() -> None:
     assert [p.host_port for p in expand(chosen)] == [40000, 40000, 40001, 40001]
 
 
-def test_published_port_to_port_mapping() -> None:
+def test_expanded_ports_are_the_one_port_type() -> None:
     v4, v6 = expand([B(80, 8080, proto="udp")])
     assert v4.family == 4 and v6.family == 6
-    assert v4.to_port_mapping() == PortMapping(8080, 80, "udp", "0.0.0.0")
-    assert v6.to_port_mapping() == PortMapping(8080, 80, "udp", "::")
-    assert v4.to_port_mapping() != v6.to_port_mapping()
-    assert P("1.2.3.4", 8080, 80).to_port_mapping().to_dict() == {
+    assert v4 == PortMapping(8080, 80, "udp", "0.0.0.0")
+    assert v6 == PortMapping(8080, 80, "udp", "::")
+    assert v4 != v6
+    assert P("1.2.3.4", 8080, 80).to_dict() == {
         "hostPort": 8080,
         "containerPort": 80,
         "protocol": "tcp",
         "hostIP": "1.2.3.4",
     }
+    assert v4.to_record() == {
+        "host_port": 8080,
+        "container_port": 80,
+        "protocol": "udp",
+        "host_ip": "0.0.0.0",
+    }
+    # a binding's CNI form: "" stays "" (every address of both families)
+    assert B(80, 8080).to_port_mapping().to_dict() == {
+        "hostPort": 8080,
+        "containerPort": 80,
+        "protocol": "tcp",
+    }
+    with pytest.raises(ValueError, match="no host port chosen"):
+        B(80, 0).to_port_mapping()
 
 
 # -- docker ps PORTS ---------------------------------------------------------------------
 
-FORMAT_PORTS: list[tuple[list[PublishedPort], str]] = [
+FORMAT_PORTS: list[tuple[list[PortMapping], str]] = [
     ([], ""),
     (expand([B(80, 8080)]), "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"),
     ([P("0.0.0.0", 0, 9988)], "0.0.0.0:0->9988/tcp"),
@@ -513,7 +526,7 @@ FORMAT_PORTS: list[tuple[list[PublishedPort], str]] = [
 
 
 @pytest.mark.parametrize(("published", "expected"), FORMAT_PORTS)
-def test_format_ports(published: list[PublishedPort], expected: str) -> None:
+def test_format_ports(published: list[PortMapping], expected: str) -> None:
     assert format_ports(published) == expected
     assert format_ports(reversed(published)) == expected  # input order does not matter
 
@@ -549,7 +562,7 @@ def test_port_lines_all() -> None:
         (expand([B(80, 3456, "::")]), "80", ["[::]:3456"]),
     ],
 )
-def test_port_lines_one(ports: list[PublishedPort], query: str, expected: list[str]) -> None:
+def test_port_lines_one(ports: list[PortMapping], query: str, expected: list[str]) -> None:
     assert format_port_lines(ports, query) == expected
 
 
