@@ -27,7 +27,7 @@ class PortmapConf:
     __slots__ = ("backend", "conditions", "mappings", "masq_all", "name", "snat")
 
     def __init__(self, d: dict[str, Any], for_del: bool = False) -> None:
-        from pycni.firewall.base import PROTOCOLS, PortMapping
+        from pycni.firewall.base import PortMapping
 
         #: network name
         self.name: str = d["name"]
@@ -62,33 +62,13 @@ class PortmapConf:
             where = f"{WHERE}: runtimeConfig.portMappings[{n}]"
             if not isinstance(item, dict):
                 raise errors.InvalidConfig(f"{where} must be an object")
-            host_port = conf.get_int(item, "hostPort", 0, where, 0, 65535)
-            container_port = conf.get_int(item, "containerPort", 0, where, 0, 65535)
-            if host_port <= 0:
-                raise errors.InvalidConfig(
-                    f"Invalid host port number: {host_port}", f"{where}: hostPort must be 1-65535"
-                )
-            if container_port <= 0:
-                raise errors.InvalidConfig(
-                    f"Invalid container port number: {container_port}",
-                    f"{where}: containerPort must be 1-65535",
-                )
-            protocol = conf.get_str(item, "protocol", "tcp", where).lower() or "tcp"
-            if protocol not in PROTOCOLS:
-                raise errors.InvalidConfig(
-                    f"{where}: invalid protocol {protocol!r}", "use tcp, udp or sctp"
-                )
-            host_ip = conf.get_str(item, "hostIP", "", where)
-            if host_ip:
-                import ipaddress
-
-                try:
-                    host_ip = str(ipaddress.ip_address(host_ip))
-                except ValueError:
-                    raise errors.InvalidConfig(
-                        f"{where}: invalid hostIP {host_ip!r}", "use an IPv4 or IPv6 address"
-                    ) from None
-            self.mappings.append(PortMapping(host_port, container_port, protocol, host_ip))
+            mapping = PortMapping(
+                conf.get_int(item, "hostPort", 0, where, 0, 65535),
+                conf.get_int(item, "containerPort", 0, where, 0, 65535),
+                conf.get_str(item, "protocol", "tcp", where),
+                conf.get_str(item, "hostIP", "", where),
+            )
+            self.mappings.append(mapping.checked(where))
 
 
 def firewall(c: PortmapConf) -> Firewall:

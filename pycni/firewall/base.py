@@ -123,6 +123,39 @@ class PortMapping:
         #: "0.0.0.0" / "::" are normalised to "" of that family by the caller
         self.host_ip = host_ip
 
+    def checked(self, where: str = "port mapping") -> PortMapping:
+        """The one validator of a published port, wherever it came from (the portmap
+        plugin's runtimeConfig, a library caller): ports 1-65535, a protocol of
+        PROTOCOLS in any case ("" is tcp), hostIP "" or an address. Returns the mapping
+        normalised (lower-case protocol, the address in its canonical form)."""
+        from pycni import errors
+
+        for value, name, label in (
+            (self.host_port, "hostPort", "host"),
+            (self.container_port, "containerPort", "container"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise errors.InvalidConfig(
+                    f"Invalid {label} port number: {value}", f"{where}: {name} must be 1-65535"
+                )
+        proto = (self.protocol.lower() or "tcp") if isinstance(self.protocol, str) else ""
+        if proto not in PROTOCOLS:
+            raise errors.InvalidConfig(
+                f"{where}: unsupported protocol {self.protocol!r}",
+                f"use one of {', '.join(PROTOCOLS)}",
+            )
+        host_ip = self.host_ip or ""
+        if host_ip:
+            import ipaddress
+
+            try:
+                host_ip = str(ipaddress.ip_address(host_ip))
+            except ValueError:
+                raise errors.InvalidConfig(
+                    f"{where}: invalid hostIP {self.host_ip!r}", "use an IPv4 or IPv6 address"
+                ) from None
+        return PortMapping(self.host_port, self.container_port, proto, host_ip)
+
     @property
     def family(self) -> int:
         """4 or 6, by host_ip ("" counts as 4)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from pycni import errors
-from pycni.firewall.base import PROTOCOLS, Attachment, PortMapping
+from pycni.firewall.base import Attachment, PortMapping
 from pycni.recordstore import decode, encode
 
 TYPE_CHECKING = False
@@ -73,30 +73,10 @@ def family_of(addr: str) -> int:
 
 
 def normalize_mappings(mappings: list[PortMapping]) -> list[PortMapping]:
-    """Validate and de-duplicate; InvalidConfig names the offending mapping."""
+    """Validate (`PortMapping.checked`) and de-duplicate."""
     seen: list[PortMapping] = []
     for m in mappings:
-        if not isinstance(m.host_port, int) or not 0 < m.host_port < 65536:
-            raise errors.InvalidConfig(f"Invalid host port number: {m.host_port}", repr(m))
-        if not isinstance(m.container_port, int) or not 0 < m.container_port < 65536:
-            raise errors.InvalidConfig(
-                f"Invalid container port number: {m.container_port}", repr(m)
-            )
-        proto = m.protocol.lower() if isinstance(m.protocol, str) else ""
-        if proto not in PROTOCOLS:
-            raise errors.InvalidConfig(
-                f"unsupported protocol {m.protocol!r} in port mapping",
-                f"{m!r}: use one of {', '.join(PROTOCOLS)}",
-            )
-        host_ip = m.host_ip or ""
-        if host_ip:
-            try:
-                host_ip = str(ipaddress.ip_address(host_ip))
-            except ValueError:
-                raise errors.InvalidConfig(
-                    f"invalid hostIP {m.host_ip!r} in port mapping", repr(m)
-                ) from None
-        norm = PortMapping(m.host_port, m.container_port, proto, host_ip)
+        norm = m.checked()
         if norm not in seen:
             seen.append(norm)
     return seen
