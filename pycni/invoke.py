@@ -14,6 +14,7 @@ import os
 import select
 
 from pycni import errors, fastjson
+from pycni.names import validate_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,22 +25,6 @@ if TYPE_CHECKING:
 # First line marker of executables written by `netctl plugins install`.
 MARKER = b"# pycni-plugin: "
 EXEC_TIMEOUT = 300.0
-
-
-def validate_type(plugin_type: object) -> str:
-    if not isinstance(plugin_type, str) or not plugin_type:
-        raise errors.InvalidConfig("no plugin name provided", 'every plugin config needs a "type"')
-    if (
-        "/" in plugin_type
-        or "\\" in plugin_type
-        or "\0" in plugin_type
-        or plugin_type in (".", "..")
-    ):
-        raise errors.InvalidConfig(
-            f"invalid plugin name: {plugin_type}",
-            "a plugin type is a file name looked up in CNI_PATH, never a path",
-        )
-    return plugin_type
 
 
 def find_in_path(plugin_type: object, paths: list[str]) -> str:

@@ -35,6 +35,7 @@ REQUIRED_ENV = {
 # Largest config we accept on stdin; real configs are a few KiB.
 MAX_STDIN = 16 * 1024 * 1024
 valid_name = names.valid_name  # libcni's rule for container IDs and network names
+validate_network_name = names.validate_network_name  # libcni's check, raising its errors
 
 
 def validate_container_id(cid: str) -> None:
@@ -42,13 +43,6 @@ def validate_container_id(cid: str) -> None:
         raise errors.UnknownContainer("missing containerID")
     if not valid_name(cid):
         raise errors.InvalidEnvironment("invalid characters in containerID", cid)
-
-
-def validate_network_name(name: str) -> None:
-    if not name:
-        raise errors.InvalidConfig("missing network name")
-    if not valid_name(name):
-        raise errors.InvalidConfig("invalid characters found in network name", name)
 
 
 def validate_ifname(ifname: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pycni import errors, fastjson, invoke, skel
+from pycni import errors, fastjson, names
 from pycni import version as cniver
 from pycni.fastjson import GoDict
 from pycni.record import dataclass
@@ -116,7 +116,7 @@ def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
         raise ConfigError(
             f"error parsing configuration list{where}: invalid name type {type(name).__name__}"
         )
-    skel.validate_network_name(name)
+    names.validate_network_name(name)
     plugins = obj.get("plugins")
     if plugins is None:
         raise ConfigError(f"error parsing configuration list{where}: no 'plugins' key")
@@ -129,7 +129,7 @@ def conflist_from_bytes(raw: bytes, path: str = "") -> NetworkConfigList:
     for n, plugin in enumerate(plugins):
         if not isinstance(plugin, dict):
             raise ConfigError(f"failed to parse plugin config {n}{where}: not a JSON object")
-        invoke.validate_type(plugin.get("type"))
+        names.validate_type(plugin.get("type"))
     return NetworkConfigList(
         name=name,
         cni_version=_pick_version(obj),

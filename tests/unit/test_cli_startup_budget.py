@@ -49,10 +49,14 @@ FORBIDDEN_LIGHT = {
     "pycni.runtime.networks",
     "pycni.runtime.libcni",
 }
-# `network ls` reads the networks through runtime/networks.py and libcni (records from
-# pycni.record, JSON through fastjson, IDs through the builtin _sha256), but never loads
-# argparse, pydantic or any of the stdlib modules that cost more than the listing.
+# `network ls` reads the conflists through runtime/conflist.py (records from
+# pycni.record, JSON through fastjson, IDs through the builtin _sha256, the name rules
+# from pycni.names), but never loads argparse, pydantic, the plugin machinery (skel,
+# invoke and its select) or any of the stdlib modules that cost more than the listing.
 FORBIDDEN_NETWORK_LS = {
+    "pycni.skel",
+    "pycni.invoke",
+    "select",
     "argparse",
     "pydantic",
     "subprocess",
