@@ -22,7 +22,8 @@ One nftables table of our own in the bridge family, `table bridge pycni_spoof`:
                                                       (its IPv6 ones and its EUI-64 link-local)
     set nd_lladdr  { typeof iifname . @th,208,48 }    each port's MAC as ND option
   nft 1.0.6's JSON cannot declare sets over raw payload, so these two are declared with
-  a constant text script before each batch; their elements go through JSON like all.
+  a constant text script, run when a batch finds them missing (then the batch again);
+  their elements go through JSON like all.
 
 Each ADD/DEL is one transaction of set elements: O(1) whatever the number of
 containers, no per-container chains, no jumps. Elements are found again on DEL from a
@@ -185,8 +186,14 @@ def _run(batch: list[dict[str, Any]]) -> None:
 
     try:
         nft = Nft()
-        nft.run_script(ND_SETS)
-        nft.run(batch)
+        try:
+            nft.run(batch)
+        except NftError:
+            # The ND sets are missing (first use on this node, or after a flush): only
+            # nft's text syntax can declare them, so they come first, then the batch
+            # again. A refused batch applied nothing (one transaction).
+            nft.run_script(ND_SETS)
+            nft.run(batch)
     except NftError as exc:
         raise errors.CniError("macspoofchk: nftables refused the rules", str(exc)) from None
 
