@@ -19,9 +19,9 @@ Stdlib only; reads /proc and makes sockets in the caller's network namespace.
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: `socket` would add enum and selectors (~2 ms)
 import errno
 import os
-import socket
 
 from pycni.firewall.base import PROTOCOLS
 

@@ -28,8 +28,7 @@ import builtins
 import fcntl
 import ipaddress
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 
 from pycni import errors, fastjson, names
 from pycni.atomicfile import write_atomic
@@ -872,6 +871,29 @@ def _write_atomic(path: str, obj: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(obj, indent=4) + "\n", 0o644, fsync=True, dir_mode=0o755)
 
 
+class _DirLock:
+    """flock on <dir>/.netctl.lock for a `with` block (a class, not contextlib, which
+    `netctl run` would import for this one use)."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        os.makedirs(self.dir, mode=0o755, exist_ok=True)
+        self.fd = os.open(
+            os.path.join(self.dir, ".netctl.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing the descriptor releases the flock
+
+
 class NetworkStore:
     """Networks in `paths.networks`; the API the runtime and the CLI use."""
 
@@ -918,18 +940,9 @@ class NetworkStore:
     def path_of(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.conflist")
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> _DirLock:
         """One writer at a time: name and subnet checks and the write are one step."""
-        os.makedirs(self.dir, mode=0o755, exist_ok=True)
-        fd = os.open(
-            os.path.join(self.dir, ".netctl.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return _DirLock(self.dir)
 
     # -- reading --------------------------------------------------------------------
 

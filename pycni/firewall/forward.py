@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 
-from pycni import errors, fastjson
+from pycni import errors, fastjson, names
 from pycni.firewall.nft import ACCEPT, match, payload
 from pycni.firewall.plan import owner_tag
 from pycni.firewall.store import Records, Store
@@ -53,8 +52,17 @@ STAGE1 = "CNI-ISOLATION-STAGE-1"
 STAGE2 = "CNI-ISOLATION-STAGE-2"
 POLICY_DEFAULT_COMMENT = "CNI firewall plugin rules (ingressPolicy: same-bridge|isolated)"
 POLICIES = ("open", "same-bridge", "isolated")
-CHAIN_RE = re.compile(r"[A-Za-z0-9_.-]{1,28}")
-IFNAME_RE = re.compile(r"[^\s/:'\"!]{1,15}")
+
+
+def _chain_ok(name: str) -> bool:
+    """[A-Za-z0-9_.-]{1,28}: what the reference lets into an iptables chain name."""
+    return 0 < len(name) <= 28 and all(c in names.NAME_CHARS for c in name)
+
+
+def _ifname_ok(name: str) -> bool:
+    """[^\\s/:'"!]{1,15} (no `re` on the plugin's start-up path)."""
+    return 0 < len(name) <= 15 and not any(c.isspace() or c in "/:'\"!" for c in name)
+
 
 NOT_AVAILABLE = (
     "iptables-save/iptables-restore not found",
@@ -63,7 +71,7 @@ NOT_AVAILABLE = (
 
 
 def check_chain_name(name: str, where: str) -> str:
-    if not CHAIN_RE.fullmatch(name) or name in ("FORWARD", "INPUT", "OUTPUT", PRIV):
+    if not _chain_ok(name) or name in ("FORWARD", "INPUT", "OUTPUT", PRIV):
         raise errors.InvalidConfig(
             f"{where}: invalid iptablesAdminChainName {name!r}",
             "use 1-28 letters, digits, '_', '.' or '-', not a built-in chain or CNI-FORWARD",
@@ -608,21 +616,10 @@ def replay(store: Store | None = None) -> int:
     as `netctl system reload` does for the backends' records); the placements are
     probed again, since the drop may live elsewhere now. Returns how many."""
     fs = ForwardStore(store)
-    try:
-        networks = sorted(os.listdir(fs.root))
-    except OSError:
-        return 0
     count = 0
-    for net in networks:
-        directory = os.path.join(fs.root, net)
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            continue
-        for name in names:
-            record = fs._read(os.path.join(directory, name)) if name.endswith(".json") else None
-            if record is None:
-                continue
+    for key in fs.files.attachments():
+        record = fs.load(key)
+        if record is not None:
             backend = "iptables" if record.backend == "iptables" else "auto"
             Forward(backend, record.admin, fs.store).add(record.key, record.ips)
             count += 1
@@ -634,7 +631,7 @@ def add_ingress_policy(policy: str, bridge: str, families: list[int]) -> None:
     reference). Never torn down on DEL: the bridge may still serve other containers."""
     if policy in ("", "open"):
         return
-    if not IFNAME_RE.fullmatch(bridge):
+    if not _ifname_ok(bridge):
         raise errors.InvalidConfig(f"invalid bridge name {bridge!r} in prevResult")
     ipt = Iptables()
     for family in families:
@@ -678,7 +675,7 @@ class Firewalld:
         self.cmd = spawn.which("firewall-cmd")
         if self.cmd is None:
             raise errors.PluginNotAvailable("firewall: firewall-cmd not found", "install firewalld")
-        if not CHAIN_RE.fullmatch(zone):
+        if not _chain_ok(zone):
             raise errors.InvalidConfig(f"firewall: invalid firewalldZone {zone!r}")
         self.zone = zone
 

@@ -184,3 +184,22 @@ def test_every_command_has_one_registering_module() -> None:
         import_module(f"pycni.runtime.{module}").register(sub)
         registered = {name for name, p in sub.choices.items() if p.prog.split()[-1] == name}
         assert registered == {c for c, m in COMMANDS.items() if m == module}, module
+
+
+def test_the_run_path_modules_stay_light() -> None:
+    """What `netctl run -p` imports besides the plugins: the port test binds through
+    `_socket` (socket adds enum and selectors), the network store locks without
+    contextlib, and the firewall plugin's name checks need no `re`."""
+    code = (
+        "import sys\n"
+        "import pycni.runtime.hostports, pycni.runtime.networks, pycni.firewall.forward\n"
+        "print(' '.join(sorted({'re', 'socket', 'contextlib', 'enum', 'selectors'}"
+        " & set(sys.modules))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-IS", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == ""
