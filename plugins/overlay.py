@@ -259,6 +259,50 @@ def egress_masquerade(cmd: skel.CmdArgs, lease: dict[str, Any], result: Result) 
     )
 
 
+def _network_lock(name: str) -> int:
+    """A flock on the network's directory: an ADD's isolation and the last DEL's removal
+    of it never interleave (a container added as the last one leaves stays isolated)."""
+    import fcntl
+
+    fd = os.open(os.path.join(_dir(name), "isolation.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)  # fmt: skip
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def isolate(name: str, lease: dict[str, Any]) -> None:
+    """Keep this overlay apart from every other isolated network on the host (other
+    overlays, netctl's bridge networks): its bridge and VXLAN device, handed to the
+    firewall as data (pycni/firewall/overlay_isolation.py)."""
+    from pycni.firewall import get_backend
+
+    fd = _network_lock(name)
+    try:
+        vni = lease["vni"]
+        get_backend(None).ensure_overlay_isolation(
+            name, f"ovbr{vni}"[:15], f"ovx{vni}", bool(lease.get("internal"))
+        )
+    finally:
+        os.close(fd)
+
+
+def unisolate_if_unused(name: str) -> None:
+    """After a DEL: the last container of the network on this host takes the network's
+    isolation rules with it."""
+    from pycni.firewall import get_backend
+
+    fd = _network_lock(name)
+    try:
+        try:
+            if os.listdir(os.path.join(_dir(name), "containers")):
+                return
+        except FileNotFoundError:
+            pass
+        get_backend(None).remove_overlay_isolation(name)
+    finally:
+        os.close(fd)
+
+
 def _saved(cmd: skel.CmdArgs) -> str:
     return os.path.join(
         _dir(cmd.conf["name"]), "containers", f"{cmd.container_id}-{cmd.ifname}.json"
@@ -279,6 +323,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         assert result is not None
         if not lease.get("internal"):
             egress_masquerade(cmd, lease, result)
+        isolate(c.name, lease)
         poke_agent(c.name)
         return result
     except errors.CniError:
@@ -287,6 +332,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         except errors.CniError:
             pass
         os.unlink(path)
+        unisolate_if_unused(c.name)
         raise
 
 
@@ -306,6 +352,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         return  # never added here, or already deleted
     _release(cmd, delegate)
     os.unlink(path)
+    unisolate_if_unused(cmd.conf["name"])
     poke_agent(cmd.conf["name"])
 
 
@@ -344,6 +391,7 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
         os.unlink(os.path.join(d, fname))
         removed += 1
     if removed:
+        unisolate_if_unused(cmd.conf["name"])
         poke_agent(cmd.conf["name"])
 
 
