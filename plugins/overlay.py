@@ -309,8 +309,35 @@ def _saved(cmd: skel.CmdArgs) -> str:
     )
 
 
+def _names_file(cmd: skel.CmdArgs) -> str:
+    from pycni.overlay.names import local_dir
+
+    return os.path.join(local_dir(cmd.conf["name"]), f"{cmd.container_id}-{cmd.ifname}.json")
+
+
+def save_names(cmd: skel.CmdArgs, names: list[str], result: Result) -> None:
+    """The container's names and addresses on this network, for the agent to put in etcd
+    under the host's lease (every member's resolver answers them: docs/overlay.md)."""
+    ips = [str(ip.address.ip) for ip in result.ips if ip.address.version == 4]
+    if not names or not ips:
+        return
+    from pycni.overlay.spec import write_json_atomic
+
+    path = _names_file(cmd)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_json_atomic(path, {"names": names, "ips": ips})
+
+
+def forget_names(cmd: skel.CmdArgs) -> None:
+    try:
+        os.unlink(_names_file(cmd))
+    except FileNotFoundError:
+        pass
+
+
 def cmd_add(cmd: skel.CmdArgs) -> Result:
     c = OverlayConf(cmd.conf)
+    names = conf.dns_names(cmd.conf, cmd.cni_args, WHERE)
     lease = host_lease(c)
     delegate = bridge_conf(cmd, lease)
     path = _saved(cmd)
@@ -324,6 +351,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         if not lease.get("internal"):
             egress_masquerade(cmd, lease, result)
         isolate(c.name, lease)
+        save_names(cmd, names, result)
         poke_agent(c.name)
         return result
     except errors.CniError:
@@ -332,6 +360,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         except errors.CniError:
             pass
         os.unlink(path)
+        forget_names(cmd)
         unisolate_if_unused(c.name)
         raise
 
@@ -349,8 +378,10 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     path = _saved(cmd)
     delegate = _read_json(path)
     if delegate is None:
+        forget_names(cmd)
         return  # never added here, or already deleted
     _release(cmd, delegate)
+    forget_names(cmd)
     os.unlink(path)
     unisolate_if_unused(cmd.conf["name"])
     poke_agent(cmd.conf["name"])
@@ -388,6 +419,7 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
             continue
         sub = skel.CmdArgs("DEL", cid, "", ifname, "", cmd.path, b"", cmd.conf)
         _release(sub, delegate)
+        forget_names(sub)
         os.unlink(os.path.join(d, fname))
         removed += 1
     if removed:
