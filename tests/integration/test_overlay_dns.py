@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +104,49 @@ def cleanup(host: Host, *names: str) -> None:
     os.kill(pid, signal.SIGTERM)
 
 
+def resolves(cluster: EtcdCluster, hosts: list[Host], netns_path: str, name: str, want: list[str],
+             network: str, timeout: float = 10) -> float:  # fmt: skip
+    """wait_for the answer; on a timeout, what each part of the chain had."""
+    try:
+        return wait_for(lambda: ask(netns_path, name) == ("NOERROR", want), timeout, name)
+    except AssertionError:
+        seen = [f"answer: {ask(netns_path, name)}",
+                f"etcd: {cluster.get_prefix(f'/pycni/overlay/names/{network}/')}"]  # fmt: skip
+        for h in hosts:
+            d = h.state_dir / "overlay" / network
+            for f in (d / "names.json", d / "agent.log", h.netctl_root / "run/netctl/dns/log"):
+                seen.append(f"{f}: {f.read_text()[-1500:] if f.exists() else '(none)'}")
+            seen.append(f"{d / 'names'}: {sorted(p.name for p in (d / 'names').glob('*'))}")
+        raise AssertionError(f"{name} not resolved to {want}\n" + "\n".join(seen)) from None
+
+
+@pytest.fixture
+def short_roots() -> Iterator[Callable[[Host], None]]:
+    """Give a host a NETCTL_ROOT with a short path: the resolver's control socket lives
+    under it, and a unix socket path has at most 107 bytes (pytest-xdist's tmp paths are
+    longer)."""
+    made: list[Path] = []
+
+    def give(host: Host) -> None:
+        host.netctl_root = Path(tempfile.mkdtemp(prefix="pyt-ovd-", dir="/tmp"))
+        made.append(host.netctl_root)
+
+    yield give
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def etcd_lease_of(cluster: EtcdCluster, key: str) -> int:
     out = json.loads(cluster.etcdctl("get", key, "-w", "json"))
     return int(out["kvs"][0].get("lease", 0))
 
 
 def test_names_resolve_across_hosts_on_the_same_overlay_only(
-    cluster: EtcdCluster, hosts: Callable[[], Host]
+    cluster: EtcdCluster, hosts: Callable[[], Host], short_roots: Callable[[Host], None]
 ) -> None:
     h1, h2 = hosts(), hosts()
     for h in (h1, h2):
+        short_roots(h)
         write_daemon_json(h, cluster)
     net, other = f"ond{short_id(4)}", f"onx{short_id(4)}"
     netctl(h1, "network", "create", "-d", "overlay", "--subnet", "10.39.0.0/16", net)
@@ -126,7 +161,7 @@ def test_names_resolve_across_hosts_on_the_same_overlay_only(
                "webhost", "--network", net, "--", *SLEEP)  # fmt: skip
         added = time.monotonic()
         ip = ip_of(h1, "web", net)
-        took = wait_for(lambda: ask(cli, "web") == ("NOERROR", [ip]), 10, "h2 resolves web")
+        took = resolves(cluster, [h1, h2], cli, "web", [ip], net)
         print(f"name registered on h1 -> resolved on h2 after {time.monotonic() - added:.3f}s "
               f"({took:.3f}s of polling after netctl returned)")  # fmt: skip
         short = record(h1, "web")["id"][:12]
@@ -168,7 +203,7 @@ def test_names_resolve_across_hosts_on_the_same_overlay_only(
 
 def test_names_of_a_dead_host_expire_with_its_lease(
     plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
-    container_ns: Callable[[], Netns],
+    container_ns: Callable[[], Netns], short_roots: Callable[[Host], None],
 ) -> None:  # fmt: skip
     """A container another runtime added through the overlay plugin (podman's inputs:
     K8S_POD_NAME and the `aliases` capability) on h1, whose agent then dies: its names
@@ -176,6 +211,7 @@ def test_names_of_a_dead_host_expire_with_its_lease(
     net = f"one{short_id(4)}"
     put_network(cluster, net, "10.37.0.0/16", 37)
     h1, h2 = hosts(), hosts()
+    short_roots(h2)
     write_daemon_json(h2, cluster)
     try:
         netctl(h2, "run", "-d", "--name", "cli", "--network", net, "--", *SLEEP)
@@ -189,7 +225,7 @@ def test_names_of_a_dead_host_expire_with_its_lease(
         )  # fmt: skip
         assert r.rc == 0, r.stdout + r.stderr
         ip = r.json["ips"][0]["address"].split("/")[0]
-        wait_for(lambda: ask(cli, "apipod") == ("NOERROR", [ip]), 10, "h2 resolves apipod")
+        resolves(cluster, [h1, h2], cli, "apipod", [ip], net)
         for name in ("api", "api2", f"apipod.{net}"):
             assert ask(cli, name) == ("NOERROR", [ip]), name
         # h1 dies (its agent killed -9: nobody deletes its keys, its lease runs out)
