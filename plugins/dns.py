@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 WHERE = "dns"
 RESOLVER_IP = "127.0.0.11"
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class DnsConf:
@@ -49,25 +48,7 @@ class DnsConf:
         #: the network is --internal: no forwarding for a container only on such networks
         self.internal = conf.get_bool(d, "internal", False, WHERE)
         #: the container's names: K8S_POD_NAME, then runtimeConfig aliases for this network
-        self.names: list[str] = []
-        if cni_args is None:
-            return
-        pod = cni_args.get("K8S_POD_NAME", "")
-        if pod:
-            self.names.append(pod)
-        rc = conf.get_dict(d, "runtimeConfig", WHERE)
-        aliases = conf.get_dict(rc, "aliases", WHERE).get(self.name, [])
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise errors.InvalidConfig(
-                f"{WHERE}: runtimeConfig.aliases.{self.name} must be a list of strings"
-            )
-        for name in [*self.names, *aliases]:
-            if not (0 < len(name) <= 253 and all(c in NAME_CHARS for c in name)):
-                raise errors.InvalidConfig(
-                    f"{WHERE}: {name!r} is not a valid DNS name",
-                    "use letters, digits, '-', '_' and '.', at most 253 characters",
-                )
-        self.names += [a for a in aliases if a not in self.names]
+        self.names: list[str] = [] if cni_args is None else conf.dns_names(d, cni_args, WHERE)
 
 
 def registrations_dir(run_dir: str) -> str:

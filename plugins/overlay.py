@@ -259,14 +259,85 @@ def egress_masquerade(cmd: skel.CmdArgs, lease: dict[str, Any], result: Result) 
     )
 
 
+def _network_lock(name: str) -> int:
+    """A flock on the network's directory: an ADD's isolation and the last DEL's removal
+    of it never interleave (a container added as the last one leaves stays isolated)."""
+    import fcntl
+
+    fd = os.open(os.path.join(_dir(name), "isolation.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)  # fmt: skip
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def isolate(name: str, lease: dict[str, Any]) -> None:
+    """Keep this overlay apart from every other isolated network on the host (other
+    overlays, netctl's bridge networks): its bridge and VXLAN device, handed to the
+    firewall as data (pycni/firewall/overlay_isolation.py)."""
+    from pycni.firewall import get_backend
+
+    fd = _network_lock(name)
+    try:
+        vni = lease["vni"]
+        get_backend(None).ensure_overlay_isolation(
+            name, f"ovbr{vni}"[:15], f"ovx{vni}", bool(lease.get("internal"))
+        )
+    finally:
+        os.close(fd)
+
+
+def unisolate_if_unused(name: str) -> None:
+    """After a DEL: the last container of the network on this host takes the network's
+    isolation rules with it."""
+    from pycni.firewall import get_backend
+
+    fd = _network_lock(name)
+    try:
+        try:
+            if os.listdir(os.path.join(_dir(name), "containers")):
+                return
+        except FileNotFoundError:
+            pass
+        get_backend(None).remove_overlay_isolation(name)
+    finally:
+        os.close(fd)
+
+
 def _saved(cmd: skel.CmdArgs) -> str:
     return os.path.join(
         _dir(cmd.conf["name"]), "containers", f"{cmd.container_id}-{cmd.ifname}.json"
     )
 
 
+def _names_file(cmd: skel.CmdArgs) -> str:
+    from pycni.overlay.names import local_dir
+
+    return os.path.join(local_dir(cmd.conf["name"]), f"{cmd.container_id}-{cmd.ifname}.json")
+
+
+def save_names(cmd: skel.CmdArgs, names: list[str], result: Result) -> None:
+    """The container's names and addresses on this network, for the agent to put in etcd
+    under the host's lease (every member's resolver answers them: docs/overlay.md)."""
+    ips = [str(ip.address.ip) for ip in result.ips if ip.address.version == 4]
+    if not names or not ips:
+        return
+    from pycni.overlay.spec import write_json_atomic
+
+    path = _names_file(cmd)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_json_atomic(path, {"names": names, "ips": ips})
+
+
+def forget_names(cmd: skel.CmdArgs) -> None:
+    try:
+        os.unlink(_names_file(cmd))
+    except FileNotFoundError:
+        pass
+
+
 def cmd_add(cmd: skel.CmdArgs) -> Result:
     c = OverlayConf(cmd.conf)
+    names = conf.dns_names(cmd.conf, cmd.cni_args, WHERE)
     lease = host_lease(c)
     delegate = bridge_conf(cmd, lease)
     path = _saved(cmd)
@@ -279,6 +350,8 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         assert result is not None
         if not lease.get("internal"):
             egress_masquerade(cmd, lease, result)
+        isolate(c.name, lease)
+        save_names(cmd, names, result)
         poke_agent(c.name)
         return result
     except errors.CniError:
@@ -287,6 +360,8 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         except errors.CniError:
             pass
         os.unlink(path)
+        forget_names(cmd)
+        unisolate_if_unused(c.name)
         raise
 
 
@@ -303,9 +378,12 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     path = _saved(cmd)
     delegate = _read_json(path)
     if delegate is None:
+        forget_names(cmd)
         return  # never added here, or already deleted
     _release(cmd, delegate)
+    forget_names(cmd)
     os.unlink(path)
+    unisolate_if_unused(cmd.conf["name"])
     poke_agent(cmd.conf["name"])
 
 
@@ -341,9 +419,11 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
             continue
         sub = skel.CmdArgs("DEL", cid, "", ifname, "", cmd.path, b"", cmd.conf)
         _release(sub, delegate)
+        forget_names(sub)
         os.unlink(os.path.join(d, fname))
         removed += 1
     if removed:
+        unisolate_if_unused(cmd.conf["name"])
         poke_agent(cmd.conf["name"])
 
 

@@ -91,3 +91,27 @@ def validate_mac(mac: str, where: str) -> str:
             f"{where}: {mac!r} is a multicast MAC address", "the first octet must be even"
         )
     return mac.lower()
+
+
+def dns_names(d: dict[str, Any], cni_args: dict[str, str], where: str) -> list[str]:
+    """A container's DNS names as CNI runtimes hand them to a plugin: CNI_ARGS
+    K8S_POD_NAME (podman, the kubelet), then the runtimeConfig capability `aliases`
+    ({network: [names]}, podman's; netctl's: name, aliases, short ID, hostname) for this
+    network; each checked to be a DNS name."""
+    out: list[str] = []
+    pod = cni_args.get("K8S_POD_NAME", "")
+    if pod:
+        out.append(pod)
+    rc = get_dict(d, "runtimeConfig", where)
+    aliases = get_dict(rc, "aliases", where).get(d["name"], [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise errors.InvalidConfig(
+            f"{where}: runtimeConfig.aliases.{d['name']} must be a list of strings"
+        )
+    for name in [*out, *aliases]:
+        if not (0 < len(name) <= 253 and all(c in names.NAME_CHARS for c in name)):
+            raise errors.InvalidConfig(
+                f"{where}: {name!r} is not a valid DNS name",
+                "use letters, digits, '-', '_' and '.', at most 253 characters",
+            )
+    return out + [a for a in aliases if a not in out]

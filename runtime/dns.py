@@ -64,6 +64,7 @@ TCP_IDLE = 5.0  # a TCP connection must deliver a whole query within this
 MAX_TCP_PER_CLIENT = 32
 MAX_FORWARD_QUEUE = 512
 CACHE_SIZE = 8192
+REMOTE_POLL = 0.25  # seconds between looks at the overlay agents' mirrors of remote names
 DEFAULT_NETWORK = "bridge"
 
 
@@ -157,10 +158,13 @@ def build_view(
     host_resolv: str = "",
     handles: set[str] | None = None,
     own_netns_dir: str = "",
+    remote: dict[str, list[tuple[list[str], list[str]]]] | None = None,
 ) -> View:
     """What the resolver answers. netctl's records are the truth for netctl's own
     containers: the dns plugin's registration of one of them (a namespace under
-    `own_netns_dir`) only counts while its record exists."""
+    `own_netns_dir`) only counts while its record exists. `remote`: {overlay network:
+    [(names, addresses)]} of containers on the network's other hosts (the overlay
+    agent's mirror of etcd); a name both here and there answers every address."""
     view = View()
 
     def add(network: str, names: list[str], ips: list[str], ptr_name: str) -> None:
@@ -214,7 +218,30 @@ def build_view(
             if reg.network not in client.networks:
                 client.networks.append(reg.network)
             client.internal_only = client.internal_only and reg.internal
+    for network, entries in (remote or {}).items():
+        for names, ips in entries:
+            if names and ips:
+                add(network, names, ips, f"{names[0]}.{network}")
     return view
+
+
+def remote_names_paths(networks: Iterable[str]) -> dict[str, str]:
+    """{network: the overlay agent's mirror of the other hosts' names} for each network
+    that may be an overlay (a file that does not exist reads as no names)."""
+    from pycni.overlay.names import mirror_path
+
+    return {net: mirror_path(net) for net in sorted(set(networks)) if net != DEFAULT_NETWORK}
+
+
+def load_remote_names(paths: dict[str, str]) -> dict[str, list[tuple[list[str], list[str]]]]:
+    from pycni.overlay.names import read_mirror
+
+    out = {}
+    for network, path in paths.items():
+        entries = read_mirror(path)
+        if entries:
+            out[network] = entries
+    return out
 
 
 def load_registrations(directory: str) -> list[Registration]:
@@ -449,6 +476,10 @@ class Resolver:
         self.upstream_socks: dict[tuple[str, str], socket.socket] = {}
         self.stop = False
         self.signature: tuple[int, ...] = ()
+        #: the overlay networks' mirrors of other hosts' names, watched more often (names
+        #: across hosts appear within a second) and their (mtime, inode) when last read
+        self.remote_paths: dict[str, str] = {}
+        self.remote_signature: tuple[tuple[int, int], ...] = ()
         #: namespaces handed over by fd (their path may not be visible from here)
         self.handles: dict[str, int] = {}
         #: handles whose path this process could see when they came: for those the path
@@ -469,6 +500,16 @@ class Resolver:
                 out.append(0)
         return tuple(out)
 
+    def _remote_signature(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for path in self.remote_paths.values():
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_ino))
+            except OSError:
+                out.append((0, 0))
+        return tuple(out)
+
     def reload(self) -> None:
         self.signature = self._records_signature()
         try:
@@ -477,12 +518,20 @@ class Resolver:
         except OSError:
             host_resolv = ""
         store = ContainerStore(self.paths)
+        records = store.all()
+        registrations = load_registrations(os.path.join(self.dir, "cni"))
+        self.remote_paths = remote_names_paths(
+            [a.network for r in records if needs_resolver(r) for a in r.attachments]
+            + [r.network for r in registrations]
+        )
+        self.remote_signature = self._remote_signature()
         view = build_view(
-            store.all(),
-            load_registrations(os.path.join(self.dir, "cni")),
+            records,
+            registrations,
             host_resolv,
             {k for k in self.handles if k not in self.visible or os.path.exists(k)},
             self.paths.netns_dir,
+            load_remote_names(self.remote_paths),
         )
         for key in [k for k in self.handles if k not in view.clients]:
             os.close(self.handles.pop(key))
@@ -736,9 +785,10 @@ class Resolver:
     def serve(self) -> None:
         control = self._control_socket()
         self.sel.register(control, selectors.EVENT_READ, ("control", None))
-        last_check = time.monotonic()
+        last_check = last_remote = time.monotonic()
         while not self.stop:
-            for key, _ev in self.sel.select(timeout=0.1 if self.inflight else 1.0):
+            idle = 0.1 if self.inflight else REMOTE_POLL if self.remote_paths else 1.0
+            for key, _ev in self.sel.select(timeout=idle):
                 kind, lst = key.data
                 try:
                     if kind == "udp":
@@ -762,6 +812,10 @@ class Resolver:
             if now - last_check > 2.0:
                 last_check = now
                 self._check_alive()
+            elif self.remote_paths and now - last_remote >= REMOTE_POLL:
+                last_remote = now
+                if self._remote_signature() != self.remote_signature:
+                    self.reload()  # another host's container came or went
         control.close()
 
     def _on_udp(self, lst: Listener) -> None:

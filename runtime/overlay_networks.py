@@ -127,7 +127,7 @@ def create(
 
 def conflist(
     network_spec: ospec.NetworkSpec, cluster: ospec.ClusterStore, advertise: str,
-    meta_extra: dict[str, Any] | None = None,
+    meta_extra: dict[str, Any] | None = None, run_dir: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     import hashlib
 
@@ -135,6 +135,8 @@ def conflist(
         "type": "overlay",
         "clusterStore": cluster.url(),
         "clusterAdvertise": advertise,
+        # the container's names (netctl's, podman's), published to every member
+        "capabilities": {"aliases": True},
     }
     if cluster.opts():
         plugin["clusterStoreOpts"] = cluster.opts()
@@ -159,7 +161,12 @@ def conflist(
         "options": {OPT_VNI: str(network_spec.vni)},
     }
     meta.update(meta_extra or {})
-    return {"cniVersion": "1.0.0", "name": network_spec.name, "plugins": [plugin], "netctl": meta}
+    plugins = [plugin]
+    if run_dir:
+        # names for other runtimes' containers too (podman, kubelet): netctl's resolver
+        plugins.append({"type": "dns", "runDir": run_dir, "internal": network_spec.internal,
+                        "capabilities": {"aliases": True}})  # fmt: skip
+    return {"cniVersion": "1.0.0", "name": network_spec.name, "plugins": plugins, "netctl": meta}
 
 
 def write_conflist(
@@ -167,7 +174,10 @@ def write_conflist(
     meta_extra: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     cfg = netstore.daemon_config()
-    obj = conflist(network_spec, cluster, cfg.cluster_advertise or "", meta_extra)
+    obj = conflist(
+        network_spec, cluster, cfg.cluster_advertise or "", meta_extra,
+        os.path.abspath(netstore.paths.run),
+    )  # fmt: skip
     from pycni.atomicfile import write_atomic
 
     path = netstore.path_of(network_spec.name)

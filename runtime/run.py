@@ -859,6 +859,20 @@ class Runtime:
         if ips:
             args.append(("IP", ",".join(ips)))
         caps = {k: v for k, v in given.items() if k in ("portMappings", "mac")}
+        att = next((a for a in rec.attachments if a.ifname == ifname), None)
+        if att is not None and att.network != "bridge":
+            # podman's capability: the names a plugin that declares `aliases` may publish
+            # (the overlay plugin, to every member of the network); what is no DNS name
+            # stays local (the resolver reads netctl's records as they are)
+            from pycni.names import NAME_CHARS
+            from pycni.runtime.dns import names_of
+
+            dns_names = names_of(rec.name, rec.short_id, rec.hostname, att.aliases)
+            caps["aliases"] = {
+                att.network: [
+                    n for n in dict.fromkeys(dns_names) if len(n) <= 253 and set(n) <= NAME_CHARS
+                ]
+            }
         if given.get("mac"):
             args.append(("MAC", given["mac"]))
         return libcni.RuntimeConf(rec.id, rec.netns, ifname, args, caps)

@@ -322,7 +322,8 @@ def write_daemon_json(host: Host, cluster: EtcdCluster, **extra: Any) -> None:
 
 
 def netctl(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **host.env()}
+    # the plugins netctl installs must not start the machine's agent (/run/pycni)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYCNI_AGENT_AUTOSTART": "0", **host.env()}
     proc = subprocess.run(
         ["ip", "netns", "exec", host.ns.name, str(NETCTL), *args],
         capture_output=True, text=True, env=env, timeout=60,

@@ -121,7 +121,7 @@ def replay(networks: list[Isolation] | None = None) -> list[str]:
     the firewall plugin's forward accepts. `netctl system reload` calls this once;
     `networks` are the isolated networks the caller knows of (recorded when no record
     exists yet). Returns one line per part, for a person."""
-    from pycni.firewall import forward, isolation, spoofcheck
+    from pycni.firewall import forward, isolation, overlay_isolation, spoofcheck
 
     out = []
     for name in BACKENDS:
@@ -129,6 +129,7 @@ def replay(networks: list[Isolation] | None = None) -> list[str]:
         if backend.available():
             out.append(f"{name}: re-applied {backend.replay()} attachment(s)")
     out.append(f"isolation: re-applied {isolation.replay(networks)} network(s)")
+    out.append(f"isolation: re-applied {overlay_isolation.replay()} overlay network(s)")
     out.append(f"macspoofchk: re-applied {spoofcheck.replay()} attachment(s)")
     out.append(f"firewall: re-applied {forward.replay()} forward accept(s)")
     return out

@@ -271,6 +271,18 @@ class NetworkVerbs:
 
         return isolation.collect_garbage()
 
+    def ensure_overlay_isolation(
+        self, network: str, bridge: str, vxlan: str, internal: bool
+    ) -> None:
+        from pycni.firewall import overlay_isolation
+
+        overlay_isolation.ensure(network, bridge, vxlan, internal)
+
+    def remove_overlay_isolation(self, network: str) -> None:
+        from pycni.firewall import overlay_isolation
+
+        overlay_isolation.remove(network)
+
     def add_spoofcheck(self, att: Attachment, mac: str) -> None:
         from pycni.firewall import spoofcheck
 
@@ -356,6 +368,15 @@ class Firewall(Protocol):
     def gc_isolation(self) -> list[int]:
         """Drop the isolation of bridges that no longer exist; their interface indexes."""
         ...
+
+    # an overlay network (bridge + VXLAN device) in the same table (overlay_isolation.py)
+    def ensure_overlay_isolation(
+        self, network: str, bridge: str, vxlan: str, internal: bool
+    ) -> None:
+        """Isolate the overlay (idempotent) and save its intent for replay."""
+        ...
+
+    def remove_overlay_isolation(self, network: str) -> None: ...
 
     # spoof checks (the bridge plugin's macspoofchk): the port may send only as itself
     def add_spoofcheck(self, att: Attachment, mac: str) -> None:

@@ -29,6 +29,7 @@ import sys
 import time
 
 from pycni import errors
+from pycni.overlay import names as onames
 from pycni.overlay import spec as ospec
 from pycni.overlay import vxlan
 from pycni.overlay.store import Compacted, Store, Unavailable
@@ -85,6 +86,9 @@ class Agent:
         self.watching = False
         self.key = ""
         self.endpoints = 0
+        #: this host's container names as put in etcd under the current lease
+        self.names: dict[str, str] = {}
+        self.mirror: onames.Mirror | None = None
 
     # -- files the plugin reads ----------------------------------------------------------
 
@@ -135,6 +139,7 @@ class Agent:
         spec = self.spec
         mac = ospec.vtep_mac(spec.vni, self.public_ip)
         self.endpoints = -1  # published again under the new lease
+        self.names = {}
         value = ospec.lease_value(self.public_ip, mac, socket.gethostname())
         self.lease = self.store.grant(self.ttl)
         prefix = ospec.subnets_prefix(self.name)
@@ -194,6 +199,7 @@ class Agent:
         if self.store.get(ospec.network_key(self.name)) is None:
             raise NetworkRemoved()
         self.publish_endpoints()
+        self.publish_names()
 
     def publish_endpoints(self) -> None:
         """This host's container count, under its lease, in a prefix no agent watches:
@@ -202,6 +208,12 @@ class Agent:
         if n != self.endpoints:
             self.store.put(ospec.endpoints_prefix(self.name) + self.public_ip, str(n), self.lease)
             self.endpoints = n
+
+    def publish_names(self) -> None:
+        """The names of this host's containers (the plugin's files), under its lease:
+        what every other host's resolver answers for them (pycni/overlay/names.py)."""
+        want = onames.local_values(self.name, self.public_ip)
+        onames.publish(self.store, self.lease, want, self.names)
 
     # -- the datapath -----------------------------------------------------------------------
 
@@ -234,6 +246,11 @@ class Agent:
         assert self.spec is not None
         self.relist()
         self.publish_endpoints()
+        self.publish_names()
+        if self.mirror is None:
+            # other hosts' names, watched in a thread (and a connection) of their own
+            self.mirror = onames.Mirror(Store(self.cluster), self.name, self.public_ip, log)
+            self.mirror.start()
         self.status("ready")
         interval = max(self.ttl / 3, 0.5)
         while not self.stopping:
@@ -270,6 +287,7 @@ class Agent:
             if self.poked:
                 self.poked = False
                 self.publish_endpoints()
+                self.publish_names()
             if self.relist_wanted:
                 self.relist_wanted = False
                 log("reload: re-listing and re-programming")
@@ -329,6 +347,12 @@ class Agent:
                 log("the network was removed from the cluster store: leaving it")
                 assert self.spec is not None
                 vxlan.delete_device(self.spec.vni)
+                if self.mirror is not None:
+                    self.mirror.stopping = True
+                try:
+                    os.unlink(onames.mirror_path(self.name))
+                except FileNotFoundError:
+                    pass
                 try:
                     self.store.revoke(self.lease)
                 except errors.CniError:
