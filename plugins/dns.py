@@ -24,6 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pycni.recordstore import FlatRecords
     from pycni.result import Result
 
 WHERE = "dns"
@@ -55,9 +56,14 @@ def registrations_dir(run_dir: str) -> str:
     return os.path.join(run_dir, "dns", "cni")
 
 
+def _records(c: DnsConf) -> FlatRecords:
+    from pycni.recordstore import FlatRecords
+
+    return FlatRecords(registrations_dir(c.run_dir))
+
+
 def record_path(c: DnsConf, cmd: skel.CmdArgs) -> str:
-    # container ID and ifname are validated by skel (no '/', no '..')
-    return os.path.join(registrations_dir(c.run_dir), f"{cmd.container_id}-{cmd.ifname}.json")
+    return _records(c).path(cmd.container_id, cmd.ifname)
 
 
 def _prev(cmd: skel.CmdArgs) -> Result:
@@ -89,14 +95,6 @@ def _notify(run_dir: str) -> None:
         skel.log_exception(exc)
 
 
-def _write(path: str, record: dict[str, Any]) -> None:
-    import json
-
-    from pycni.atomicfile import write_atomic
-
-    write_atomic(path, json.dumps(record), mode=0o600, dir_mode=0o700)
-
-
 def cmd_add(cmd: skel.CmdArgs) -> Result:
     c = DnsConf(cmd.conf, cmd.cni_args)
     prev = _prev(cmd)
@@ -117,7 +115,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         "internal": c.internal,
         "dns": upstreams,
     }
-    _write(record_path(c, cmd), record)
+    _records(c).save(cmd.container_id, cmd.ifname, record)
     _notify(c.run_dir)
     prev.dns.nameservers = [RESOLVER_IP, *upstreams]
     return prev
@@ -125,9 +123,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
 
 def cmd_del(cmd: skel.CmdArgs) -> None:
     c = DnsConf(cmd.conf)
-    try:
-        os.unlink(record_path(c, cmd))
-    except FileNotFoundError:
+    if not _records(c).delete(cmd.container_id, cmd.ifname):
         return  # nothing to delete is success
     _notify(c.run_dir)
 
@@ -146,26 +142,19 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
     valid = skel.valid_attachments(cmd.conf)
     if valid is None:
         return
-    directory = registrations_dir(c.run_dir)
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return
-    import json
+    from pycni.recordstore import remove_file
 
+    records = _records(c)
     removed = False
-    for fname in names:
-        path = os.path.join(directory, fname)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                rec = json.load(fh)
-            key = (str(rec["containerID"]), str(rec["ifname"]))
-            if rec.get("network") != c.name or key in valid:
-                continue
-            os.unlink(path)
-            removed = True
-        except (OSError, ValueError, KeyError, TypeError):
+    for cid, ifname in records.entries():
+        path = records.path(cid, ifname)
+        rec = records.read(path)
+        # the record's own keys: a name written before the store encoded "-" in ifnames
+        key = (str(rec.get("containerID", cid)), str(rec.get("ifname", ifname))) if rec else None
+        if rec is None or rec.get("network") != c.name or key in valid:
             continue
+        remove_file(path, prune_parent=False)
+        removed = True
     if removed:
         _notify(c.run_dir)
 

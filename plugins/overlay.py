@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import subprocess
     from typing import Any
 
+    from pycni.recordstore import FlatRecords
     from pycni.result import Result
 
 WHERE = "overlay"
@@ -303,16 +304,23 @@ def unisolate_if_unused(name: str) -> None:
         os.close(fd)
 
 
+def _containers(network: str) -> FlatRecords:
+    """The delegate conf of each attachment on this host (what DEL, CHECK and GC run)."""
+    from pycni.recordstore import FlatRecords
+
+    return FlatRecords(os.path.join(_dir(network), "containers"))
+
+
 def _saved(cmd: skel.CmdArgs) -> str:
-    return os.path.join(
-        _dir(cmd.conf["name"]), "containers", f"{cmd.container_id}-{cmd.ifname}.json"
-    )
+    return _containers(cmd.conf["name"]).path(cmd.container_id, cmd.ifname)
 
 
-def _names_file(cmd: skel.CmdArgs) -> str:
+def _names(network: str) -> FlatRecords:
+    """Each attachment's names and addresses, which the agent puts in etcd."""
     from pycni.overlay.names import local_dir
+    from pycni.recordstore import FlatRecords
 
-    return os.path.join(local_dir(cmd.conf["name"]), f"{cmd.container_id}-{cmd.ifname}.json")
+    return FlatRecords(local_dir(network))
 
 
 def save_names(cmd: skel.CmdArgs, names: list[str], result: Result) -> None:
@@ -321,18 +329,11 @@ def save_names(cmd: skel.CmdArgs, names: list[str], result: Result) -> None:
     ips = [str(ip.address.ip) for ip in result.ips if ip.address.version == 4]
     if not names or not ips:
         return
-    from pycni.overlay.spec import write_json_atomic
-
-    path = _names_file(cmd)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_json_atomic(path, {"names": names, "ips": ips})
+    _names(cmd.conf["name"]).save(cmd.container_id, cmd.ifname, {"names": names, "ips": ips})
 
 
 def forget_names(cmd: skel.CmdArgs) -> None:
-    try:
-        os.unlink(_names_file(cmd))
-    except FileNotFoundError:
-        pass
+    _names(cmd.conf["name"]).delete(cmd.container_id, cmd.ifname)
 
 
 def cmd_add(cmd: skel.CmdArgs) -> Result:
@@ -341,10 +342,7 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
     lease = host_lease(c)
     delegate = bridge_conf(cmd, lease)
     path = _saved(cmd)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    from pycni.overlay.spec import write_json_atomic
-
-    write_json_atomic(path, delegate)
+    _containers(c.name).write(path, delegate)
     try:
         result = run_bridge("ADD", delegate, cmd)
         assert result is not None
@@ -406,21 +404,17 @@ def cmd_gc(cmd: skel.CmdArgs) -> None:
     valid = skel.valid_attachments(cmd.conf)
     if valid is None:
         return
-    d = os.path.join(_dir(cmd.conf["name"]), "containers")
-    try:
-        names = sorted(os.listdir(d))
-    except FileNotFoundError:
-        return
+    containers = _containers(cmd.conf["name"])
     removed = 0
-    for fname in names:
-        delegate = _read_json(os.path.join(d, fname))
-        cid, _, ifname = fname.removesuffix(".json").rpartition("-")
+    for cid, ifname in containers.entries():
+        path = containers.path(cid, ifname)
+        delegate = _read_json(path)
         if delegate is None or (cid, ifname) in valid:
             continue
         sub = skel.CmdArgs("DEL", cid, "", ifname, "", cmd.path, b"", cmd.conf)
         _release(sub, delegate)
         forget_names(sub)
-        os.unlink(os.path.join(d, fname))
+        os.unlink(path)
         removed += 1
     if removed:
         unisolate_if_unused(cmd.conf["name"])

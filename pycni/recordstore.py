@@ -7,6 +7,9 @@ what may exist. One `Records` per kind, rooted at a directory of its own:
     <root>/<network>/<containerID>-<ifname>.json    one record per attachment
     <root>/<network>.json                            one record per network
 
+or, where a directory already belongs to one network (`FlatRecords`: the dns plugin's
+registrations, the overlay plugin's containers and names), `<dir>/<containerID>-<ifname>.json`.
+
 Every path part is percent-encoded (`encode`: everything outside [A-Za-z0-9_.-], and a
 leading dot; "-" too in the ifname so `<cid>-<ifname>` stays unambiguous), so nothing a
 runtime passes can escape the root or collide. Files are 0600 in 0700 directories,
@@ -73,6 +76,15 @@ def record_name(container_id: str, ifname: str) -> str:
     return f"{encode(container_id)}-{encode(ifname).replace('-', '%2D')}.json"
 
 
+def parse_record_name(name: str) -> tuple[str, str] | None:
+    """(containerID, ifname) of a record's file name; None for any other file (and for
+    a record of an earlier version, whose name holds ":": see legacy_keys)."""
+    cid, sep, ifname = name.removesuffix(".json").rpartition("-")
+    if not name.endswith(".json") or not sep or ":" in name:
+        return None
+    return decode(cid), decode(ifname)
+
+
 def read_file(path: str) -> bytes | None:
     """The file's bytes; None when it does not exist."""
     try:
@@ -119,35 +131,79 @@ def remove_file(path: str, prune_parent: bool = True) -> None:
             pass  # other attachments of the network remain
 
 
+def read_record(path: str) -> dict[str, object] | None:
+    """The record at `path`; None when missing or corrupt (said on stderr)."""
+    data = read_file(path)
+    if data is None:
+        return None
+    try:
+        obj = fastjson.loads(data)
+    except ValueError as exc:
+        obj = exc
+    if not isinstance(obj, dict):
+        os.write(2, f"pycni: ignoring corrupt record {path}: {obj}\n".encode())
+        return None
+    return obj
+
+
+def write_record(path: str, obj: dict[str, object]) -> None:
+    write_file(path, fastjson.dumps(obj).encode())
+
+
+class FlatRecords:
+    """One record per attachment in one directory: `<dir>/<containerID>-<ifname>.json`."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+
+    def path(self, container_id: str, ifname: str) -> str:
+        return os.path.join(self.dir, record_name(container_id, ifname))
+
+    read = staticmethod(read_record)
+    write = staticmethod(write_record)
+
+    def load(self, container_id: str, ifname: str) -> dict[str, object] | None:
+        return self.read(self.path(container_id, ifname))
+
+    def save(self, container_id: str, ifname: str, obj: dict[str, object]) -> None:
+        self.write(self.path(container_id, ifname), obj)
+
+    def delete(self, container_id: str, ifname: str, prune: bool = False) -> bool:
+        """Remove the record; whether there was one. `prune`: the directory too once
+        it is empty."""
+        path = self.path(container_id, ifname)
+        existed = os.path.lexists(path)
+        remove_file(path, prune_parent=prune)
+        return existed
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(containerID, ifname) of every record, in file-name order."""
+        try:
+            names = sorted(os.listdir(self.dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [key for key in map(parse_record_name, names) if key is not None]
+
+
 class Records:
-    """JSON records of one kind under `root` (see the module docstring)."""
+    """JSON records of one kind under `root` (see the module docstring): a FlatRecords
+    per network, and per-network records beside them."""
 
     def __init__(self, root: str) -> None:
         self.root = root
 
+    def network_dir(self, network: str) -> FlatRecords:
+        return FlatRecords(os.path.join(self.root, encode(network)))
+
     def path(self, key: Key) -> str:
         network, container_id, ifname = key
-        return os.path.join(self.root, encode(network), record_name(container_id, ifname))
+        return self.network_dir(network).path(container_id, ifname)
 
     def network_path(self, network: str) -> str:
         return os.path.join(self.root, f"{encode(network)}.json")
 
-    def read(self, path: str) -> dict[str, object] | None:
-        """The record at `path`; None when missing or corrupt (said on stderr)."""
-        data = read_file(path)
-        if data is None:
-            return None
-        try:
-            obj = fastjson.loads(data)
-        except ValueError as exc:
-            obj = exc
-        if not isinstance(obj, dict):
-            os.write(2, f"pycni: ignoring corrupt record {path}: {obj}\n".encode())
-            return None
-        return obj
-
-    def write(self, path: str, obj: dict[str, object]) -> None:
-        write_file(path, fastjson.dumps(obj).encode())
+    read = staticmethod(read_record)
+    write = staticmethod(write_record)
 
     def remove(self, path: str) -> None:
         remove_file(path, prune_parent=os.path.dirname(path) != self.root)
@@ -182,15 +238,10 @@ class Records:
             return []
         out: list[Key] = []
         for net in nets:
-            try:
-                entries = sorted(os.listdir(os.path.join(self.root, net)))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in entries:
-                # an encoded name never holds ":" (legacy records do: see legacy_keys)
-                cid, sep, ifname = name.removesuffix(".json").rpartition("-")
-                if name.endswith(".json") and sep and ":" not in name:
-                    out.append((decode(net), decode(cid), decode(ifname)))
+            network = decode(net)
+            out.extend(
+                (network, cid, ifname) for cid, ifname in self.network_dir(network).entries()
+            )
         return out
 
     def networks(self) -> list[str]:

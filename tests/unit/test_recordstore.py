@@ -71,7 +71,8 @@ def test_plugin_and_firewall_records_name_files_alike(tmp_path: Path) -> None:
 
 def test_one_record_store_in_the_code() -> None:
     """Per-attachment records are written through pycni.recordstore only: no other
-    module spells the `<cid>-<ifname>.json` / `<cid>:<ifname>.json` names itself."""
+    module spells the `<cid>-<ifname>.json` / `<cid>:<ifname>.json` names itself or
+    parses them back. (tuning's `<cid>_<ifname>.json` is the reference's own file.)"""
     offenders = []
     for top in ("pycni", "plugins", "ipam", "runtime"):
         for path in (REPO / top).rglob("*.py"):
@@ -90,3 +91,18 @@ def test_encoding_round_trips() -> None:
         assert recordstore.decode(recordstore.encode(text)) == text
         assert "/" not in recordstore.encode(text)
         assert not recordstore.encode(text).startswith(".")
+
+
+def test_flat_records_round_trip_an_ifname_with_a_dash(tmp_path: Path) -> None:
+    """The dns and overlay plugins' one-directory stores: a "-" in the ifname no longer
+    splits wrongly, and a name written before the encoding ("<cid>-<ifname>.json")
+    is found under the same key when the ifname has no "-"."""
+    flat = recordstore.FlatRecords(str(tmp_path / "d"))
+    flat.save("c-1", "e-th0", {"a": 1})
+    assert flat.entries() == [("c-1", "e-th0")]
+    assert flat.load("c-1", "e-th0") == {"a": 1}
+    (tmp_path / "d" / "old-2-eth0.json").write_text('{"b": 2}')
+    assert flat.load("old-2", "eth0") == {"b": 2}
+    assert sorted(flat.entries()) == [("c-1", "e-th0"), ("old-2", "eth0")]
+    assert flat.delete("old-2", "eth0") and not flat.delete("old-2", "eth0")
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o700
