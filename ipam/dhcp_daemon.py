@@ -11,6 +11,15 @@ or 85 %), and takes the interface down if the lease runs out, as the reference d
 it stops when the interface or its namespace disappears. Release (DEL) stops the
 keeper and sends DHCPRELEASE.
 
+The wire is the reference daemon's (pycni.ipam.dhcp's docstring has the detail): Go's
+net/rpc served over HTTP CONNECT on the socket, gob-encoded (pycni.gob), so the
+reference plugin talks to this daemon as to its own, and ours talks to either.
+Methods: DHCP.Allocate (skel.CmdArgs -> current.Result; an Allocate for a lease that
+is kept answers it, as the reference since v1.2, which is also what the reference
+plugin sends for CHECK), DHCP.Release (-> struct{}), and ours alone: DHCP.Check,
+DHCP.GC, DHCP.Status. A failed call answers the error's text (what a Go plugin
+prints) followed by the CNI error itself (code, msg, details) for our plugin.
+
 Bounded waits: one try waits -timeout for an answer; tries are resent (2 s apart four
 times, then doubling up to -resendmax) until -resendtimeout has passed, and then
 Allocate answers CNI error 11 naming the interface. The reference's default for the
@@ -35,12 +44,40 @@ import sys
 import threading
 import time
 
-from pycni import dhcp4, errors, fastjson, skel
-from pycni.ipam.dhcp import DEFAULT_SOCKET, DhcpConf
+from pycni import dhcp4, errors, gob, skel
+from pycni.ipam.dhcp import CNI_ERROR, DEFAULT_SOCKET, DhcpConf
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+# current.Result and what is in it, as the reference's Go types are (field names and
+# kinds; the newest field sets: a Go plugin built on an older CNI library ignores the
+# fields it lacks, by name). Pointers (IPConfig.Interface, Route.Table/Scope) travel as
+# their values; net.IP and net.IPMask as bytes.
+IPNET = gob.Struct("IPNet", [("IP", gob.BYTES), ("Mask", gob.BYTES)])
+_STRINGS = gob.Slice("[]string", gob.STRING)
+INTERFACE = gob.Struct("Interface", [
+    ("Name", gob.STRING), ("Mac", gob.STRING), ("Mtu", gob.INT), ("Sandbox", gob.STRING),
+    ("SocketPath", gob.STRING), ("PciID", gob.STRING),
+])  # fmt: skip
+IPCONFIG = gob.Struct(
+    "IPConfig", [("Interface", gob.INT), ("Address", IPNET), ("Gateway", gob.BYTES)]
+)
+ROUTE = gob.Struct("Route", [
+    ("Dst", IPNET), ("GW", gob.BYTES), ("MTU", gob.INT), ("AdvMSS", gob.INT),
+    ("Priority", gob.INT), ("Table", gob.INT), ("Scope", gob.INT),
+])  # fmt: skip
+DNS = gob.Struct("DNS", [("Nameservers", _STRINGS), ("Domain", gob.STRING),
+                         ("Search", _STRINGS), ("Options", _STRINGS)])  # fmt: skip
+RESULT = gob.Struct("Result", [
+    ("CNIVersion", gob.STRING),
+    ("Interfaces", gob.Slice("[]*types100.Interface", INTERFACE)),
+    ("IPs", gob.Slice("[]*types100.IPConfig", IPCONFIG)),
+    ("Routes", gob.Slice("[]*types.Route", ROUTE)),
+    ("DNS", DNS),
+])  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -122,24 +159,26 @@ class Keeper:
         self.thread.start()
 
     def result(self) -> dict[str, Any]:
+        """The lease as current.Result (RESULT). No CNIVersion: a Go plugin keeps the
+        version it filled in (one its CNI library knows), as the reference daemon does."""
         lease = self.lease
-        ip: dict[str, Any] = {"address": str(lease.interface)}
+        iface = lease.interface
+        ip: dict[str, Any] = {"Address": {"IP": iface.ip.packed, "Mask": iface.netmask.packed}}
         if lease.router is not None:
-            ip["gateway"] = str(lease.router)
+            ip["Gateway"] = lease.router.packed
         routes = []
         for dst, gw in lease.routes():
-            r: dict[str, Any] = {"dst": str(dst)}
+            r: dict[str, Any] = {
+                "Dst": {"IP": dst.network_address.packed, "Mask": dst.netmask.packed}
+            }
             if gw is not None:
-                r["gw"] = str(gw)
+                r["GW"] = gw.packed
             else:
-                r["scope"] = 253  # on-link (RT_SCOPE_LINK), as the reference marks them
+                r["Scope"] = 253  # on-link (RT_SCOPE_LINK), as the reference marks them
             if self.priority:
-                r["priority"] = self.priority
+                r["Priority"] = self.priority
             routes.append(r)
-        out: dict[str, Any] = {"cniVersion": "1.1.0", "ips": [ip]}
-        if routes:
-            out["routes"] = routes
-        return out
+        return {"IPs": [ip], "Routes": routes, "DNS": {}}
 
     def _run(self) -> None:
         who = f"{self.client.client_id[1:].decode(errors='replace')}"
@@ -226,38 +265,80 @@ class Daemon:
         self.lock = threading.Lock()
         self.keepers: dict[str, Keeper] = {}
         self.busy: dict[str, threading.Lock] = {}
+        self.rpc = self.methods()
 
     def _key_lock(self, cid: str) -> threading.Lock:
         with self.lock:
             return self.busy.setdefault(cid, threading.Lock())
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        method = request.get("method")
-        args = request.get("args")
-        if not isinstance(args, dict):
-            raise errors.DecodingFailure("dhcp daemon: request without args")
-        if method == "Status":
-            return {"result": None}
-        stdin = args.get("stdinData")
-        conf = skel.decode_conf(str(stdin or "").encode())
+    def methods(self) -> dict[str, Callable[[Any], tuple[Any, Any]]]:
+        """The net/rpc methods: the reference daemon's two, and Check, GC and Status."""
+        return {
+            "DHCP.Allocate": self._method(self.rpc_allocate, RESULT),
+            "DHCP.Release": self._method(self.rpc_release),
+            "DHCP.Check": self._method(self.rpc_check),
+            "DHCP.GC": self._method(self.rpc_gc),
+            "DHCP.Status": self._method(lambda _args: {}),
+        }
+
+    @staticmethod
+    def _method(
+        fn: Callable[[Any], Any], reply: Any = gob.EMPTY
+    ) -> Callable[[Any], tuple[Any, Any]]:
+        def run(args: Any) -> tuple[Any, Any]:
+            try:
+                return reply, fn(args)
+            except Exception as exc:
+                if not isinstance(exc, errors.CniError):  # a bug: answer, log, keep serving
+                    import traceback
+
+                    log("".join(traceback.format_exception(exc)))
+                    exc = errors.InternalError(f"dhcp daemon: {type(exc).__name__}", str(exc))
+                # the text for Go's client (its plugin prints it), then the error itself
+                raise gob.RpcError(str(exc), CNI_ERROR,
+                                   {"Code": exc.code, "Msg": exc.msg, "Details": exc.details}) from None  # fmt: skip
+
+        return run
+
+    @staticmethod
+    def _args(args: Any, names: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+        """skel.CmdArgs as net/rpc delivered it, and the network config in it."""
+        if not isinstance(args, dict) or not isinstance(args.get("StdinData", b""), bytes):
+            raise errors.DecodingFailure("dhcp daemon: the argument is not a skel.CmdArgs")
+        for key in ("ContainerID", "Netns", "IfName", "Args", "Path"):
+            if not isinstance(args.get(key, ""), str):
+                raise errors.DecodingFailure(f"dhcp daemon: CmdArgs.{key} is not a string")
+        conf = skel.decode_conf(args.get("StdinData") or b"")
         skel.validate_conf(conf)
-        c = DhcpConf(conf)
-        cid = client_id(str(args.get("containerID", "")), conf["name"], str(args.get("ifname", "")))
-        if method == "Allocate":
-            return {"result": self.allocate(cid, c, conf, args)}
-        if method == "Release":
-            self.release(cid)
-            return {"result": None}
-        if method == "Check":
-            self.check(cid, args)
-            return {"result": None}
-        if method == "GC":
-            self.gc(conf, skel.valid_attachments(conf) or set())
-            return {"result": None}
-        raise errors.InvalidEnvironment(f"dhcp daemon: unknown method {method!r}")
+        if names:
+            skel.validate_container_id(args.get("ContainerID", ""))
+            skel.validate_ifname(args.get("IfName", ""))
+        return args, conf
+
+    def _cid(self, args: dict[str, Any], conf: dict[str, Any]) -> str:
+        return client_id(args.get("ContainerID", ""), conf["name"], args.get("IfName", ""))
+
+    def rpc_allocate(self, raw: Any) -> dict[str, Any]:
+        args, conf = self._args(raw)
+        return self.allocate(self._cid(args, conf), DhcpConf(conf), conf, args)
+
+    def rpc_release(self, raw: Any) -> dict[str, Any]:
+        args, conf = self._args(raw)
+        self.release(self._cid(args, conf))
+        return {}
+
+    def rpc_check(self, raw: Any) -> dict[str, Any]:
+        args, conf = self._args(raw)
+        self.check(self._cid(args, conf), args)
+        return {}
+
+    def rpc_gc(self, raw: Any) -> dict[str, Any]:
+        _, conf = self._args(raw, names=False)
+        self.gc(conf, skel.valid_attachments(conf) or set())
+        return {}
 
     def allocate(self, cid: str, c: DhcpConf, conf: dict[str, Any], args: dict[str, Any]) -> Any:
-        values = c.values(str(args.get("args", "")))
+        values = c.values(args.get("Args", ""))
         options: list[tuple[int, bytes]] = [(dhcp4.option_code(o), v.encode()) for o, v in values]
         wanted = [dhcp4.option_code(o) for o in c.request]
         if not c.skip_default:
@@ -270,9 +351,9 @@ class Daemon:
             if keeper is not None and keeper.alive:
                 keeper.wake.set()  # as the reference: an ADD for a known lease checks it
                 return keeper.result()
-            netns_path = self.opts.hostprefix + str(args.get("netns", ""))
+            netns_path = self.opts.hostprefix + args.get("Netns", "")
             client = dhcp4.Client(
-                netns_path, str(args.get("ifname", "")), cid, options, self.opts.timeout,
+                netns_path, args.get("IfName", ""), cid, options, self.opts.timeout,
                 self.opts.resend_max, self.opts.resend_timeout, self.opts.broadcast,
                 log=lambda msg: log(f"{cid}: {msg}"),
             )  # fmt: skip
@@ -281,14 +362,15 @@ class Daemon:
                 lease = client.acquire()
             except dhcp4.DhcpError as exc:
                 log(f"{cid}: {exc}")
-                raise errors.TryAgainLater(
+                raise errors.from_code(
+                    exc.code,
                     f"dhcp: no lease for {client.ifname}: {exc}",
-                    "is a DHCP server reachable on that link?",
+                    "is a DHCP server reachable on that link?" if exc.code == 11 else "",
                 ) from None
             log(
                 f"{cid}: lease acquired: {lease.interface}, expires in {lease.expire - time.monotonic():.0f}s"
             )
-            keeper = Keeper((str(args.get("containerID")), conf["name"], client.ifname), client,
+            keeper = Keeper((args.get("ContainerID", ""), conf["name"], client.ifname), client,
                             lease, c.priority)  # fmt: skip
             with self.lock:
                 self.keepers[cid] = keeper
@@ -341,39 +423,16 @@ def _serve_one(daemon: Daemon, conn: socket.socket) -> None:
     try:
         if not _peer_allowed(conn):
             return
-        conn.settimeout(30)
-        data = b""
-        while not data.endswith(b"\n") and len(data) < skel.MAX_STDIN:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        conn.settimeout(None)
-        try:
-            request = fastjson.loads(data, go=True)
-            if not isinstance(request, dict):
-                raise errors.DecodingFailure("dhcp daemon: the request is not an object")
-            reply = daemon.handle(request)
-        except ValueError as exc:
-            reply = {
-                "error": errors.DecodingFailure("dhcp daemon: bad request", str(exc)).to_dict(
-                    "1.1.0"
-                )
-            }
-        except errors.CniError as exc:
-            reply = {"error": exc.to_dict("1.1.0")}
-        except Exception as exc:  # a bug: answer, log, keep serving
-            import traceback
-
-            log("".join(traceback.format_exception(exc)))
-            reply = {
-                "error": errors.InternalError(
-                    f"dhcp daemon: {type(exc).__name__}", str(exc)
-                ).to_dict("1.1.0")
-            }
-        conn.sendall(fastjson.dumps(reply).encode() + b"\n")
+        conn.settimeout(30)  # for the client's bytes; a call itself may take longer
+        gob.serve_conn(conn, daemon.rpc)
+    except gob.GobError as exc:
+        log(f"dropped a connection that is not Go net/rpc: {exc}")
     except OSError:
         pass
+    except Exception as exc:  # a bug: log it, keep serving the others
+        import traceback
+
+        log("".join(traceback.format_exception(exc)))
     finally:
         conn.close()
 

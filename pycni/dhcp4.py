@@ -11,7 +11,10 @@ address the kernel sends limited broadcasts from 0.0.0.0, and we set the BOOTP
 broadcast flag so that the server broadcasts its answers too (an unconfigured
 interface cannot receive unicast to an address it does not have yet). Renewals and
 releases go unicast to the server from the leased address, as RFC 2131 says, and fall
-back to a broadcast when the container has no route to the server.
+back to a broadcast when the container has no route to the server. A release is
+written whole on a raw IP socket, so that it comes from the leased address even when
+the interface does not carry it (an IPAM plugin called alone: a UDP socket would send
+from 0.0.0.0, which servers ignore); the reference uses a packet socket for the same.
 
 Nothing here holds a namespace open between exchanges: a container whose namespace
 is deleted without DEL is not kept alive by its lease.
@@ -67,7 +70,13 @@ _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 
 
 class DhcpError(Exception):
-    """An exchange failed: no answer in time, a NAK, the interface is gone."""
+    """An exchange failed: no answer in time, a NAK, the interface is gone. `code` is
+    the CNI error it amounts to: 11 (try again later), or 3/4 when the namespace or
+    the interface the caller named is not there."""
+
+    def __init__(self, msg: str, code: int = 11) -> None:
+        super().__init__(msg)
+        self.code = code
 
 
 class Message:
@@ -218,29 +227,41 @@ class Client:
 
     # -- the interface and its socket --------------------------------------------------
 
-    def _open(self) -> tuple[socket.socket, bytes]:
+    def _open(self, raw: bool = False) -> tuple[socket.socket, bytes]:
         """A UDP socket in the container's namespace bound to the interface, and the
-        interface's MAC; the interface is brought up first if it is down."""
+        interface's MAC; the interface is brought up first if it is down. `raw`: a raw
+        IP socket instead, whose datagrams carry the IP header we write."""
         try:
             fd = netns.open_netns(self.netns_path)
         except Exception as exc:
-            raise DhcpError(f"network namespace {self.netns_path} is gone: {exc}") from None
+            # netns.open_netns: UnknownContainer (3) when the path is not there,
+            # InvalidEnvironment (4) when it is not a network namespace
+            code = getattr(exc, "code", 11)
+            msg = str(exc) if code != 11 else f"network namespace {self.netns_path} is gone: {exc}"
+            raise DhcpError(msg, code) from None
         try:
             with Netlink(netns_fd=fd) as nl:
                 link = nl.link(self.ifname)
                 if link is None:
-                    raise DhcpError(f"error looking up {self.ifname!r}: no such interface")
+                    raise DhcpError(f"error looking up {self.ifname!r}: no such interface", 4)
                 if not link.up:
                     self.log(f"link {self.ifname} down, setting it up")
                     nl.set_link(link.index, up=True)
                 mac = bytes.fromhex(link.mac.replace(":", ""))
             with netns.entered(fd):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                if raw:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                      socket.IPPROTO_UDP)  # fmt: skip
+                else:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
-                s.bind(("0.0.0.0", CLIENT_PORT))
+                if raw:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+                else:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("0.0.0.0", CLIENT_PORT))
             except BaseException:
                 s.close()
                 raise
@@ -368,16 +389,43 @@ class Client:
             s.close()
 
     def release(self, lease: Lease) -> None:
-        """RELEASE, unicast to the server; no answer is expected."""
-        s, mac = self._open()
+        """RELEASE, unicast to the server from the leased address, as RFC 2131 says (a
+        server ignores one from 0.0.0.0). An IPAM plugin called alone leaves the address
+        off the interface, and a UDP socket then sends from 0.0.0.0; so the datagram is
+        written whole on a raw IP socket, as the reference's packet socket does (a UDP
+        socket when no raw one can be had). No answer is expected."""
+        try:
+            s, mac = self._open(raw=True)
+        except DhcpError:
+            s, mac = self._open()
+            raw = False
+        else:
+            raw = True
         try:
             msg = self._message(
                 RELEASE, random.getrandbits(32), mac, ciaddr=lease.interface.ip,
                 extra=[(OPT_SERVER_ID, lease.server_id.packed)],
             )  # fmt: skip
-            self._send(s, msg, str(lease.server_id))
+            if not raw:
+                self._send(s, msg, str(lease.server_id))
+                return
+            for dest in (lease.server_id, ipaddress.IPv4Address("255.255.255.255")):
+                try:
+                    s.sendto(_ip_udp(lease.interface.ip, dest, msg.pack()), (str(dest), 0))
+                    return
+                except OSError:
+                    if int(dest) == 0xFFFFFFFF:
+                        raise  # no route to the server, and no broadcast either
         finally:
             s.close()
+
+
+def _ip_udp(src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, payload: bytes) -> bytes:
+    """IPv4 + UDP headers (client port to server port) for a raw socket: the kernel
+    fills in the IP checksum and id; a UDP checksum of 0 means none (RFC 768)."""
+    udp = struct.pack("!HHHH", CLIENT_PORT, SERVER_PORT, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                       src.packed, dst.packed) + udp  # fmt: skip
 
 
 def option_code(name: str) -> int:

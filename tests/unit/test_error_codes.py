@@ -111,8 +111,13 @@ INTERNAL_999: dict[tuple[str, str], str] = {
     ("plugins/host_device.py", "cmd_check"): DRIFT,
     ("ipam/dhcp_daemon.py", "Daemon.check"): DRIFT + "; here: the lease ran out or its "
     "interface vanished since ADD",
-    ("ipam/dhcp_daemon.py", "_serve_one"): "the daemon's last line of defence: an exception "
-    "nobody translated (a bug), answered instead of dropping the connection",
+    ("ipam/dhcp_daemon.py", "Daemon._method.run"): "the daemon's last line of defence for "
+    "a call: an exception nobody translated (a bug), answered instead of dropping the call",
+    ("ipam/dhcp.py", "_daemon_error"): "the reference daemon's text names neither a "
+    "caller's mistake nor a transient failure (an ACK without a subnet mask, a socket the "
+    "kernel refused): its own failure, which the reference plugin reports as 999 too",
+    ("ipam/dhcp.py", "cmd_check"): DRIFT + "; here: the daemon's lease is not the address "
+    "prevResult has",
 }
 
 # (file, enclosing function, exception) -> who turns it into a CNI error with a code.
@@ -173,15 +178,52 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         ("plugins/host_device.py", fn, "nl_error"): "returns a CniError (listed in INTERNAL_999)"
         for fn in ("cmd_add", "_move_in", "_move_out", "_give_back_returned")
     },
-    ("ipam/dhcp.py", "call", "from_code"): "relays the daemon's own CNI error with its code",
+    ("ipam/dhcp.py", "call", "_daemon_error"): "returns a CniError: our daemon's own (its "
+    "code travels after the text), or one coded by what the reference daemon's text says",
+    ("ipam/dhcp_daemon.py", "Daemon.allocate", "from_code"): "the DhcpError's own code (11, "
+    "or 3/4 for a namespace or interface that is not there)",
+    ("ipam/dhcp_daemon.py", "Daemon._method.run", "RpcError"): "gob.serve_conn answers it as "
+    "the call's error (the text, then the CNI error); it never reaches a plugin's skel",
+    **{
+        ("pycni/gob.py", fn, exc): "ipam/dhcp.py (connect, call) answers TryAgainLater (11) "
+        "or DecodingFailure (6); the daemon's _serve_one logs it and drops the connection"
+        for fn, exc in [
+            *(
+                (fn, "GobError")
+                for fn in [
+                    "Client.__init__",
+                    "Client.call",
+                    "Decoder._define",
+                    "Decoder._message",
+                    "Decoder._struct",
+                    "Decoder._type",
+                    "Decoder._value",
+                    "Decoder.decode",
+                    "Encoder._assign",
+                    "Encoder._struct",
+                    "Encoder._value",
+                    "_Reader.bytes",
+                    "_Reader.uint",
+                    "_read_head",
+                    "_read_type",
+                    "_read_name_id",
+                    "encode_int",
+                    "encode_uint",
+                    "serve_conn",
+                ]
+            ),
+            ("Decoder.decode", "EOFError"),
+        ]
+    },
     ("ipam/dhcp_daemon.py", "Options.__init__", "ValueError"): "main: usage message, exit 2",
     ("ipam/dhcp_daemon.py", "parse_duration", "ValueError"): "main: usage message, exit 2",
     ("ipam/dhcp_daemon.py", "_listen", "SystemExit"): "the daemon's own exit (not a plugin)",
     ("pycni/dhcp4.py", "option_code", "ValueError"): "DhcpConf validated every option name "
     "first (InvalidConfig, 7)",
     **{
-        ("pycni/dhcp4.py", fn, "DhcpError"): "dhcp_daemon: Allocate answers TryAgainLater "
-        "(11); a keeper logs it and retries"
+        ("pycni/dhcp4.py", fn, "DhcpError"): "dhcp_daemon: Allocate answers its code "
+        "(TryAgainLater 11, or 3/4 for a namespace or interface that is not there); a "
+        "keeper logs it and retries"
         for fn in ("Client._exchange", "Client._open", "Client.renew", "Lease.__init__")
     },
     ("pycni/firewall/iptables.py", "IptablesFirewall._save", "_error"): "returns a CniError",
