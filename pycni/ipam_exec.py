@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from pycni.result import Result
 
 OWN = ("host-local", "static")  # our IPAM plugins a delegating plugin runs in-process
+#: IPAM plugins whose DEL needs nothing of the container's interface (they release from
+#: their own records), so an interface plugin may remove the link meanwhile; any other
+#: (dhcp sends its DHCPRELEASE through the interface) gets the reference's order: IPAM
+#: DEL first, then the link.
+LINK_FREE = frozenset({"host-local", "static", "etcd-ipam"})
+
+
+def releases_without_link(kind: str) -> bool:
+    return kind in LINK_FREE
 
 
 def ipam_type(conf: dict[str, object]) -> str:

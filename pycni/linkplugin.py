@@ -223,7 +223,8 @@ def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
 
     The link goes in a thread of its own: the kernel's unregistration of a netdevice
     waits for RCU grace periods (~10-20 ms inside the netlink call), time in which this
-    thread releases the address."""
+    thread releases the address. Not for an IPAM that needs the link to release (dhcp:
+    ipam_exec.releases_without_link): then IPAM DEL runs first, as the reference's."""
     import _thread
 
     link_problems: list[errors.CniError] = []
@@ -239,10 +240,11 @@ def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
         finally:
             done.release()
 
-    if cmd.netns:
-        _thread.start_new_thread(delete_link, ())
-    else:
+    meanwhile = not ipam_type or ipam_exec.releases_without_link(ipam_type)
+    if not cmd.netns:
         done.release()
+    elif meanwhile:
+        _thread.start_new_thread(delete_link, ())
     problems: list[errors.CniError] = []
     try:
         if ipam_type:
@@ -251,6 +253,8 @@ def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
             except errors.CniError as exc:
                 problems.append(exc)
     finally:
+        if cmd.netns and not meanwhile:
+            delete_link()
         done.acquire()
     if crashed:
         raise crashed[0]
