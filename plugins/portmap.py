@@ -27,8 +27,6 @@ class PortmapConf:
     __slots__ = ("backend", "conditions", "mappings", "masq_all", "name", "snat")
 
     def __init__(self, d: dict[str, Any], for_del: bool = False) -> None:
-        from pycni.firewall.base import PROTOCOLS, PortMapping
-
         #: network name
         self.name: str = d["name"]
         #: masquerade hairpin and localhost traffic so replies come back through us
@@ -58,6 +56,10 @@ class PortmapConf:
             return
         rc = conf.get_dict(d, "runtimeConfig", WHERE)
         raw = conf.get_list(rc, "portMappings", f"{WHERE}: runtimeConfig")
+        if not raw:
+            return  # most pods: nothing to publish, and the firewall is never imported
+        from pycni.firewall.base import PROTOCOLS, PortMapping
+
         for n, item in enumerate(raw):
             where = f"{WHERE}: runtimeConfig.portMappings[{n}]"
             if not isinstance(item, dict):
@@ -171,8 +173,37 @@ def cmd_add(cmd: skel.CmdArgs) -> Result | skel.PassThrough:
     return prev
 
 
+def published_nothing(d: dict[str, Any]) -> bool:
+    """True when the runtime says this attachment publishes no port: runtimeConfig
+    carries portMappings, as an empty list (libcni sends DEL the runtimeConfig of the
+    ADD). Anything else (no runtimeConfig, a malformed one) is not known to be empty."""
+    rc = d.get("runtimeConfig")
+    if not isinstance(rc, dict):
+        return False
+    raw = rc.get("portMappings", 0)
+    return isinstance(raw, list) and not raw
+
+
+def recorded_ports(c: PortmapConf, cmd: skel.CmdArgs) -> bool:
+    """Whether the firewall's saved state has published ports for this attachment (a
+    record that cannot be read counts as yes: the full DEL sorts it out)."""
+    from pycni.firewall.store import Store
+
+    try:
+        record = Store().load((c.name, cmd.container_id, cmd.ifname))
+    except errors.CniError:
+        return True
+    return record is not None and record.ports is not None
+
+
 def cmd_del(cmd: skel.CmdArgs) -> None:
     c = PortmapConf(cmd.conf, for_del=True)
+    if published_nothing(cmd.conf) and not recorded_ports(c, cmd):
+        # The ADD of this attachment published nothing (portmap's ADD without mappings
+        # never calls the firewall) and nothing is saved for it: nothing to remove, so
+        # no firewall probe and no search of the kernel's entries for an owner tag (the
+        # path for state lost after an ADD that did publish, whose DEL carries mappings).
+        return
     # Keyed by attachment: no prevResult, netns or mappings needed, and "already
     # gone" is success.
     firewall(c).del_port_mappings(c.name, cmd.container_id, cmd.ifname)
