@@ -15,6 +15,7 @@ import pytest
 from pycni.plugins import PLUGINS
 from pycni.runtime import install
 from tests.conftest import Netns, PluginRun, exec_plugin
+from tests.integration.test_bridge import bridge_conf
 
 pytestmark = pytest.mark.root
 
@@ -79,19 +80,7 @@ def test_the_no_port_chain_loads_no_ctypes_and_portmap_no_firewall(
     tmp_path: Path,
 ) -> None:
     ns = container_ns()
-    bridge = {
-        "cniVersion": "1.0.0",
-        "name": "xnet",
-        "type": "bridge",
-        "bridge": "pytxbr0",
-        "isGateway": True,
-        "ipMasq": True,
-        "ipam": {
-            "type": "host-local",
-            "ranges": [[{"subnet": "10.67.0.0/24"}]],
-            "dataDir": str(tmp_path / "ipam"),
-        },
-    }
+    bridge = bridge_conf(tmp_path, subnet="10.67.0.0/24", ipMasq=True)
     kw = {"netns": ns.path, "container_id": "c1", "in_ns": host_ns}
     add = run("bridge", "ADD", bridge, **kw)
     assert add.rc == 0, add.stdout + add.stderr
@@ -100,7 +89,7 @@ def test_the_no_port_chain_loads_no_ctypes_and_portmap_no_firewall(
     assert "ctypes" not in modules
     pm = {
         "cniVersion": "1.0.0",
-        "name": "xnet",
+        "name": bridge["name"],
         "type": "portmap",
         "runtimeConfig": {"portMappings": []},
         "prevResult": add.json,
