@@ -13,8 +13,8 @@ Ways (each on a node namespace of its own, created here and deleted at the end):
              the first call finds no agent, runs in-process and starts one on demand,
              the calls after it go to that agent. (Its socket is under this run's
              temporary directory, not /run/pycni: the machine is shared.)
-Cases: VERSION (and a bare `python -I -S -c pass` for scale); portmap ADD with no
-mappings; loopback ADD; bridge + host-local ADD and DEL, one container re-added per
+Cases: VERSION (and a bare `python -I -S -c pass` for scale); portmap ADD and DEL with
+no mappings; loopback ADD; bridge + host-local ADD and DEL, one container re-added per
 sample; then the chain bridge + host-local + portmap with no ports over --chain-n
 containers (bench/chain.py's serial run). --rounds repeats everything to show noise.
 """
@@ -141,6 +141,8 @@ def micro(ways: list[Way], sandbox: Sandbox, n: int, tag: str, bare: list[str]) 
             if keep:
                 add("portmap ADD, no mappings", way.name, p.ms)
             p = way.call("portmap", "DEL", portmap_empty(prev[way.name]), cid, ns)
+            if keep:
+                add("portmap DEL, no mappings", way.name, p.ms)
             conf["prevResult"] = prev[way.name]
             p = way.call("bridge", "DEL", conf, cid, ns)
             if keep:

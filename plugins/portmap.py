@@ -27,8 +27,6 @@ class PortmapConf:
     __slots__ = ("backend", "conditions", "mappings", "masq_all", "name", "snat")
 
     def __init__(self, d: dict[str, Any], for_del: bool = False) -> None:
-        from pycni.firewall.base import PortMapping
-
         #: network name
         self.name: str = d["name"]
         #: masquerade hairpin and localhost traffic so replies come back through us
@@ -58,6 +56,10 @@ class PortmapConf:
             return
         rc = conf.get_dict(d, "runtimeConfig", WHERE)
         raw = conf.get_list(rc, "portMappings", f"{WHERE}: runtimeConfig")
+        if not raw:
+            return  # most pods: nothing to publish, and the firewall is never imported
+        from pycni.firewall.base import PortMapping
+
         for n, item in enumerate(raw):
             where = f"{WHERE}: runtimeConfig.portMappings[{n}]"
             if not isinstance(item, dict):
@@ -151,8 +153,43 @@ def cmd_add(cmd: skel.CmdArgs) -> Result | skel.PassThrough:
     return prev
 
 
+def published_nothing(d: dict[str, Any]) -> bool:
+    """True when the runtime says this attachment publishes no port: runtimeConfig
+    carries portMappings, as an empty list (libcni sends DEL the runtimeConfig of the
+    ADD). Anything else (no runtimeConfig, a malformed one) is not known to be empty."""
+    rc = d.get("runtimeConfig")
+    if not isinstance(rc, dict):
+        return False
+    raw = rc.get("portMappings", 0)
+    return isinstance(raw, list) and not raw
+
+
+def recorded_ports(c: PortmapConf, cmd: skel.CmdArgs) -> bool:
+    """Whether the firewall's saved state has published ports for this attachment (a
+    record that cannot be read counts as yes: the full DEL sorts it out)."""
+    from pycni import fastjson
+    from pycni.firewall.store import Store, read_file
+
+    try:
+        data = read_file(Store().record_path((c.name, cmd.container_id, cmd.ifname)))
+        if data is None:
+            return False
+        # The record's "ports" part (plan.Record.to_dict), looked at without decoding
+        # the record: its addresses would import ipaddress (~3 ms) for nothing.
+        saved = fastjson.loads(data)
+    except (errors.CniError, ValueError):
+        return True
+    return not isinstance(saved, dict) or saved.get("ports") is not None
+
+
 def cmd_del(cmd: skel.CmdArgs) -> None:
     c = PortmapConf(cmd.conf, for_del=True)
+    if published_nothing(cmd.conf) and not recorded_ports(c, cmd):
+        # The ADD of this attachment published nothing (portmap's ADD without mappings
+        # never calls the firewall) and nothing is saved for it: nothing to remove, so
+        # no firewall probe and no search of the kernel's entries for an owner tag (the
+        # path for state lost after an ADD that did publish, whose DEL carries mappings).
+        return
     # Keyed by attachment: no prevResult, netns or mappings needed, and "already
     # gone" is success.
     firewall(c).del_port_mappings(c.name, cmd.container_id, cmd.ifname)

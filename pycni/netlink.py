@@ -16,12 +16,12 @@ names (`LinkExists`, `NotFound`, ...).
 from __future__ import annotations
 
 import _socket
-import ipaddress
 import os
 import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ipaddress
     from collections.abc import Iterator
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -196,6 +196,23 @@ def format_mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
+def format_ip(raw: bytes) -> str:
+    """str(ipaddress.ip_address(raw)) without importing ipaddress (~3 ms with functools
+    and collections, more than the loopback plugin's whole verb): inet_ntop prints the
+    same text (RFC 5952: lowercase, the first longest run of zero groups compressed, a
+    single zero group never), except that glibc prints an IPv6 address with an
+    embedded IPv4 one (::ffff:a.b.c.d, ::a.b.c.d) in dotted form, which ipaddress
+    does not: those few go through ipaddress."""
+    if len(raw) == 4:
+        return _socket.inet_ntop(AF_INET, raw)
+    text = _socket.inet_ntop(AF_INET6, raw)
+    if "." in text:
+        import ipaddress
+
+        return str(ipaddress.IPv6Address(raw))
+    return text
+
+
 class Link:
     """One RTM_NEWLINK record."""
 
@@ -309,6 +326,8 @@ class RouteEntry:
         self.type = hdr[7]
         self.oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0
         self.priority = struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
+        import ipaddress  # not on the loopback plugin's path (see format_ip)
+
         self.gateway = ipaddress.ip_address(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
         #: the source address hint (`src` in `ip route`)
         self.prefsrc = ipaddress.ip_address(attrs[RTA_PREFSRC]) if RTA_PREFSRC in attrs else None
@@ -663,7 +682,11 @@ class Netlink:
 
     # -- addresses ------------------------------------------------------------------
 
-    def addrs(self, index: int = 0, family: int = AF_UNSPEC) -> list[Addr]:
+    def raw_addrs(
+        self, index: int = 0, family: int = AF_UNSPEC
+    ) -> list[tuple[int, bytes, int, int, int]]:
+        """(ifindex, packed address, prefix length, flags, scope) of each address, in
+        the kernel's order."""
         body = _IFADDR.pack(family, 0, 0, 0, index)
         out = []
         for t, payload in self.dump(RTM_GETADDR, body, "list addresses"):
@@ -678,10 +701,16 @@ class Netlink:
                 continue
             if IFA_FLAGS in attrs:
                 flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
-            out.append(
-                Addr(idx, ipaddress.ip_interface((ipaddress.ip_address(raw), plen)), flags, scope)
-            )
+            out.append((idx, raw, plen, flags, scope))
         return out
+
+    def addrs(self, index: int = 0, family: int = AF_UNSPEC) -> list[Addr]:
+        import ipaddress
+
+        return [
+            Addr(idx, ipaddress.ip_interface((ipaddress.ip_address(raw), plen)), flags, scope)
+            for idx, raw, plen, flags, scope in self.raw_addrs(index, family)
+        ]
 
     def add_addr(
         self, index: int, interface: IPInterface, nodad: bool = False, replace: bool = False
@@ -714,6 +743,8 @@ class Netlink:
     # -- routes ---------------------------------------------------------------------
 
     def routes(self, family: int = AF_UNSPEC, table: int = RT_TABLE_MAIN) -> list[RouteEntry]:
+        import ipaddress
+
         body = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
         if table >= 256:
             body += _u32(RTA_TABLE, table)
@@ -989,6 +1020,8 @@ class Rule:
         self.action = hdr[7]
         self.table = struct.unpack("=I", attrs[FRA_TABLE])[0] if FRA_TABLE in attrs else hdr[4]
         self.priority = struct.unpack("=I", attrs[FRA_PRIORITY])[0] if FRA_PRIORITY in attrs else 0
+        import ipaddress
+
         self.src: IPNetwork | None = (
             ipaddress.ip_network((ipaddress.ip_address(attrs[FRA_SRC]), hdr[2]))
             if FRA_SRC in attrs

@@ -1,7 +1,8 @@
 """Network namespaces: enter one for a moment, create and remove bind-mounted ones.
 
-Python 3.11 has no os.setns/os.unshare, so the three syscalls come from libc through
-ctypes, loaded only when a namespace is actually switched. A namespace switch affects
+Python 3.12 has os.setns/os.unshare; on 3.11 the syscalls come from libc through
+pycni.ffi (`_ctypes` without the ~3 ms `ctypes` package), loaded only when a namespace
+is actually switched. A namespace switch affects
 only the calling thread, which is all a plugin needs: it enters, opens a netlink
 socket or a /proc/sys file (both stay bound to the namespace they were opened in),
 and comes straight back.
@@ -28,9 +29,11 @@ MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 _libc = None
+_calls: dict[str, Any] = {}
 
 
 def libc() -> Any:
+    """libc through ctypes, for the runtime's other calls (sethostname, prctl, ...)."""
     global _libc
     if _libc is None:
         import ctypes
@@ -39,25 +42,51 @@ def libc() -> Any:
     return _libc
 
 
+def _call(name: str) -> Any:
+    """libc's `name` through pycni.ffi (int arguments and result, as ctypes' default)."""
+    fn = _calls.get(name)
+    if fn is None:
+        from pycni import ffi
+
+        if "lib" not in _calls:
+            _calls["lib"] = ffi.Library(None)
+        fn = _calls[name] = _calls["lib"].function(name)
+    return fn
+
+
 def _check(ret: int, what: str, path: str = "") -> None:
     if ret != 0:
-        import ctypes
+        from pycni import ffi
 
-        err = ctypes.get_errno()
+        err = ffi.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
-    _check(libc().setns(fd, nstype), "setns")
+    native = getattr(os, "setns", None)  # Python 3.12+
+    if native is not None:
+        try:
+            native(fd, nstype)
+        except OSError as exc:
+            raise OSError(exc.errno, f"setns: {exc.strerror}") from None
+        return
+    _check(_call("setns")(fd, nstype), "setns")
 
 
 def unshare(flags: int) -> None:
-    _check(libc().unshare(flags), "unshare")
+    native = getattr(os, "unshare", None)  # Python 3.12+
+    if native is not None:
+        try:
+            native(flags)
+        except OSError as exc:
+            raise OSError(exc.errno, f"unshare: {exc.strerror}") from None
+        return
+    _check(_call("unshare")(flags), "unshare")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
     _check(
-        libc().mount(
+        _call("mount")(
             source.encode(), target.encode(), fstype.encode() if fstype else None, flags, None
         ),
         f"mount {source} on {target}",
@@ -66,7 +95,7 @@ def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
 
 
 def umount(target: str, flags: int = MNT_DETACH) -> None:
-    _check(libc().umount2(target.encode(), flags), f"umount {target}", target)
+    _check(_call("umount2")(target.encode(), flags), f"umount {target}", target)
 
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs fd is

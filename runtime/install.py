@@ -168,12 +168,36 @@ def build_client() -> bytes | None:
             return fh.read()
 
 
+def precompile() -> None:
+    """Write the bytecode of the code the plugins import (pycni, and in a source
+    checkout the plugins/ and ipam/ folders beside it), so no plugin start compiles
+    source: the launchers run `-I`, which writes missing bytecode itself only where
+    the package directory is writable, and compiles it again on every start where it
+    is not (a compile of the bridge path costs more than the whole verb). Files whose
+    bytecode is current are only stat'ed; a directory we cannot write is left alone."""
+    import compileall
+
+    package_parent, _site = _paths()
+    folders = [os.path.join(package_parent, "pycni")]
+    folders += [
+        os.path.join(package_parent, name)
+        for name in ("plugins", "ipam")
+        if os.path.isfile(os.path.join(package_parent, name, "__init__.py"))
+    ]
+    for folder in folders:
+        try:
+            compileall.compile_dir(folder, quiet=2, workers=1)
+        except OSError:
+            pass
+
+
 def install(
     directory: str, names: list[str] | None = None, native: bool | None = None
 ) -> list[str]:
     """Write one executable per plugin into `directory` (atomically); returns their paths.
     native=None: the compiled client where it builds; False: the Python scripts."""
     os.makedirs(directory, mode=0o755, exist_ok=True)
+    precompile()
     client = build_client() if native is not False else None
     written = []
     for name, module in PLUGINS.items():

@@ -6,14 +6,14 @@ attachment asked for) into its own objects: nft map elements or iptables rules.
 
 from __future__ import annotations
 
-import ipaddress
-
 from pycni import errors
 from pycni.firewall.base import Attachment, PortMapping
 from pycni.recordstore import decode, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ipaddress
+
     from pycni.firewall.base import IPAddress, IPInterface
     from pycni.firewall.conditions import Condition
 
@@ -21,10 +21,27 @@ if TYPE_CHECKING:
 
 #: nft keeps at most 128 bytes of comment (NFTNL_UDATA_COMMENT_MAXLEN); iptables 256.
 TAG_MAX = 128
-MULTICAST = {4: ipaddress.ip_network("224.0.0.0/4"), 6: ipaddress.ip_network("ff00::/8")}
-LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
+
+def __getattr__(name: str) -> object:
+    """MULTICAST and LOOPBACK4, built at first use: reading a record (portmap's DEL of
+    an attachment that published nothing) must not import ipaddress (~3 ms)."""
+    if name not in ("MULTICAST", "LOOPBACK4"):  # `from plan import x` asks for __path__
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import ipaddress
+
+    globals()["MULTICAST"] = {
+        4: ipaddress.ip_network("224.0.0.0/4"),
+        6: ipaddress.ip_network("ff00::/8"),
+    }
+    globals()["LOOPBACK4"] = ipaddress.ip_network("127.0.0.0/8")
+    return globals()[name]
+
+
+if TYPE_CHECKING:
+    MULTICAST: dict[int, ipaddress.IPv4Network | ipaddress.IPv6Network]
+    LOOPBACK4: ipaddress.IPv4Network
 
 # -- owner tags: which attachment an entry belongs to -------------------------------
 
@@ -69,6 +86,8 @@ def tag_network_matches(tag: str, network: str) -> bool:
 
 
 def family_of(addr: str) -> int:
+    import ipaddress
+
     return ipaddress.ip_address(addr).version
 
 
@@ -147,6 +166,8 @@ def bindings(att: Attachment, mappings: list[PortMapping]) -> list[Binding]:
         if m.host_ip:
             family = family_of(m.host_ip)
             families = [family]
+            import ipaddress
+
             unspecified = ipaddress.ip_address(m.host_ip).is_unspecified
             host_ip = "" if unspecified else m.host_ip
         else:
