@@ -217,8 +217,11 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 "CNI_IFNAME must name an interface that does not exist in the container yet",
             )
         ipam: Result | None = None
-        if c.ipam_type:
-            # IPAM first: its config errors surface before the node is touched.
+        # IPAM first: its config errors surface before the node is touched. Not for an
+        # IPAM that needs the container's interface (dhcp asks the server through it):
+        # then after the veth, as the reference orders it.
+        ipam_first = bool(c.ipam_type) and ipam_exec.releases_without_link(c.ipam_type)
+        if ipam_first:
             ipam = ipam_exec.run("ADD", cmd)
             undo.append(("ipam", None))
             fault.point("after-ipam")
@@ -245,6 +248,11 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         undo.append(("veth", host_veth.index))
         fault.point("after-veth")
         netsetup.attach_to_bridge(host, host_veth, br, c.hairpin, c.port_isolation, c.vlan)
+        if c.ipam_type and not ipam_first:
+            cont.set_link(cont_link.index, up=True)
+            undo.append(("ipam", None))
+            ipam = ipam_exec.run("ADD", cmd)
+            fault.point("after-ipam")
         result = Result(
             cmd.cni_version,
             interfaces=[
@@ -378,10 +386,15 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         finally:
             links_done.release()
 
+    # An IPAM that releases through the interface (dhcp) goes first, as the reference
+    # orders it; the others release from their own records meanwhile.
+    ipam_first = bool(c.ipam_type) and not ipam_exec.releases_without_link(c.ipam_type)
+    if ipam_first:
+        step(lambda: ipam_exec.run("DEL", cmd))
     _thread.start_new_thread(links, ())
     later: list[errors.CniError] = []
     try:
-        if c.ipam_type:
+        if c.ipam_type and not ipam_first:
             step(lambda: ipam_exec.run("DEL", cmd))
         if c.macspoofchk:
             step(lambda: spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname), later)

@@ -512,9 +512,8 @@ def test_reference_plugin_with_our_daemon(
         assert "Traceback" not in daemon.log()
 
 
-# Not here: our bridge, which runs IPAM ADD before it creates the container's veth
-# (plugins/bridge.py: config errors first), so no daemon finds the interface to ask a
-# server from; the reference bridge runs IPAM after the veth exists.
+# Our bridge runs an IPAM that needs the interface (dhcp) after the veth exists, as the
+# reference does (host-local and static still run first: config errors before any change).
 CHAINS = [
     # (interface plugin, whose; the dhcp plugin it finds first in CNI_PATH; the daemon)
     ("macvlan", "ours", "ours", "reference"),
@@ -523,6 +522,8 @@ CHAINS = [
     ("macvlan", "reference", "reference", "ours"),
     ("bridge", "reference", "reference", "ours"),
     ("bridge", "reference", "ours", "reference"),
+    ("bridge", "ours", "ours", "ours"),
+    ("bridge", "ours", "reference", "reference"),
 ]  # fmt: skip
 
 
@@ -570,7 +571,7 @@ def test_mixed_chains(
         d = call("DEL", conf)
         assert d.rc == 0, d.stdout + d.stderr + daemon.log()
         assert c.link("eth0") is None
-        if main == "macvlan":
+        if main == "macvlan" or main_by == "ours":
             # IPAM DEL first, while the interface exists (ours keeps the reference's
             # order for dhcp): the server sees the release
             released(dns, addr)
