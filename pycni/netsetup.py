@@ -215,8 +215,10 @@ def configure_container_iface(
     except netlink.NetlinkError as exc:
         raise nl_error(exc, f"configure addresses on {link.name}") from None
     if has_v6 and enable_dad:
-        # DAD takes dad_transmits x retrans_time (1 s by default); wait for it, no longer.
-        _wait_for_dad(nl, link.index, timeout=3.0)
+        # DAD takes dad_transmits x retrans_time (1 s by default) after a random delay
+        # of up to a second; wait for it, at most 10 s as the reference does
+        # (ip.SettleAddresses): a loaded node can take well over 3 s.
+        _wait_for_dad(nl, link.index, timeout=10.0)
     gateways = {ip.family: ip.gateway for ip in reversed(ips) if ip.gateway is not None}
     for route in routes:
         gw = route.gw if route.gw is not None else gateways.get(route.dst.version)

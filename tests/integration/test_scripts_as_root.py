@@ -33,7 +33,21 @@ def bin_dir() -> Iterator[Path]:
     shutil.rmtree(d)
 
 
-def _as_nobody(script: str, path: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def checkout() -> Iterator[Path]:
+    """The scripts in a directory `nobody` can reach: a checkout may sit under a
+    directory only root can enter (a CI's `mktemp -d`), which would make every run
+    below fail with "Permission denied" before the scripts say anything."""
+    d = Path(tempfile.mkdtemp(prefix="pycni-scripts-"))
+    d.chmod(0o755)
+    shutil.copytree(REPO / "scripts", d / "scripts")
+    yield d
+    shutil.rmtree(d)
+
+
+def _as_nobody(
+    checkout: Path, script: str, path: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             *NOBODY,
@@ -45,7 +59,7 @@ def _as_nobody(script: str, path: str, *args: str, **env: str) -> subprocess.Com
             f"./{script}",
             *args,
         ],
-        cwd=REPO,
+        cwd=checkout,
         capture_output=True,
         text=True,
         timeout=30,
@@ -53,22 +67,24 @@ def _as_nobody(script: str, path: str, *args: str, **env: str) -> subprocess.Com
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_without_root_or_sudo_it_says_so(script: str, bin_dir: Path) -> None:
-    proc = _as_nobody(script, str(bin_dir))
+def test_without_root_or_sudo_it_says_so(script: str, bin_dir: Path, checkout: Path) -> None:
+    proc = _as_nobody(checkout, script, str(bin_dir))
     assert proc.returncode == 1, proc.stderr
     assert "needs root" in proc.stderr and "sudo is not installed" in proc.stderr, proc.stderr
     assert "run it as root" in proc.stderr
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_a_user_with_sudo_gets_the_same_command_through_sudo(script: str, bin_dir: Path) -> None:
+def test_a_user_with_sudo_gets_the_same_command_through_sudo(
+    script: str, bin_dir: Path, checkout: Path
+) -> None:
     fake = bin_dir / "sudo"
     fake.write_text('#!/bin/sh\necho "SUDO $*"\n')
     fake.chmod(0o755)
-    proc = _as_nobody(script, str(bin_dir), "-k", "x y", NETCTL_ROOT="/tmp/sbx")
+    proc = _as_nobody(checkout, script, str(bin_dir), "-k", "x y", NETCTL_ROOT="/tmp/sbx")
     assert proc.returncode == 0, proc.stderr
     assert "running it again with sudo" in proc.stderr
-    assert proc.stdout.strip() == f"SUDO -- env NETCTL_ROOT=/tmp/sbx {REPO / script} -k x y"
+    assert proc.stdout.strip() == f"SUDO -- env NETCTL_ROOT=/tmp/sbx {checkout / script} -k x y"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
