@@ -5,6 +5,8 @@ do not (`pycni.firewall.tunnel`, docs/overlay.md "Where the request rate goes").
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +65,13 @@ def test_vxlan_is_untracked_inner_connections_are_tracked(
         assert "dport=4789" not in conntrack(h, "-p", "udp")  # the underlay: untracked
         inner = conntrack(h, "-p", "tcp", "--orig-dst", ip_a2)
         assert all(f"dport={p}" in inner for p in (8091, 8092, 8093)), inner  # still tracked
+
+    # flushed by someone: the agents' re-programming (SIGHUP, as `netctl system reload`
+    # sends) brings it back
+    h1.ns.run("nft", "delete", "table", "inet", "pycni_tunnel")
+    for pid in h1.agent_pids():
+        os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: vteps(h1) == [[h1.ip, 4789]], 10, "the agents to ensure the table again")
 
     # the element is the address's, not one network's: it stays while a device uses it
     cluster.etcdctl("del", f"/pycni/overlay/networks/{nb}")
