@@ -6,6 +6,10 @@ vxlan backend without learning):
         neigh   <S_P network address> lladdr M_P dev ovx<vni> nud permanent
         fdb     M_P dev ovx<vni> dst U_P self permanent
 
+and the underlay's UDP packets to and from this host's VTEP address are not tracked by
+conntrack (`pycni.firewall.tunnel`): each new inner connection would otherwise add two
+never-answered UDP entries per host (docs/overlay.md, "Where the request rate goes").
+
 Only the agent (a long-lived process) calls this, so it drives iproute2 (`ip -batch`,
 one exec per change set) rather than the plugins' stdlib netlink client, which has no
 VXLAN/FDB verbs. Every command is idempotent (`replace`), so a restarted agent
@@ -17,8 +21,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import sys
 
 from pycni import errors
+from pycni.firewall import tunnel
+from pycni.firewall.nft import NftError
+
+DSTPORT = 4789  # IANA's VXLAN port (the kernel's default is Linux's old 8472)
 
 
 class Peer:
@@ -93,7 +102,7 @@ def ensure_device(vni: int, local_ip: str, dev: str, mac: str, mtu: int,
     if not cur:
         try:
             _ip("link", "add", name, "type", "vxlan", "id", str(vni), "local", local_ip,
-                "dev", dev, "dstport", "4789", "nolearning")  # fmt: skip
+                "dev", dev, "dstport", str(DSTPORT), "nolearning")  # fmt: skip
         except errors.CniError as exc:
             if "Unknown device type" in exc.details or "not supported" in exc.details:
                 raise errors.CniError(
@@ -110,10 +119,31 @@ def ensure_device(vni: int, local_ip: str, dev: str, mac: str, mtu: int,
         for a in link.get("addr_info", []):
             if a.get("local") != str(subnet.network_address):
                 _ip("addr", "del", f"{a['local']}/{a['prefixlen']}", "dev", name, check=False)
+    try:
+        tunnel.ensure(local_ip, DSTPORT)
+    except (errors.CniError, NftError) as exc:  # a speed-up, never a reason to stop forwarding
+        print(f"vxlan: underlay traffic stays tracked by conntrack: {exc}", file=sys.stderr)
+
+
+def _vteps(skip: str = "") -> set[str]:
+    """Local addresses of this host's VXLAN devices on DSTPORT (but `skip`)."""
+    links = json.loads(_ip("-j", "-d", "link", "show", "type", "vxlan", check=False) or "[]")
+    return {
+        info["local"]
+        for link in links
+        if link.get("ifname") != skip
+        and (info := link.get("linkinfo", {}).get("info_data", {})).get("port") == DSTPORT
+        and info.get("local")
+    }
 
 
 def delete_device(vni: int) -> None:
-    _ip("link", "del", device_name(vni), check=False)
+    name = device_name(vni)
+    cur = json.loads(_ip("-j", "-d", "link", "show", "dev", name, check=False) or "[]")
+    local = cur[0].get("linkinfo", {}).get("info_data", {}).get("local", "") if cur else ""
+    _ip("link", "del", name, check=False)
+    if local and local not in _vteps(skip=name):
+        tunnel.release(local, DSTPORT)
 
 
 def programmed(vni: int) -> set[Peer]:
