@@ -340,6 +340,7 @@ def report(exc: BaseException, prog: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    argv_given = argv
     argv = sys.argv[1:] if argv is None else list(argv)
     fast = fast_path(argv)
     prog = "netctl"
@@ -390,6 +391,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
             raise
         sys.stderr.write(report(exc, prog) + "\n")
         code = EXIT_NETCTL_ERROR
+    if fast is not None and argv_given is None:
+        # A hot command run as a program: everything is written; skip the interpreter's
+        # teardown (module and object finalisation), as the plugins do.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
