@@ -11,7 +11,6 @@ masquerade entry is found by attachment, so DEL works without CNI_NETNS too
 
 from __future__ import annotations
 
-import _thread
 import ipaddress
 import os
 
@@ -371,27 +370,21 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     # inside the netlink call (netdevice unregistration waits for RCU grace periods),
     # time in which this thread releases the address and the firewall entries. The
     # steps and the order of their failures are those of one thread.
+    from pycni.background import Background
+
     links_problems: list[errors.CniError] = []
-    links_crash: list[BaseException] = []
-    links_done = _thread.allocate_lock()
-    links_done.acquire()
 
     def links() -> None:
-        try:
-            if cmd.netns:
-                step(lambda: _del_container_side(cmd), links_problems)
-            step(lambda: _del_recorded_veth(c, cmd.container_id, cmd.ifname), links_problems)
-        except BaseException as exc:
-            links_crash.append(exc)
-        finally:
-            links_done.release()
+        if cmd.netns:
+            step(lambda: _del_container_side(cmd), links_problems)
+        step(lambda: _del_recorded_veth(c, cmd.container_id, cmd.ifname), links_problems)
 
     # An IPAM that releases through the interface (dhcp) goes first, as the reference
     # orders it; the others release from their own records meanwhile.
     ipam_first = bool(c.ipam_type) and not ipam_exec.releases_without_link(c.ipam_type)
     if ipam_first:
         step(lambda: ipam_exec.run("DEL", cmd))
-    _thread.start_new_thread(links, ())
+    background = Background(links)
     later: list[errors.CniError] = []
     try:
         if c.ipam_type and not ipam_first:
@@ -402,9 +395,7 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
     finally:
-        links_done.acquire()
-    if links_crash:
-        raise links_crash[0]
+        background.join()
     problems.extend(links_problems)
     problems.extend(later)
     if problems:

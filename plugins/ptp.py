@@ -286,30 +286,48 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     """Release everything the attachment may hold; every step runs even when an
     earlier one failed, and the first failure is reported with its own code."""
     c = load(cmd)
-    problems: list[errors.CniError] = []
+    ipam_problems: list[errors.CniError] = []
+    link_problems: list[errors.CniError] = []
+    later: list[errors.CniError] = []
 
-    def step(fn: Callable[[], object]) -> None:
+    def step(fn: Callable[[], object], into: list[errors.CniError]) -> None:
         try:
             fn()
         except errors.CniError as exc:
-            problems.append(exc)
+            into.append(exc)
         except netlink.NetlinkError as exc:
-            problems.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
+            into.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
 
-    if c.ipam_type:
-        step(lambda: ipam_exec.run("DEL", cmd))
-    gone: list[bool] = []
-    if cmd.netns:
-        step(lambda: gone.append(_del_container_side(cmd)))
-    if gone == [True]:
-        # The host end went with the container end. Not looked up again: a lookup
-        # waits (~40 ms) for the kernel to finish unregistering the pair.
-        attstore.delete(WHERE, c.name, cmd.container_id, cmd.ifname)
-    else:
-        step(lambda: _del_recorded_veth(c.name, cmd.container_id, cmd.ifname))
-    if c.ip_masq:
-        # Keyed by attachment: works without the netns or the container's addresses.
-        step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname))
+    def links() -> None:
+        gone: list[bool] = []
+        if cmd.netns:
+            step(lambda: gone.append(_del_container_side(cmd)), link_problems)
+        if gone == [True]:
+            # The host end went with the container end. Not looked up again: a lookup
+            # waits (~40 ms) for the kernel to finish unregistering the pair.
+            attstore.delete(WHERE, c.name, cmd.container_id, cmd.ifname)
+        else:
+            step(lambda: _del_recorded_veth(c.name, cmd.container_id, cmd.ifname), link_problems)
+
+    # The links go in a thread of their own (pycni.background) while this one releases
+    # the address and the masquerade entry, unless the IPAM needs the link to release
+    # (dhcp): then it goes first, as the reference orders it. Failures are reported in
+    # the order of one thread: IPAM's, the links', the firewall's.
+    ipam_first = bool(c.ipam_type) and not ipam_exec.releases_without_link(c.ipam_type)
+    if ipam_first:
+        step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
+    from pycni.background import Background
+
+    background = Background(links)
+    try:
+        if c.ipam_type and not ipam_first:
+            step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
+        if c.ip_masq:
+            # Keyed by attachment: works without the netns or the container's addresses.
+            step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
+    finally:
+        background.join()
+    problems = ipam_problems + link_problems + later
     if problems:
         first = problems[0]
         if len(problems) > 1:

@@ -225,26 +225,15 @@ def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
     waits for RCU grace periods (~10-20 ms inside the netlink call), time in which this
     thread releases the address. Not for an IPAM that needs the link to release (dhcp:
     ipam_exec.releases_without_link): then IPAM DEL runs first, as the reference's."""
-    import _thread
+    from pycni.background import Background
 
     link_problems: list[errors.CniError] = []
-    crashed: list[BaseException] = []
-    done = _thread.allocate_lock()
-    done.acquire()
-
-    def delete_link() -> None:
-        try:
-            _delete_link(cmd, kinds, link_problems)
-        except BaseException as exc:
-            crashed.append(exc)
-        finally:
-            done.release()
-
     meanwhile = not ipam_type or ipam_exec.releases_without_link(ipam_type)
-    if not cmd.netns:
-        done.release()
-    elif meanwhile:
-        _thread.start_new_thread(delete_link, ())
+    links = (
+        Background(lambda: _delete_link(cmd, kinds, link_problems))
+        if cmd.netns and meanwhile
+        else None
+    )
     problems: list[errors.CniError] = []
     try:
         if ipam_type:
@@ -253,11 +242,10 @@ def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
             except errors.CniError as exc:
                 problems.append(exc)
     finally:
-        if cmd.netns and not meanwhile:
-            delete_link()
-        done.acquire()
-    if crashed:
-        raise crashed[0]
+        if links is not None:
+            links.join()
+    if cmd.netns and not meanwhile:
+        _delete_link(cmd, kinds, link_problems)
     problems.extend(link_problems)
     if problems:
         raise problems[0]
