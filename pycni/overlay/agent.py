@@ -259,6 +259,8 @@ class Agent:
             idle = max(0.2, interval - (time.time() - self.renewed))
             try:
                 self.watching = True
+                if self.poked:  # poked while not watching: no Wakeup was raised then
+                    raise Wakeup()
                 for batch in self.store.watch_prefix(
                     ospec.subnets_prefix(self.name), self.revision + 1, idle
                 ):
@@ -274,9 +276,9 @@ class Agent:
                     # entries); kernel state is read back only on a re-list
                     after = set(self.peers.values())
                     vxlan.program(self.spec.vni, after - before, before - after)
+                    self.watching = True  # a poke from here on raises Wakeup
                     if time.time() - self.renewed >= interval or self.stopping or self.poked:
                         break
-                    self.watching = True
             except Compacted:
                 log("watch fell behind compaction: re-listing")
                 self.relist()
