@@ -275,7 +275,11 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     ("pycni/overlay/agent.py", "Agent.serve", "NetworkRemoved"): "caught in Agent.run: leave",
     ("pycni/overlay/agent.py", "Agent._poke", "Wakeup"): "caught in Agent.serve",
     ("pycni/overlay/agent.py", "Agent._reload", "Wakeup"): "caught in Agent.serve",
-    ("pycni/overlay/agent.py", "Agent.serve", "Wakeup"): "caught a few lines below, in the same try",
+    (
+        "pycni/overlay/agent.py",
+        "Agent.serve",
+        "Wakeup",
+    ): "caught a few lines below, in the same try",
     ("pycni/overlay/store.py", "Store.call", "Unavailable"): "a TryAgainLater subclass (11)",
     ("pycni/overlay/store.py", "Store.watch_prefix", "Unavailable"): "TryAgainLater (11)",
     ("pycni/overlay/store.py", "Store.watch_prefix", "Compacted"): "caught in Agent.serve: re-list",
