@@ -36,10 +36,11 @@ def save(kind: str, network: str, container_id: str, ifname: str, data: dict[str
 
 def load(kind: str, network: str, container_id: str, ifname: str) -> dict[str, Any] | None:
     key = (network, container_id, ifname)
+    records = _records(kind)
     try:
-        found = _records(kind).load(key)
+        found = records.load(key)
         if found is None:
-            found = _records(kind).read(recordstore.legacy_path(_root(kind), key))
+            found = records.read(recordstore.legacy_path(records.root, key))
     except errors.IOFailure:
         return None
     return found
@@ -57,7 +58,6 @@ def delete(kind: str, network: str, container_id: str, ifname: str) -> None:
 
 def entries(kind: str, network: str) -> list[tuple[str, str]]:
     """(containerID, ifname) of every record of `kind` on `network`."""
-    root = _root(kind)
-    keys = recordstore.Records(root).attachments(network)
-    keys += recordstore.legacy_keys(root, network)
+    records = _records(kind)
+    keys = records.attachments(network) + recordstore.legacy_keys(records.root, network)
     return list(dict.fromkeys((cid, ifname) for _net, cid, ifname in keys))
