@@ -504,6 +504,20 @@ def _pytest_as_nobody(
     )
 
 
+@pytest.fixture
+def repo_readable() -> Iterator[None]:
+    """A checkout made in `mktemp -d` is 0700: `nobody` could not import the package
+    from it. Open its top directory to others for this test only, then restore it."""
+    mode = REPO.stat().st_mode & 0o7777
+    if mode & 0o005 != 0o005:
+        os.chmod(REPO, mode | 0o055)
+    try:
+        yield
+    finally:
+        os.chmod(REPO, mode)
+
+
+@pytest.mark.usefixtures("repo_readable")
 def test_fixtures_work_unprivileged_as_a_plain_user(nobody_dir: Path) -> None:
     """The kit's own CI runs as root; the rootless path runs here as `nobody`: with
     unprivileged user namespaces it must pass, without them skip naming the reason."""
