@@ -21,6 +21,7 @@ from tests.overlay_kit import (
     Host,
     Underlay,
     make_host,
+    netctl,
     put_network,
     start_etcd,
 )
@@ -55,6 +56,11 @@ def hosts(underlay: Underlay, tmp_path: Path) -> Iterator[Callable[[], Host]]:
 
     yield make
     for h in made:
+        # a test that failed midway leaves its detached containers (and their
+        # supervisors) behind: remove them the supported way, then the agents
+        left = netctl(h, "ps", "-aq", check=False).stdout.split()
+        if left:
+            netctl(h, "rm", "-f", *left, check=False)
         h.kill_agents()
 
 
