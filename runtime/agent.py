@@ -147,7 +147,7 @@ def warm() -> dict[str, skel.Verbs]:
 
         from pycni import netns
 
-        netns.libc()
+        netns.libc_function("prctl")
         for name in WARM_LIBRARIES:
             try:
                 ctypes.CDLL(name)
@@ -452,7 +452,7 @@ PR_SET_PDEATHSIG = 1
 def _set_parent_death_signal(sig: int) -> None:
     from pycni import netns
 
-    netns.libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    netns.libc_function("prctl")(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int]:

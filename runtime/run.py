@@ -625,6 +625,8 @@ def _check_ip_flags(ip: str, ip6: str) -> None:
 def published_exposed(opts: RunOptions) -> list[str]:
     """--expose PORT[-END][/PROTO] checked as Docker checks it; with -P/--publish-all,
     each exposed port not published already gets a dynamic host port (a `-p PORT`)."""
+    if not opts.expose and not opts.publish_all:
+        return []
     from pycni.runtime import portspec
 
     exposed = []
@@ -655,6 +657,8 @@ def _refuse_ipv6_loopback(publish: list[str]) -> None:
     """-p '[::1]:PORT:80' could never be reached: the kernel does not route IPv6
     loopback traffic anywhere else (IPv6 has no route_localnet), so no DNAT can carry it
     into the container. Refused rather than accepted and silently dropped."""
+    if not publish:
+        return
     import ipaddress
 
     from pycni.runtime import portspec

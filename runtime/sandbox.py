@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
 
 from pycni import netns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 CLONE_NEWPID = 0x20000000
 
@@ -85,27 +88,29 @@ def drop_capabilities(keep: frozenset[int], user: ExecUser | None = None) -> Non
     between the two, as runc does: root still has CAP_SETUID/SETGID then (even when
     they are dropped from the bounding set), and a switch away from uid 0 clears the
     permitted and effective sets, so a non-root workload has none (Docker's way)."""
-    import ctypes
-
-    libc = netns.libc()
+    prctl = netns.libc_function("prctl")
     top = last_cap()
     for cap in range(top + 1):
-        if cap not in keep and libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
+        if cap not in keep and prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            err = netns.last_errno()
             raise SetupError(f"prctl(PR_CAPBSET_DROP, {cap}): {os.strerror(err)}")
-    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # none before 4.3
+    prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # none before 4.3
     if user is not None:
         _step(f"setgroups({user.groups})", os.setgroups, user.groups)
         _step(f"setgid({user.gid})", os.setgid, user.gid)
         _step(f"setuid({user.uid})", os.setuid, user.uid)
     mask = sum(1 << cap for cap in keep if cap <= top) & permitted_caps()
-    header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
-    data = (ctypes.c_uint32 * 6)(
-        mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, mask >> 32, mask >> 32, mask >> 32
-    )  # {effective, permitted, inheritable} for caps 0-31, then 32-63
-    if libc.capset(header, data) != 0:
-        err = ctypes.get_errno()
+    low, high = _u32(mask & 0xFFFFFFFF), _u32(mask >> 32)
+    header = _u32(_CAP_V3) + _u32(0)  # struct __user_cap_header_struct {version, pid}
+    data = low * 3 + high * 3  # {effective, permitted, inheritable} for caps 0-31, then 32-63
+    if netns.libc_function("capset")(header, data) != 0:
+        err = netns.last_errno()
         raise SetupError(f"capset: {os.strerror(err)}")
+
+
+def _u32(value: int) -> bytes:
+    """A C uint32_t as the kernel reads it (native byte order)."""
+    return value.to_bytes(4, sys.byteorder)
 
 
 def permitted_caps() -> int:
@@ -265,10 +270,8 @@ def _step(what: str, fn: Callable[..., object], *args: object) -> None:
 
 def sethostname(name: str) -> None:
     data = name.encode()
-    if netns.libc().sethostname(data, len(data)) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+    if netns.libc_function("sethostname")(data, len(data)) != 0:
+        err = netns.last_errno()
         raise OSError(err, f"sethostname({name!r}): {os.strerror(err)}")
 
 

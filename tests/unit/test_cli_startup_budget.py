@@ -186,6 +186,16 @@ def test_every_command_has_one_registering_module() -> None:
         assert registered == {c for c, m in COMMANDS.items() if m == module}, module
 
 
+def _in_fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh `python -IS` that imports this checkout's package."""
+    return subprocess.run(
+        [sys.executable, "-IS", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
 def test_the_run_path_modules_stay_light() -> None:
     """What `netctl run -p` imports besides the plugins: the port test binds through
     `_socket` (socket adds enum and selectors), the network store locks without
@@ -196,10 +206,27 @@ def test_the_run_path_modules_stay_light() -> None:
         "print(' '.join(sorted({'re', 'socket', 'contextlib', 'enum', 'selectors'}"
         " & set(sys.modules))))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-IS", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n{code}"],
-        capture_output=True,
-        text=True,
-        check=True,
+    assert _in_fresh_python(code).stdout.strip() == ""
+
+
+@pytest.mark.root
+def test_the_container_init_calls_libc_without_ctypes() -> None:
+    """The container's init drops capabilities (prctl, capset) and sets the hostname
+    through pycni.ffi, not the ~4 ms `ctypes` package: what the kernel then reports is
+    exactly the set asked for, and ctypes was never imported."""
+    code = (
+        "import os, sys\n"
+        "from pycni import netns\n"
+        "from pycni.runtime import sandbox\n"
+        "assert netns.libc_function('unshare')(netns.CLONE_NEWUTS) == 0\n"
+        "sandbox.sethostname('ffi-host')\n"
+        "sandbox.drop_capabilities(frozenset({12, 40}))\n"  # NET_ADMIN, CHECKPOINT_RESTORE
+        "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines()"
+        " if l.startswith('Cap'))\n"
+        "print(os.uname().nodename, status['CapEff'], status['CapPrm'], status['CapBnd'],"
+        " status['CapInh'], 'ctypes' in sys.modules)\n"
     )
-    assert done.stdout.strip() == ""
+    done = _in_fresh_python(code)
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    want = f"{(1 << 12) | ((1 << 40) if last >= 40 else 0):016x}"
+    assert done.stdout.split() == ["ffi-host", want, want, want, want, "False"], done.stderr
