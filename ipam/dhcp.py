@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pycni import conf, errors, fastjson, gob, skel
+from pycni import conf, errors, fastjson, gob, skel, unixpath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def connect(socket_path: str, timeout: float = RPC_TIMEOUT) -> gob.Client:
     try:
         s.settimeout(2.0)
         try:
-            s.connect(socket_path)
+            unixpath.connect(s, socket_path)
         except OSError as exc:
             raise errors.TryAgainLater(
                 f"error dialing DHCP daemon: {exc.strerror or exc}",

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 
-from pycni import dhcp4, errors, gob, skel
+from pycni import dhcp4, errors, gob, skel, unixpath
 from pycni.ipam.dhcp import CNI_ERROR, DEFAULT_SOCKET, DhcpConf
 
 TYPE_CHECKING = False
@@ -442,18 +442,14 @@ def _listen(path: str) -> socket.socket:
     if os.path.exists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            probe.connect(path)
+            unixpath.connect(probe, path)
             raise SystemExit(f"dhcp daemon: another daemon listens on {path}")
         except OSError:
             os.unlink(path)  # a stale socket of a daemon that died
         finally:
             probe.close()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o177)
-    try:
-        s.bind(path)
-    finally:
-        os.umask(old)
+    unixpath.bind(s, path, umask=0o177)
     s.listen(64)
     return s
 

@@ -235,7 +235,12 @@ def forward(module: str, version: str, stdin: bytes) -> tuple[bytes, int] | None
     go_sent = False
     try:
         sock.settimeout(ready_timeout())
-        sock.connect(path)
+        if len(path) < 100:
+            sock.connect(path)
+        else:  # maybe deeper than sun_path: through the directory (one more import)
+            from pycni import unixpath
+
+            unixpath.connect(sock, path)
         umask = os.umask(0o022)
         os.umask(umask)
         sock.sendall(encode_request(module, version, umask, environ_block(), stdin))

@@ -45,7 +45,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pycni import agent_client as wire
-from pycni import errors, fastjson, skel
+from pycni import errors, fastjson, skel, unixpath
 from pycni import version as cniver
 
 if TYPE_CHECKING:
@@ -603,7 +603,7 @@ class Agent:
                 raise OSError(errno.EEXIST, "exists and is not a socket; remove it", self.path)
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                probe.connect(self.path)
+                unixpath.connect(probe, self.path)
             except ConnectionRefusedError:
                 os.unlink(self.path)  # stale: its agent is gone
             else:
@@ -611,11 +611,7 @@ class Agent:
             finally:
                 probe.close()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)  # born 0600: no moment where others could connect
-        try:
-            listener.bind(self.path)
-        finally:
-            os.umask(old)
+        unixpath.bind(listener, self.path, umask=0o177)  # born 0600
         os.chmod(self.path, 0o600)
         listener.listen(LISTEN_BACKLOG)
         self.listener = listener

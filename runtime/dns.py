@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycni import unixpath
 from pycni.runtime.containers import ContainerRecord, ContainerStore
 from pycni.runtime.paths import Paths
 
@@ -946,11 +947,7 @@ class Resolver:
         except FileNotFoundError:
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o077)
-        try:
-            s.bind(path)
-        finally:
-            os.umask(old)
+        unixpath.bind(s, path, umask=0o077)
         s.listen(16)
         s.setblocking(False)
         return s
@@ -1029,7 +1026,7 @@ def control(
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(path)
+        unixpath.connect(s, path)
         keys = list(handles or {})[:250]
         message = f"{word} {json.dumps(keys)}\n".encode()
         if keys and handles is not None:

@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,7 +235,7 @@ static int owner_ok(uid_t uid) { return uid == 0 || uid == geteuid(); }
  * agent's peer check is the same rule the other way round). 0: untrusted; -1: absent. */
 static int socket_trusted(const char *path)
 {
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+    char dir[PATH_MAX];
     size_t n = strlen(path);
     if (n >= sizeof dir)
         return 0;
@@ -406,16 +407,41 @@ static const char *forward(void)
         return absent;
     if (trusted == 0)
         return "local";
+    /* A path longer than sun_path goes through its directory's descriptor, as
+     * pycni/unixpath.py does (the agent binds it that way). */
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof addr.sun_path)
-        return "local";
-    strcpy(addr.sun_path, path);
+    int dirfd = -1;
+    if (strlen(path) < sizeof addr.sun_path) {
+        strcpy(addr.sun_path, path);
+    } else {
+        char dir[PATH_MAX];
+        const char *slash = strrchr(path, '/');
+        if (!slash || (size_t)(slash - path) >= sizeof dir)
+            return "local";
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+        dirfd = open(slash == path ? "/" : dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+            return errno == ENOENT ? absent : "local";
+        int len = snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/%s", dirfd,
+                           slash + 1);
+        if (len < 0 || (size_t)len >= sizeof addr.sun_path) {
+            close(dirfd);
+            return "local";
+        }
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        if (dirfd >= 0)
+            close(dirfd);
         return "local";
+    }
     set_timeouts(fd, ready_timeout_ms());
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        int e = errno;
+    int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    int e = errno;
+    if (dirfd >= 0)
+        close(dirfd);
+    if (rc < 0) {
         close(fd);
         return (e == ECONNREFUSED || e == ENOENT) ? absent : "local";
     }

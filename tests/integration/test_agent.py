@@ -213,6 +213,31 @@ def test_loopback_identical(via, agent: Agent, container_ns) -> None:
     assert agent.served() == 3  # VERSION is answered by the executable itself
 
 
+def test_a_socket_path_longer_than_sun_path_is_served(
+    tmp_path: Path, run_plugin, container_ns
+) -> None:
+    """An agent socket deeper than sun_path's 107 bytes (PYCNI_AGENT_SOCKET under a long
+    tmp_path): the agent binds it and both clients reach it (through the directory's
+    descriptor), rather than the agent failing to start or the calls all running
+    standalone."""
+    deep = tmp_path / ("a" * 60) / ("b" * 60) / "agent.sock"
+    assert len(str(deep)) > 107
+    a = Agent(deep, tmp_path / "agent.log").start()
+    try:
+        st = os.stat(deep)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        c = container_ns()
+        env = {"PYCNI_AGENT_SOCKET": str(deep)}
+        for verb in ("ADD", "CHECK", "DEL"):
+            r = run_plugin(
+                "loopback", verb, LOOPBACK, netns=c.path, container_id="lo1", env_extra=env
+            )
+            assert r.rc == 0, r
+        assert a.served() == 3
+    finally:
+        a.stop()
+
+
 def test_bridge_in_the_clients_namespace(via, agent: Agent, host_ns: Netns, container_ns, tmp_path):
     """The agent lives in the root namespace; a client in a throwaway host namespace
     gets its bridge there, with the same answers as the standalone plugin."""

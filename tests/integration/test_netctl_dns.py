@@ -309,3 +309,27 @@ def test_hostile_queries_never_kill_the_resolver(netctl: Netctl) -> None:  # noq
 def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_names_resolve_under_a_root_deeper_than_a_unix_socket_path(tmp_path: Path) -> None:
+    """A NETCTL_ROOT (a pytest tmp_path, the testing kit's) whose resolver control
+    socket path is longer than sun_path's 107 bytes: the resolver still starts, netctl
+    still talks to it, and names resolve."""
+    node = _make_netns("n")
+    root = tmp_path / ("r" * 60) / ("o" * 60)
+    nc = Netctl(node, root)
+    try:
+        nc("network", "create", "deep0", "--subnet", "172.31.0.0/24")
+        idle(nc, "one", "--network", "deep0")
+        idle(nc, "two", "--network", "deep0")
+        sock = root / "run/netctl/dns/control.sock"
+        assert len(str(sock)) > 107 and sock.is_socket()
+        assert dig(nc, "two", "one") == ["NOERROR", addr_of(nc, "one", "deep0")]
+        pid = resolver_pid(nc)
+        assert pid is not None
+        nc("rm", "-f", "one", "two")
+        assert wait_gone(pid)  # the last container gone: told over the long path, it left
+    finally:
+        for rec in nc("ps", "-a", "-q", check=False).stdout.split():
+            nc("rm", "-f", rec, check=False)
+        _delete_netns(node)
