@@ -267,9 +267,9 @@ class NetworkVerbs:
         isolation.remove(network)
 
     def gc_isolation(self) -> list[int]:
-        from pycni.firewall import isolation
+        from pycni.firewall import isolation, overlay_isolation
 
-        return isolation.collect_garbage()
+        return isolation.collect_garbage() + overlay_isolation.collect_garbage()
 
     def ensure_overlay_isolation(
         self, network: str, bridge: str, vxlan: str, internal: bool
@@ -366,7 +366,8 @@ class Firewall(Protocol):
     def check_isolation(self, net: Isolation) -> list[str]: ...
     def remove_isolation(self, network: str) -> None: ...
     def gc_isolation(self) -> list[int]:
-        """Drop the isolation of bridges that no longer exist; their interface indexes."""
+        """Drop the isolation of bridges and overlays whose interfaces no longer exist;
+        their bridges' interface indexes."""
         ...
 
     # an overlay network (bridge + VXLAN device) in the same table (overlay_isolation.py)

@@ -164,17 +164,25 @@ def _listing() -> list[dict[str, Any]] | None:
     return [x for x in out if isinstance(x, dict)]
 
 
+def _key_indexes(keys: list[int | str]) -> list[int]:
+    """The interface indexes of map keys as nft prints them: the interface's name while
+    it exists, the index in digits once it is gone."""
+    out = set()
+    for key in keys:
+        index = key if isinstance(key, int) else _index(key)
+        if index is None and isinstance(key, str) and key.isdigit():
+            index = int(key)
+        if index is not None:
+            out.add(index)
+    return sorted(out)
+
+
 def _drop_chain(chain: str) -> list[Cmd]:
     """Removal of `chain` and of exactly the elements that still jump to it."""
     listing = _listing()
     if listing is None or not any((x.get("chain") or {}).get("name") == chain for x in listing):
         return []
-    indexes = []
-    for key in jumping_to(listing, chain):
-        index = key if isinstance(key, int) else _index(key)
-        if index is not None:
-            indexes.append(index)
-    return remove_cmds(chain, sorted(set(indexes)))
+    return remove_cmds(chain, _key_indexes(jumping_to(listing, chain)))
 
 
 def ensure(network: str, bridge: str, vxlan: str, internal: bool) -> None:
@@ -211,6 +219,41 @@ def remove(network: str) -> None:
     if isinstance(old, list) and old and isinstance(old[0], int):
         isolation.apply(_drop_chain(chain_name(old[0])))
     records.remove(path)
+
+
+def collect_garbage() -> list[int]:
+    """Drop the chains, map and set elements and records of overlays whose bridge or
+    VXLAN device is gone without a DEL (deleted by hand, a failed teardown): a stale
+    element keyed by a vanished interface index would otherwise send a later interface
+    that gets the same index through a chain of rules written for another network.
+    Returns the bridge indexes whose chains were dropped."""
+    records = _records()
+    live: set[str] = set()
+    for network in records.networks():
+        path = records.network_path(network)
+        saved = records.read(path)
+        b = _index(str(saved.get("bridge") or "")) if saved is not None else None
+        x = _index(str(saved.get("vxlan") or "")) if saved is not None else None
+        if b is None or x is None:
+            records.remove(path)
+        else:
+            live.add(chain_name(b))
+    listing = _listing()
+    if listing is None:
+        return []
+    stale = sorted(
+        name
+        for item in listing
+        if isinstance(name := (item.get("chain") or {}).get("name"), str)
+        and name.startswith(CHAIN_PREFIX)
+        and name not in live
+    )
+    cmds: list[Cmd] = []
+    for chain in stale:
+        cmds += remove_cmds(chain, _key_indexes(jumping_to(listing, chain)))
+    if cmds:
+        isolation.apply(cmds)
+    return [int(c[len(CHAIN_PREFIX) :]) for c in stale if c[len(CHAIN_PREFIX) :].isdigit()]
 
 
 def replay() -> int:

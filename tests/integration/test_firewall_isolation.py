@@ -49,3 +49,46 @@ def test_isolation_verbs(host_ns, tmp_path, monkeypatch) -> None:
     assert f"net-{index_b}" not in _chains(host_ns)
     assert Records("isolation").networks() == []
     host_ns.run("ip", "link", "del", "pytisoa0")
+
+
+def test_overlay_isolation_of_a_vanished_bridge_is_collected(host_ns, tmp_path, monkeypatch):
+    """An overlay whose bridge was deleted without a DEL: GC drops its chain, exactly
+    its map and set elements (also the live VXLAN device's) and its record, and leaves
+    a live overlay and a bridge network alone."""
+    monkeypatch.setenv("PYCNI_STATE_DIR", str(tmp_path))
+    for n in (1, 2):
+        host_ns.run("ip", "link", "add", f"pytovbr{n}", "type", "bridge")
+        host_ns.run("ip", "link", "add", f"pytovx{n}", "type", "vxlan", "id", str(4200 + n),
+                    "dstport", "4789", "local", f"10.99.0.{n}")  # fmt: skip
+    host_ns.run("ip", "link", "add", "pytisoc0", "type", "bridge")
+    idx = {n: host_ns.link(n)["ifindex"] for n in ("pytovbr1", "pytovx1", "pytovbr2", "pytovx2")}
+    fw = get_backend(None)
+    in_ns(host_ns, fw.ensure_overlay_isolation, "ovl1", "pytovbr1", "pytovx1", False)
+    in_ns(host_ns, fw.ensure_overlay_isolation, "ovl2", "pytovbr2", "pytovx2", True)
+    in_ns(host_ns, fw.ensure_isolation, Isolation("netc", "pytisoc0"))
+    assert f"ovl-{idx['pytovbr1']}" in _chains(host_ns)
+    assert in_ns(host_ns, fw.gc_isolation) == []  # everything alive: nothing to collect
+
+    host_ns.run("ip", "link", "del", "pytovbr1")
+    assert in_ns(host_ns, fw.gc_isolation) == [idx["pytovbr1"]]
+    table = host_ns.nft_json()["nftables"]
+    chains = {x["chain"]["name"] for x in table if "chain" in x}
+    assert f"ovl-{idx['pytovbr1']}" not in chains
+    assert f"ovl-{idx['pytovbr2']}" in chains and any(c.startswith("net-") for c in chains)
+    networks = next(x["map"] for x in table if x.get("map", {}).get("name") == "networks")
+    # nft prints a key as the interface's name while the interface exists
+    jumps = sorted((str(e[0]), e[1]["jump"]["target"]) for e in networks["elem"])
+    ovl2 = f"ovl-{idx['pytovbr2']}"
+    assert [j for j in jumps if j[1].startswith("ovl-")] == [("pytovbr2", ovl2), ("pytovx2", ovl2)]
+    bridges = next(x["set"] for x in table if x.get("set", {}).get("name") == "bridges")
+    assert str(idx["pytovbr1"]) not in [str(e) for e in bridges.get("elem", [])]
+    assert Records("isolation-overlay").networks() == ["ovl2"]
+    assert in_ns(host_ns, fw.gc_isolation) == []  # collected once
+    # and the overlay's own removal after its bridge vanished (nft then prints the
+    # vanished index in digits): it drops the chain rather than failing "busy"
+    host_ns.run("ip", "link", "del", "pytovbr2")
+    in_ns(host_ns, fw.remove_overlay_isolation, "ovl2")
+    assert ovl2 not in _chains(host_ns)
+    assert Records("isolation-overlay").networks() == []
+    for n in ("pytovx1", "pytovx2", "pytisoc0"):
+        host_ns.run("ip", "link", "del", n)
