@@ -1030,6 +1030,14 @@ class NetworkStore:
         builtins = [default, Network.builtin_mode("host"), Network.builtin_mode("none")]
         return sorted(builtins + others, key=lambda n: n.name)
 
+    @staticmethod
+    def _outdated(net: Network) -> bool:
+        if net.driver != "overlay":
+            return False
+        from pycni.runtime import overlay_networks
+
+        return overlay_networks.outdated(net)
+
     def resolve(self, ref: str, _synced: bool = False) -> Network:
         """A network by name, full id or unique id prefix (as docker does)."""
         if ref in ("host", "none"):
@@ -1043,7 +1051,10 @@ class NetworkStore:
                     with open(path, "rb") as fh:
                         conf = libcni.conflist_from_bytes(fh.read(), path)
                     if conf.name == ref:
-                        return Network.from_conflist(conf)
+                        net = Network.from_conflist(conf)
+                        if not _synced and self._outdated(net):
+                            return self._synced_overlays(ref)
+                        return net
                 except (OSError, errors.CniError):
                     pass
         networks = self.list()
@@ -1060,13 +1071,19 @@ class NetworkStore:
             raise NetworkError(
                 f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
             )
+        if not _synced:
+            # an overlay network another member created: mirror the cluster store, look again
+            return self._synced_overlays(ref)
+        raise NetworkNotFound(f"network {ref} not found")
+
+    def _synced_overlays(self, ref: str) -> Network:
+        """resolve(ref) after mirroring the cluster store's overlays into conflists (new
+        ones, and those an earlier version wrote), when daemon.json names a store."""
         from pycni.runtime import overlay_networks
 
-        if not _synced and overlay_networks.clustered(self):
-            # an overlay network another member created: mirror the cluster store, look again
+        if overlay_networks.clustered(self):
             overlay_networks.sync(self)
-            return self.resolve(ref, _synced=True)
-        raise NetworkNotFound(f"network {ref} not found")
+        return self.resolve(ref, _synced=True)
 
     # -- creating -------------------------------------------------------------------
 

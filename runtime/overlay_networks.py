@@ -185,6 +185,17 @@ def write_conflist(
     write_atomic(path, text, mode=0o644, dir_mode=0o755)
 
 
+def outdated(net: Network) -> bool:
+    """An overlay conflist of an earlier version, whose overlay plugin lacks the
+    `aliases` capability: its containers would publish no names to the other members."""
+    if net.driver != "overlay" or net.conflist is None:
+        return False
+    return not any(
+        p.get("type") == "overlay" and (p.get("capabilities") or {}).get("aliases") is True
+        for p in net.conflist.plugins
+    )
+
+
 def _local_overlays(netstore: NetworkStore) -> dict[str, Network]:
     return {n.name: n for n in netstore.list() if n.driver == "overlay"}
 
@@ -219,6 +230,12 @@ def sync(netstore: NetworkStore) -> list[str]:
         have = local.get(name)
         if have is None or have.meta.get("vni") != network_spec.vni:
             write_conflist(netstore, network_spec, cluster)
+        elif outdated(have):
+            # written by an earlier version: the same network, today's chain, its labels
+            kept: dict[str, Any] = {
+                k: have.meta[k] for k in ("labels", "options", "created") if k in have.meta
+            }
+            write_conflist(netstore, network_spec, cluster, kept)
     for name, net in local.items():
         if name not in remote:
             try:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,33 +118,16 @@ def resolves(cluster: EtcdCluster, hosts: list[Host], netns_path: str, name: str
         raise AssertionError(f"{name} not resolved to {want}\n" + "\n".join(seen)) from None
 
 
-@pytest.fixture
-def short_roots() -> Iterator[Callable[[Host], None]]:
-    """Give a host a NETCTL_ROOT with a short path: the resolver's control socket lives
-    under it, and a unix socket path has at most 107 bytes (pytest-xdist's tmp paths are
-    longer)."""
-    made: list[Path] = []
-
-    def give(host: Host) -> None:
-        host.netctl_root = Path(tempfile.mkdtemp(prefix="pyt-ovd-", dir="/tmp"))
-        made.append(host.netctl_root)
-
-    yield give
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def etcd_lease_of(cluster: EtcdCluster, key: str) -> int:
     out = json.loads(cluster.etcdctl("get", key, "-w", "json"))
     return int(out["kvs"][0].get("lease", 0))
 
 
 def test_names_resolve_across_hosts_on_the_same_overlay_only(
-    cluster: EtcdCluster, hosts: Callable[[], Host], short_roots: Callable[[Host], None]
+    cluster: EtcdCluster, hosts: Callable[[], Host]
 ) -> None:
     h1, h2 = hosts(), hosts()
     for h in (h1, h2):
-        short_roots(h)
         write_daemon_json(h, cluster)
     net, other = f"ond{short_id(4)}", f"onx{short_id(4)}"
     netctl(h1, "network", "create", "-d", "overlay", "--subnet", "10.39.0.0/16", net)
@@ -203,7 +184,7 @@ def test_names_resolve_across_hosts_on_the_same_overlay_only(
 
 def test_names_of_a_dead_host_expire_with_its_lease(
     plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
-    container_ns: Callable[[], Netns], short_roots: Callable[[Host], None],
+    container_ns: Callable[[], Netns],
 ) -> None:  # fmt: skip
     """A container another runtime added through the overlay plugin (podman's inputs:
     K8S_POD_NAME and the `aliases` capability) on h1, whose agent then dies: its names
@@ -211,7 +192,6 @@ def test_names_of_a_dead_host_expire_with_its_lease(
     net = f"one{short_id(4)}"
     put_network(cluster, net, "10.37.0.0/16", 37)
     h1, h2 = hosts(), hosts()
-    short_roots(h2)
     write_daemon_json(h2, cluster)
     try:
         netctl(h2, "run", "-d", "--name", "cli", "--network", net, "--", *SLEEP)
@@ -242,3 +222,39 @@ def test_names_of_a_dead_host_expire_with_its_lease(
         assert not list((h1.state_dir / "overlay" / net / "names").iterdir())
     finally:
         cleanup(h2, "cli")
+
+
+def test_an_overlay_conflist_of_an_earlier_version_is_rewritten_and_publishes_names(
+    cluster: EtcdCluster, hosts: Callable[[], Host]
+) -> None:
+    """A member whose conflist an earlier version wrote (no `aliases` capability on the
+    overlay plugin, so its containers published no names): the first `run` on it
+    rewrites the conflist from the cluster store, keeping its labels, and the new
+    container's name resolves on the other member."""
+    h1, h2 = hosts(), hosts()
+    for h in (h1, h2):
+        write_daemon_json(h, cluster)
+    net = f"onu{short_id(4)}"
+    netctl(h1, "network", "create", "-d", "overlay", "--subnet", "10.37.0.0/16", net)
+    try:
+        netctl(h2, "network", "ls")  # mirrors the network into h2's conflists
+        (path,) = h2.netctl_root.rglob(f"{net}.conflist")
+        old = json.loads(path.read_text())
+        (plugin,) = [p for p in old["plugins"] if p["type"] == "overlay"]
+        del plugin["capabilities"]
+        old["netctl"]["labels"] = {"team": "blue"}
+        path.write_text(json.dumps(old))
+        netctl(h1, "run", "-d", "--name", "cli", "--network", net, "--", *SLEEP)
+        netctl(h2, "run", "-d", "--name", "late", "--network", net, "--", *SLEEP)
+        new = json.loads(path.read_text())
+        (plugin,) = [p for p in new["plugins"] if p["type"] == "overlay"]
+        assert plugin["capabilities"] == {"aliases": True}
+        assert (
+            new["netctl"]["labels"] == {"team": "blue"}
+            and new["netctl"]["id"] == old["netctl"]["id"]
+        )
+        resolves(cluster, [h1, h2], ns_of(h1, "cli"), "late", [ip_of(h2, "late", net)], net)
+    finally:
+        cleanup(h1, "cli")
+        cleanup(h2, "late")
+        netctl(h1, "network", "rm", net, check=False)
