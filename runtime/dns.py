@@ -65,6 +65,9 @@ TCP_IDLE = 5.0  # a TCP connection must deliver a whole query within this
 MAX_TCP_PER_CLIENT = 32
 MAX_FORWARD_QUEUE = 512
 CACHE_SIZE = 8192
+#: a longer query is answered, never cached (a cache key holds the whole query: 8192 keys
+#: of a hostile container's 64 KB queries would be half a gigabyte)
+MAX_CACHED_QUERY = 512
 REMOTE_POLL = 0.25  # seconds between looks at the overlay agents' mirrors of remote names
 DEFAULT_NETWORK = "bridge"
 
@@ -578,8 +581,8 @@ class Resolver:
         """The answer to `data`, or None when it is forwarded (answered later) or dropped."""
         if len(data) < 12:
             return None
-        key = (lst.client.key, bytes(data[2:]))
-        if not tcp:
+        key = (lst.client.key, bytes(data[2:])) if len(data) <= MAX_CACHED_QUERY else None
+        if not tcp and key is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 return data[:2] + random.choice(hit)
@@ -621,7 +624,7 @@ class Resolver:
         if local is not None:
             resp, cacheable = local
             wire = to_wire(resp, query, tcp)
-            if not tcp and cacheable:
+            if not tcp and cacheable and key is not None:
                 if len(self.cache) >= CACHE_SIZE:
                     self.cache.clear()
                 self.cache[key] = [wire[2:]]
@@ -631,9 +634,10 @@ class Resolver:
         if self.pending + len(self.inflight) >= MAX_FORWARD_QUEUE:
             return rcode_only(query, dns.rcode.SERVFAIL)
         if not tcp:
-            if len(self.forwarded) >= CACHE_SIZE:
-                self.forwarded.clear()
-            self.forwarded.add(key)
+            if key is not None:
+                if len(self.forwarded) >= CACHE_SIZE:
+                    self.forwarded.clear()
+                self.forwarded.add(key)
             now = time.monotonic()
             fwd = Forward(lst, reply_to, bytes(data), query, list(lst.client.upstreams),
                           now + FORWARD_BUDGET)  # fmt: skip

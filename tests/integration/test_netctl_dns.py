@@ -270,15 +270,21 @@ print(json.dumps(out))
 """
 
 
+def _two_containers(nc: Netctl, network: str, subnet: str, *names: str) -> int:
+    """A network, containers idling on it, and the pid of the resolver they use."""
+    nc("network", "create", network, "--subnet", subnet)
+    for name in names:
+        idle(nc, name, "--network", network)
+    pid = resolver_pid(nc)
+    assert pid is not None
+    return pid
+
+
 def test_hostile_queries_never_kill_the_resolver(netctl: Netctl) -> None:  # noqa: F811
     import base64
 
     nc = netctl
-    nc("network", "create", "rough", "--subnet", "10.98.0.0/24")
-    idle(nc, "victim", "--network", "rough")
-    idle(nc, "attacker", "--network", "rough")
-    pid = resolver_pid(nc)
-    assert pid is not None
+    pid = _two_containers(nc, "rough", "10.98.0.0/24", "victim", "attacker")
     corpus = [(n, base64.b64encode(b).decode()) for n, b in _corpus()]
     cpu_before = _cpu(pid)
     proc = nc("exec", "-i", "attacker", PY, "-c", HOSTILE, input=json.dumps(corpus), timeout=120)
@@ -333,3 +339,45 @@ def test_names_resolve_under_a_root_deeper_than_a_unix_socket_path(tmp_path: Pat
         for rec in nc("ps", "-a", "-q", check=False).stdout.split():
             nc("rm", "-f", rec, check=False)
         _delete_netns(node)
+
+
+BIG_QUERIES = r"""
+import socket, struct, sys
+name = sys.argv[1].encode()
+question = bytes((len(name),)) + name + b"\x00\x00\x01\x00\x01"
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(2)
+answered = 0
+for n in range(int(sys.argv[2])):
+    # a question for a local name, then one additional record of 60000 bytes (type 65280,
+    # private use): a valid message, each one different
+    extra = b"\x00" + struct.pack("!HHIH", 65280, 1, 0, 60000) + n.to_bytes(4, "big") * 15000
+    u.sendto(struct.pack("!HHHHHH", n & 0xFFFF, 0x0100, 1, 0, 0, 1) + question + extra,
+             ("127.0.0.11", 53))
+    try:
+        answered += len(u.recv(65535)) > 12
+    except OSError:
+        pass
+print(answered)
+"""
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_big_distinct_queries_do_not_grow_the_resolver(netctl: Netctl) -> None:  # noqa: F811
+    """Queries padded to 60 KB, each different: the resolver's caches of answers and of
+    forwarded questions were keyed by the whole query, so 8192 of them (each cache's
+    size) held half a gigabyte apiece in a process every container on the node relies on."""
+    nc = netctl
+    pid = _two_containers(nc, "padded", "10.100.0.0/24", "target", "sender")
+    before = _rss_kib(pid)
+    out = nc("exec", "sender", PY, "-c", BIG_QUERIES, "target", "2000", timeout=300).stdout
+    assert int(out) == 2000  # every one answered (locally)
+    grown = _rss_kib(pid) - before
+    assert grown < 40 * 1024, f"the resolver grew by {grown // 1024} MiB"
+    assert dig(nc, "sender", "target") == ["NOERROR", addr_of(nc, "target", "padded")]
