@@ -53,7 +53,7 @@ OPTION_NAMES = ("dhcp-client-identifier", "subnet-mask", "routers", "host-name",
 
 def _option(value: object, where: str) -> str:
     if not isinstance(value, str) or not (
-        value in OPTION_NAMES or (value.isdigit() and int(value) <= 255)
+        value in OPTION_NAMES or (value.isascii() and value.isdigit() and int(value) <= 255)
     ):
         raise errors.InvalidConfig(
             f"{WHERE}: Can not parse option {value!r} in {where}",

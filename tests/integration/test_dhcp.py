@@ -340,6 +340,9 @@ def test_without_a_daemon(run_plugin, container_ns, tmp_path) -> None:
         ({"provide": [{"option": "host-name", "value": "x" * 256}]}, "too long"),
         ({"provide": [{"option": "host-name", "value": 5}]}, "value"),
         ({"request": [{"option": "-1"}]}, "Can not parse option"),
+        # str.isdigit() says yes to superscripts, int() says no
+        ({"request": [{"option": "\u00b2"}]}, "Can not parse option"),
+        ({"provide": [{"option": "1\u00b9", "value": "x"}]}, "Can not parse option"),
         ({"request": [{"option": "121", "skipDefault": "yes"}]}, "skipDefault"),
         ({"priority": "high"}, "priority"),
         ({"priority": -1}, "priority"),
