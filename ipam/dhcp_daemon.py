@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -440,6 +441,11 @@ def _serve_one(daemon: Daemon, conn: socket.socket) -> None:
 def _listen(path: str) -> socket.socket:
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):  # a typo: never remove a user's file
+            raise SystemExit(
+                f"Error getting listener: {path} exists and is not a socket; "
+                "give a -socketpath of its own (default /run/cni/dhcp.sock)"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             unixpath.connect(probe, path)

@@ -367,6 +367,12 @@ def test_daemon_flags_and_single_instance(plugin_dir, host_ns, tmp_path) -> None
     assert bad.returncode == 2 and b"invalid duration" in bad.stderr
     bad = run("-socketpath", str(tmp_path / "s.sock"), "-pidfile", "rel.pid")
     assert bad.returncode == 1 and b"path not absolute" in bad.stderr
+    # a -socketpath that names a file which is not a socket (a typo): refused, kept
+    precious = tmp_path / "dhcp.conf"
+    precious.write_text("keep me\n")
+    bad = run("-socketpath", str(precious))
+    assert bad.returncode == 1 and b"not a socket" in bad.stderr, bad.stderr
+    assert precious.read_text() == "keep me\n"
     daemon = Daemon(plugin_dir, host_ns, tmp_path)
     with running(daemon):
         assert daemon.pidfile.read_text() == str(daemon.proc.pid) or daemon.pidfile.exists()
