@@ -55,6 +55,16 @@ def log(msg: str) -> None:
     )
 
 
+def _public_ip(lease_value: str) -> str | None:
+    """The PublicIP of a lease value; None when it is not one (a key someone else wrote)."""
+    try:
+        v = json.loads(lease_value)
+    except ValueError:
+        return None
+    ip = v.get("PublicIP") if isinstance(v, dict) else None
+    return ip if isinstance(ip, str) else None
+
+
 class Agent:
     def __init__(self, args: argparse.Namespace) -> None:
         opts = {}
@@ -145,10 +155,15 @@ class Agent:
         prefix = ospec.subnets_prefix(self.name)
         for _ in range(32):
             _rev, kvs = self.store.get_prefix(prefix)
-            taken = {ospec.subnet_from_key(kv.key) for kv in kvs}
+            taken = set()
+            for kv in kvs:
+                try:
+                    taken.add(ospec.subnet_from_key(kv.key))
+                except ValueError:
+                    log(f"ignoring a key that names no subnet: {kv.key}")
             # 1. a restart within the TTL: our own key (same publicIP) is still there
             for kv in kvs:
-                if json.loads(kv.value).get("PublicIP") == self.public_ip:
+                if _public_ip(kv.value) == self.public_ip:
                     if self.store.replace(kv.key, kv.mod_revision, value, self.lease):
                         self.subnet = ospec.subnet_from_key(kv.key)
                         self.key = kv.key
@@ -226,10 +241,10 @@ class Agent:
         self.reconcile()
 
     def _put(self, key: str, value: str) -> None:
-        sub = ospec.subnet_from_key(key)
-        if sub == self.subnet:
-            return
         try:
+            sub = ospec.subnet_from_key(key)
+            if sub == self.subnet:
+                return
             v = json.loads(value)
             self.peers[key] = vxlan.Peer(sub, v["PublicIP"], v["BackendData"]["VtepMAC"])
         except (ValueError, KeyError, TypeError):

@@ -36,7 +36,9 @@ def _b64(text: str) -> str:
 
 
 def _unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
+    # etcd holds bytes: a key or value some other client wrote need not be UTF-8 (what
+    # reads it then finds it malformed, instead of the whole range failing to decode)
+    return base64.b64decode(text).decode(errors="replace")
 
 
 def prefix_end(prefix: str) -> str:

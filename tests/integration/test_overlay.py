@@ -456,3 +456,29 @@ def test_egress_is_masqueraded_overlay_traffic_is_not(
     assert ip1 in h1.ns.run("nft", "list", "ruleset")
     assert run_overlay(plugin_dir, h1, "DEL", conf, c1, cid1).rc == 0
     assert ip1 not in h1.ns.run("nft", "list", "ruleset")
+
+
+def test_malformed_leases_in_etcd_do_not_stop_the_agents(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """Keys under the subnets prefix that no agent wrote (an operator's etcdctl put, a
+    tool gone wrong): a value that is not JSON, JSON that is not a lease, bytes that are
+    not UTF-8, a key that names no subnet. The agents used to crash on them when taking
+    a lease (every ADD on the network then failed on every host); now such a key is
+    skipped, its subnet (if it names one) counted as taken."""
+    net = f"ov{short_id(4)}"
+    put_network(cluster, net, "10.53.0.0/16", 53)
+    prefix = f"/pycni/overlay/subnets/{net}/"
+    cluster.etcdctl("put", prefix + "10.53.0.0-24", "{not json")
+    cluster.etcdctl("put", prefix + "10.53.1.0-24", "[1]")
+    cluster.etcdctl("put", prefix + "10.53.2.0-24", "\udcff\udcfe")
+    cluster.etcdctl("put", prefix + "junk", "x")
+    h1, h2 = hosts(), hosts()
+    conf = overlay_conf(cluster, net)
+    c1, c2 = container_ns(), container_ns()
+    _, ip1 = add(plugin_dir, h1, conf, c1)
+    _, ip2 = add(plugin_dir, h2, conf, c2)
+    assert {h1.lease(net)["subnet"], h2.lease(net)["subnet"]} == {"10.53.3.0/24", "10.53.4.0/24"}
+    wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2 across hosts")
+    assert traffic.ping(c2, ip1)
