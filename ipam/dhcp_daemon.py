@@ -44,13 +44,14 @@ import struct
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 from pycni import dhcp4, errors, gob, skel, unixpath
 from pycni.ipam.dhcp import CNI_ERROR, DEFAULT_SOCKET, DhcpConf
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 # current.Result and what is in it, as the reference's Go types are (field names and
@@ -265,12 +266,25 @@ class Daemon:
         self.opts = opts
         self.lock = threading.Lock()
         self.keepers: dict[str, Keeper] = {}
-        self.busy: dict[str, threading.Lock] = {}
+        #: client id -> (its lock, how many calls hold or wait for it): an entry lives
+        #: only while a call for that client runs (the daemon lives as long as the node)
+        self.busy: dict[str, tuple[threading.Lock, list[int]]] = {}
         self.rpc = self.methods()
 
-    def _key_lock(self, cid: str) -> threading.Lock:
+    @contextmanager
+    def _key_lock(self, cid: str) -> Iterator[None]:
+        """One call at a time for a client id (Allocate, Release)."""
         with self.lock:
-            return self.busy.setdefault(cid, threading.Lock())
+            lock, users = self.busy.setdefault(cid, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self.lock:
+                users[0] -= 1
+                if not users[0]:
+                    del self.busy[cid]
 
     def methods(self) -> dict[str, Callable[[Any], tuple[Any, Any]]]:
         """The net/rpc methods: the reference daemon's two, and Check, GC and Status."""
