@@ -260,8 +260,10 @@ class Agent:
         """Watch leases and renew ours until the lease is lost or we are told to stop."""
         assert self.spec is not None
         self.relist()
-        self.publish_endpoints()
-        self.publish_names()
+        # renewed first (it publishes the endpoints and names too): a lease that ended
+        # behind our back (etcd out of reach for longer than the TTL) is LeaseLost here,
+        # whereas a put under it fails as if etcd were unavailable, again at every retry
+        self.renew()
         if self.mirror is None:
             # other hosts' names, watched in a thread (and a connection) of their own
             self.mirror = onames.Mirror(Store(self.cluster), self.name, self.public_ip, log)

@@ -482,3 +482,36 @@ def test_malformed_leases_in_etcd_do_not_stop_the_agents(
     assert {h1.lease(net)["subnet"], h2.lease(net)["subnet"]} == {"10.53.3.0/24", "10.53.4.0/24"}
     wait_for(lambda: traffic.ping(c1, ip2), 5, "c1 -> c2 across hosts")
     assert traffic.ping(c2, ip1)
+
+
+def test_a_lease_lost_before_a_container_came_is_taken_again(
+    plugin_dir: Path, cluster: EtcdCluster, hosts: Callable[[], Host],
+    container_ns: Callable[[], Netns],
+) -> None:  # fmt: skip
+    """The agent's etcd lease ends behind its back (etcd unreachable for longer than the
+    TTL; here it is revoked) and a container is added on the host before the agent's
+    next renewal: the agent takes a lease again. It used to publish the new container
+    count under the dead lease, get 'requested lease not found' (read as etcd being
+    unavailable) and retry that forever without renewing, so the host stayed out of the
+    overlay (no lease in etcd, no forwarding to it from the others) with its status
+    'unavailable'."""
+    net = f"ov{short_id(4)}"
+    put_network(cluster, net, "10.54.0.0/16", 54)
+    conf = overlay_conf(cluster, net, leaseTTL=60)  # renewals 20 s apart: the ADD is first
+    h1, h2 = hosts(), hosts()
+    c2 = container_ns()
+    add(plugin_dir, h1, conf, container_ns())
+    add(plugin_dir, h2, conf, c2)
+    prefix = f"/pycni/overlay/subnets/{net}/"
+    key = prefix + h1.lease(net)["subnet"].replace("/", "-")
+    lease = json.loads(cluster.etcdctl("get", key, "-w", "json"))["kvs"][0]["lease"]
+    cluster.etcdctl("lease", "revoke", f"{lease:x}")
+    _, ip1 = add(plugin_dir, h1, conf, container_ns())
+
+    def h1_in_etcd() -> bool:
+        return any(json.loads(v)["PublicIP"] == h1.ip for v in cluster.get_prefix(prefix).values())
+
+    status = h1.state_dir / "overlay" / net / "status.json"
+    wait_for(h1_in_etcd, 15, f"h1's lease back in etcd (status: {status.read_text()})")
+    wait_for(lambda: json.loads(status.read_text())["state"] == "ready", 10, "h1's agent ready")
+    wait_for(lambda: traffic.ping(c2, ip1), 10, "h2 -> the new container on h1")
