@@ -644,9 +644,19 @@ class Resolver:
             self._send_upstream(fwd, now)
             return None
         self.pending += 1
-        threading.Thread(
-            target=self._forward, args=(lst, bytes(data), query, reply_to, tcp), daemon=True
-        ).start()
+        # The thread gets a namespace descriptor of its own: the loop closes the
+        # listener's when the container goes (_drop), and its number may then name the
+        # next container's namespace, from which this query must never be sent.
+        ns_fd = os.dup(lst.fd)
+        try:
+            threading.Thread(
+                target=self._forward,
+                args=(lst, ns_fd, bytes(data), query, reply_to, tcp),
+                daemon=True,
+            ).start()
+        except BaseException:
+            os.close(ns_fd)
+            raise
         return None
 
     # UDP forwarding: no thread, one connected socket per (container, upstream), kept
@@ -725,24 +735,29 @@ class Resolver:
             fwd = self.inflight.pop(key)
             self._send_upstream(fwd, now)
 
-    def _forward(self, lst: Listener, data: bytes, query: Any, reply_to: Any, tcp: bool) -> None:
+    def _forward(
+        self, lst: Listener, ns_fd: int, data: bytes, query: Any, reply_to: Any, tcp: bool
+    ) -> None:
         import dns.rcode
 
         answer = None
-        with self.sema:
-            deadline = time.monotonic() + FORWARD_BUDGET
-            for server, in_container in lst.client.upstreams:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    answer = self._ask(
-                        server, in_container, lst, data, tcp, min(left, UPSTREAM_TIMEOUT)
-                    )
-                except OSError:
-                    answer = None
-                if answer is not None:
-                    break
+        try:
+            with self.sema:
+                deadline = time.monotonic() + FORWARD_BUDGET
+                for server, in_container in lst.client.upstreams:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        answer = self._ask(
+                            server, in_container, ns_fd, data, tcp, min(left, UPSTREAM_TIMEOUT)
+                        )
+                    except OSError:
+                        answer = None
+                    if answer is not None:
+                        break
+        finally:
+            os.close(ns_fd)
         if answer is None:
             answer = rcode_only(query, dns.rcode.SERVFAIL)
         with self.done_lock:
@@ -753,14 +768,14 @@ class Resolver:
             pass
 
     def _ask(
-        self, server: str, in_container: bool, lst: Listener, data: bytes, tcp: bool, timeout: float
+        self, server: str, in_container: bool, ns_fd: int, data: bytes, tcp: bool, timeout: float
     ) -> bytes | None:
         from pycni import netns
 
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
         if in_container:
-            with netns.entered(lst.fd):
+            with netns.entered(ns_fd):
                 s = socket.socket(family, kind)
         else:
             s = socket.socket(family, kind)
