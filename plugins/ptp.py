@@ -339,17 +339,15 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
 def _del_container_side(cmd: skel.CmdArgs) -> bool:
     """Delete the container's veth (its host end goes with it); False when there was
-    none (the namespace or the interface is gone already)."""
+    none (the namespace or the interface is gone already, or the interface is another
+    plugin's: kept). Returns once the kernel has unregistered both ends, before it has
+    freed them (netsetup.del_veth)."""
     try:
         fd = netns.open_netns(cmd.netns)
     except errors.CniError:
         return False  # the namespace is gone, and the veth with it
     try:
-        with Netlink(netns_fd=fd) as cont:
-            link = cont.link(cmd.ifname)
-            if link is None or link.kind != "veth":
-                return False  # not ours (another plugin's interface of that name is kept)
-            return cont.del_link(link.index)
+        return netsetup.del_veth(fd, cmd.ifname)
     finally:
         os.close(fd)
 

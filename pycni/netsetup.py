@@ -288,6 +288,97 @@ def del_container_iface(nl: Netlink, ifname: str) -> list[IPInterface]:
     return addrs
 
 
+def del_veth(container_fd: int, ifname: str) -> bool:
+    """Delete the veth `ifname` of the namespace `container_fd`; its peer (in this
+    thread's namespace) goes with it. False when there is no such link or it is not a
+    veth (another plugin's interface of that name is kept).
+
+    Returns once the kernel has unregistered both ends, not when the request returns.
+    The kernel announces each end (RTM_DELLINK) after it has taken its name, addresses,
+    routes and neighbours away; the request then still waits for RCU grace periods
+    before the devices are freed (15-25 ms on a small VM), a wait that cannot fail any
+    more. That wait ends in a thread of its own: a process that exits meanwhile exits
+    when it is over (a thread in a kernel call holds the exit), so the only thing that
+    moves is the caller's answer. When either announcement is not seen (the peer lives
+    in another namespace, notifications were lost) it returns when the request does."""
+    import _thread
+    import select
+
+    watches: list[netlink.LinkEvents] = []
+    with netns.entered(container_fd):  # one visit for both sockets
+        nl = Netlink()
+        try:
+            watches.append(netlink.LinkEvents())
+        except BaseException:
+            nl.close()
+            raise
+    try:
+        link = nl.link(ifname)
+        if link is None or link.kind != "veth":
+            nl.close()
+            for w in watches:
+                w.close()
+            return False
+        watches.append(netlink.LinkEvents())
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    except BaseException:
+        nl.close()
+        for w in watches:
+            w.close()
+        raise
+    index = link.index
+    outcome: list[bool | BaseException] = []
+
+    def delete() -> None:
+        # Owns `nl` and `done_w`: the caller may have returned long before this ends.
+        try:
+            outcome.append(nl.del_link(index))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            nl.close()
+            os.close(done_w)  # the caller's poll sees the end (no write: no SIGPIPE)
+
+    # socket -> index of the end it announces, while still awaited. The peer's index is
+    # the one in its own namespace, which for a pair we made is this thread's.
+    awaited = {watches[0].fileno(): index, watches[1].fileno(): link.peer_index}
+    by_fd = {w.fileno(): w for w in watches}
+    poller = select.poll()
+    for fd in (done_r, *awaited):
+        poller.register(fd, select.POLLIN)
+    try:
+        try:
+            _thread.start_new_thread(delete, ())
+        except BaseException:
+            nl.close()
+            os.close(done_w)
+            raise
+        while True:
+            ready = [fd for fd, _mask in poller.poll()]
+            if done_r in ready:
+                result = outcome[0]
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+            for fd in ready:
+                if fd not in awaited:
+                    continue
+                seen = by_fd[fd].deleted()
+                if seen is None:  # overran: only the request itself tells now
+                    for other in awaited:
+                        poller.unregister(other)
+                    awaited.clear()
+                elif awaited[fd] in seen:
+                    poller.unregister(fd)
+                    del awaited[fd]
+                    if not awaited:
+                        return True
+    finally:
+        os.close(done_r)
+        for w in watches:
+            w.close()
+
+
 # -- bridges: what ADD sets up, and the repair after someone deleted one ------------------------
 
 
