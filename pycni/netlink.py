@@ -842,8 +842,13 @@ class Netlink:
         oif: int = 0,
         table: int = RT_TABLE_MAIN,
         priority: int = 0,
+        scope: int = RT_SCOPE_UNIVERSE,
+        protocol: int = 0,
     ) -> bool:
-        body = self._route_body(dst, gateway, oif, priority, table, RT_SCOPE_UNIVERSE, 0, 0, 0)
+        """Delete a route; False when there was none. `protocol` (0: any) and `scope`
+        (IPv4 matches it exactly) narrow the match, e.g. to the prefix route the kernel
+        adds with an address: protocol=RTPROT_KERNEL, scope=RT_SCOPE_LINK."""
+        body = self._route_body(dst, gateway, oif, priority, table, scope, 0, 0, protocol)
         try:
             self.request(RTM_DELROUTE, 0, body, f"delete route {dst}")
         except NotFound:

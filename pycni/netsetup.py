@@ -108,11 +108,13 @@ def setup_veth(
     mtu: int = 0,
     mac: str = "",
     before_create: Callable[[str], None] | None = None,
+    checked: bool = False,
 ) -> tuple[Link, Link]:
     """Create a veth pair whose container end is born inside the container namespace
     as `ifname`; returns (host end, container end). `before_create(host_name)` runs
-    right before the kernel call, so the caller can record the name first."""
-    if container_nl.link(ifname) is not None:
+    right before the kernel call, so the caller can record the name first. `checked`:
+    the caller has just found `ifname` free (a name taken since still fails the create)."""
+    if not checked and container_nl.link(ifname) is not None:
         raise errors.InvalidEnvironment(
             f"container veth name provided ({ifname}) already exists",
             "CNI_IFNAME must name an interface that does not exist in the container yet",
@@ -178,20 +180,9 @@ def _wait_for_dad(nl: Netlink, index: int, timeout: float) -> None:
         time.sleep(0.01)
 
 
-def configure_container_iface(
-    container_fd: int,
-    nl: Netlink,
-    link: Link,
-    ips: list[IPConfig],
-    routes: list[Route],
-    enable_dad: bool = False,
-) -> None:
-    """Addresses, sysctls, link up and routes on the container's interface."""
-    has_v6 = any(ip.family == 6 for ip in ips)
-    # One path walk for the interface's IPv6 settings (sysctl.write_in).
+def _iface_v6_settings(enable_dad: bool) -> dict[str, str]:
+    """The container interface's IPv6 settings that do not depend on its addresses."""
     v6: dict[str, str] = {}
-    if has_v6:
-        v6["disable_ipv6"] = "0"
     if enable_dad:
         v6["enhanced_dad"] = "1"
         v6["accept_dad"] = "1"
@@ -201,14 +192,52 @@ def configure_container_iface(
     # container on the bridge must not add a route or address here (CVE-2020-10749,
     # the container side of it).
     v6["accept_ra"] = "0"
+    return v6
+
+
+def prepare_container_iface(
+    container_fd: int, nl: Netlink, link: Link, enable_dad: bool = False
+) -> None:
+    """What configure_container_iface sets that needs no address (IPv6 DAD and RA
+    settings, arp_notify), for a caller that can do it before IPAM has answered; then
+    call configure_container_iface with prepared=True."""
     with netns.entered(container_fd):
-        if has_v6:
-            sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0")
-        sysctl.write_in(f"net/ipv6/conf/{link.name}", v6)
+        settings = _iface_v6_settings(enable_dad)
+        sysctl.write_in(f"net/ipv6/conf/{link.name}", settings, new_netns=True)
     try:
-        # Tell neighbours our (possibly reused) address moved: gratuitous ARP on up.
-        # Through netlink, before the link goes up (one /proc/sys tree fewer).
         nl.set_ipv4_conf(link.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
+    except netlink.NetlinkError as exc:
+        raise nl_error(exc, f"configure {link.name}") from None
+
+
+def configure_container_iface(
+    container_fd: int,
+    nl: Netlink,
+    link: Link,
+    ips: list[IPConfig],
+    routes: list[Route],
+    enable_dad: bool = False,
+    prepared: bool = False,
+) -> None:
+    """Addresses, sysctls, link up and routes on the container's interface.
+    `prepared`: prepare_container_iface has run for it."""
+    has_v6 = any(ip.family == 6 for ip in ips)
+    # One path walk for the interface's IPv6 settings (sysctl.write_in).
+    v6: dict[str, str] = {}
+    if has_v6:
+        v6["disable_ipv6"] = "0"
+    if not prepared:
+        v6.update(_iface_v6_settings(enable_dad))
+    if v6:
+        with netns.entered(container_fd):
+            if has_v6:
+                sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0", new_netns=True)
+            sysctl.write_in(f"net/ipv6/conf/{link.name}", v6, new_netns=True)
+    try:
+        if not prepared:
+            # Tell neighbours our (possibly reused) address moved: gratuitous ARP on
+            # up. Through netlink, before the link goes up (one /proc/sys tree fewer).
+            nl.set_ipv4_conf(link.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
         for ip in ips:
             nl.add_addr(link.index, ip.address, nodad=not enable_dad)
         nl.set_link(link.index, up=True)

@@ -229,3 +229,34 @@ def test_link_events_see_deletions(host_ns) -> None:
                 events.close()
     finally:
         os.close(fd)
+
+
+def test_sysctl_of_a_new_namespace_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
+    """new_netns=True reaches /proc/sys through a procfs instance of the process's own:
+    the values land in the calling thread's namespace, and nowhere else; refused (no
+    instance), /proc/sys serves the same."""
+    from pycni import sysctl
+
+    a, b = container_ns(), container_ns()
+    for ns in (a, b):
+        ns.run("ip", "link", "add", "pytsx0", "type", "bridge")
+    for ns, own in ((a, True), (b, False)):
+        fd = os.open(ns.path, os.O_RDONLY)
+        saved = list(sysctl._own)
+        try:
+            if not own:
+                sysctl._own[:] = [-1]  # as where the kernel refuses fsopen
+            with netns.entered(fd):
+                sysctl.write_in("net/ipv6/conf/pytsx0", {"accept_ra": "0"}, new_netns=True)
+                assert sysctl.try_write("net/ipv6/conf/pytsx0/accept_dad", "0", new_netns=True)
+                assert not sysctl.try_write("net/ipv6/conf/no-such/accept_dad", "0", new_netns=True)
+            if own:
+                assert sysctl._own and sysctl._own[0] >= 0  # the instance was made
+        finally:
+            if sysctl._own and sysctl._own[0] >= 0 and sysctl._own != saved:
+                os.close(sysctl._own[0])
+            sysctl._own[:] = saved
+            os.close(fd)
+        assert ns.sysctl("net.ipv6.conf.pytsx0.accept_ra") == "0"
+        assert ns.sysctl("net.ipv6.conf.pytsx0.accept_dad") == "0"
+    assert host_ns.link("pytsx0") is None
