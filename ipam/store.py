@@ -14,8 +14,9 @@ Under `<dataDir>/<network>/`:
 
 Crash safety: a lease is written to a temp file in the same directory, fsync'd, then
 `link()`ed to its address name. link is atomic and fails with EEXIST when the name is
-taken, so no reader (nor a SIGKILL at any point) can ever see an empty or half-written
-lease. The reference writes in place (O_EXCL then write), which can leave an empty
+taken, so no reader (nor a SIGKILL or a power loss at any point) can ever see an empty
+or half-written lease. The directory itself is not fsync'd: after a power loss a lease
+written just before may be missing, and its container is gone too. The reference writes in place (O_EXCL then write), which can leave an empty
 lease after a crash; GC releases those.
 
 The lease index (ours only, outside the network's directory so the reference never
@@ -37,7 +38,11 @@ current, otherwise every lease is read as before and the index rewritten:
   lease name or inode the index does not have, or a missing one, is a full read. This
   also covers a clock stepped backwards;
 - a positive hit (this attachment already holds X) is what an ADD acts on; leases are
-  only removed by DEL/GC by name.
+  only removed by DEL/GC by name;
+- it is rewritten in place (written over, then cut to length: no file created or
+  renamed). A write cut short leaves the new text followed by a rest of the old one,
+  whose "end" line then stands among the entries: rejected. Entry lines name a lease
+  by name and inode, and a lease never changes content, so old and new lines agree.
 
 OSErrors become IOFailure (code 5) naming the path; a lock wait that times out becomes
 TryAgainLater (code 11) naming the lock. Fault points for tests (pycni.fault):
@@ -372,10 +377,9 @@ class DiskStore:
             self._unlink_quietly(self._index)
             return
         data = text.encode()
-        temp = self._index + ".tmp"
         newer = max(dst.st_mtime_ns, dst.st_ctime_ns)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = _open_in_place(self._index, 0o600)
         except OSError:
             self._unlink_quietly(self._index)
             return
@@ -387,29 +391,16 @@ class DiskStore:
             # it); one with coarse timestamps after a clock tick: wait up to 10 ms.
             deadline = time.monotonic() + 0.01
             while True:
-                view = memoryview(data)
-                offset = 0
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view = view[written:]
-                    offset += written
+                _rewrite(fd, data)
                 if os.fstat(fd).st_mtime_ns > newer:
                     break
                 if time.monotonic() >= deadline:
                     raise OSError(errno.EAGAIN, "the index is not newer than the directory")
                 time.sleep(0.001)
-            os.close(fd)
-            fd = -1
-            # Unlink, then rename: a rename over an existing file (like a truncate of one)
-            # makes ext4 write the new file's data out at once (auto_da_alloc), ~2 ms.
-            # Nobody reads the index without the lock, which we hold.
-            self._unlink_quietly(self._index)
-            os.rename(temp, self._index)
         except OSError:
-            if fd >= 0:
-                os.close(fd)
-            self._unlink_quietly(temp)
             self._unlink_quietly(self._index)
+        finally:
+            os.close(fd)
 
     def held_by(self, container_id: str, ifname: str) -> list[IPAddress]:
         return [
@@ -500,36 +491,29 @@ class DiskStore:
             self._created.remove(ip)
 
     def set_last_reserved(self, index: int, ip: IPAddress) -> None:
-        # Written by rename so no one reads half an address. Not fsync'd: it is a hint;
-        # losing it only moves where the next search starts.
+        # Rewritten in place, as the reference does: every reader holds the lock, and a
+        # write cut short by a SIGKILL leaves at worst another (or no) address. Not
+        # fsync'd: it is a hint; losing it only moves where the next search starts.
         path = os.path.join(self.directory, f"{LAST_RESERVED}{index}")
         self._stale = True
         try:
-            temp, _ino = self._write_temp(str(ip).encode(), LEASE_MODE, sync=False)
+            fd = _open_in_place(path, LEASE_MODE)
             try:
-                os.replace(temp, path)
-            except OSError:
-                self._unlink_quietly(temp)
-                raise
+                _rewrite(fd, str(ip).encode())
+            finally:
+                os.close(fd)
         except OSError as exc:
             sys.stderr.write(f"host-local: warning: cannot update {path}: {exc.strerror}\n")
 
     def commit(self) -> None:
-        """Make the leases created by this ADD durable (fsync the directory); on
-        failure they are removed and IOFailure is raised. Then rewrite the index."""
+        """The leases created by this ADD are kept (close() no longer removes them);
+        then the index is rewritten. The directory is not fsync'd (the reference syncs
+        nothing): each lease's data was synced before its name was linked, so after a
+        power loss a lease is whole or missing, and a missing one belonged to a
+        container the power loss ended too (the next ADD may hand its address out)."""
         self._drop_temp()
         if self._created:
             fault.point("ipam-before-commit")
-            try:
-                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                for ip in list(self._created):
-                    self.release_ip(ip)
-                raise io_failure("cannot sync the lease directory", self.directory, exc) from None
             self._created.clear()
         self._save_index()
 
@@ -595,6 +579,30 @@ class DiskStore:
             os.unlink(path)
         except OSError:
             pass
+
+
+def _open_in_place(path: str, mode: int) -> int:
+    """A small file of ours, for rewriting in place under the lock (created with
+    `mode` if missing). Rewriting costs no file creation, rename or unlink, each a
+    journalled change of the directory (a millisecond or more on a busy disk)."""
+    return os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode
+    )
+
+
+def _rewrite(fd: int, data: bytes) -> None:
+    """Replace the content of `fd` by `data`: written over the old, then cut to its
+    length (never truncated to zero first: ext4 then writes the data out at close,
+    auto_da_alloc, ~2 ms). A SIGKILL in between leaves the new content followed by a
+    rest of the old one; readers reject that (the index: its count line is no longer
+    last; the hint: an address that fails to parse or another address, only a hint)."""
+    view = memoryview(data)
+    offset = 0
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    os.ftruncate(fd, len(data))
 
 
 def status(data_dir: str) -> str | None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from pycni.background import Background
     from pycni.firewall.base import Firewall
 
     IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -160,13 +161,6 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 f"container veth name provided ({cmd.ifname}) already exists",
                 "CNI_IFNAME must name an interface that does not exist in the container yet",
             )
-        ipam = ipam_exec.run("ADD", cmd)
-        assert ipam is not None
-        undo.append(("ipam", 0))
-        fault.point("after-ipam")
-        p = plan(ipam)
-        for family in sorted({ip.family for ip in p.ips}):
-            netsetup.enable_forwarding(family, host)
 
         def record(host_name: str) -> None:
             # Before the veth exists: after a SIGKILL, DEL and GC still know its name.
@@ -175,13 +169,40 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
                 {"hostVeth": host_name, "netns": cmd.netns},
             )  # fmt: skip
 
+        # The veth needs nothing of IPAM's answer: it is made and prepared in a thread
+        # (which has `host` and `cont` to itself until joined) while IPAM allocates, so
+        # the kernel's share of it overlaps IPAM's file work. Rollback is as if made after.
+        from pycni.background import Background
+
+        def make_veth() -> tuple[netlink.Link, netlink.Link, BaseException | None]:
+            host_end, cont_end = netsetup.setup_veth(
+                host, fd, cont, cmd.ifname, c.mtu, before_create=record, checked=True
+            )
+            try:
+                netsetup.prepare_container_iface(fd, cont, cont_end)
+            except BaseException as exc:  # raised once the veth is on the undo list
+                return host_end, cont_end, exc
+            return host_end, cont_end, None
+
         undo.append(("record", 0))
-        host_veth, cont_link = netsetup.setup_veth(
-            host, fd, cont, cmd.ifname, c.mtu, before_create=record
-        )
+        making = Background(make_veth)
+        try:
+            ipam = ipam_exec.run("ADD", cmd)
+            assert ipam is not None
+            undo.append(("ipam", 0))
+            fault.point("after-ipam")
+        except BaseException:
+            _join_quietly(making, undo)  # IPAM's failure is the one reported
+            raise
+        host_veth, cont_link, failed = making.join()
         undo.append(("veth", host_veth.index))
+        if failed is not None:
+            raise failed
         fault.point("after-veth")
-        netsetup.configure_container_iface(fd, cont, cont_link, p.ips, ipam.routes)
+        p = plan(ipam)
+        for family in sorted({ip.family for ip in p.ips}):
+            netsetup.enable_forwarding(family, host)
+        netsetup.configure_container_iface(fd, cont, cont_link, p.ips, ipam.routes, prepared=True)
         fault.point("after-addresses")
         _route_via_gateway(cont, cont_link, p)
         fault.point("after-routes")
@@ -221,13 +242,26 @@ def cmd_add(cmd: skel.CmdArgs) -> Result:
         os.close(fd)
 
 
+def _join_quietly(making: Background, undo: list[tuple[str, int]]) -> None:
+    """Wait for the veth thread after IPAM failed; what it made goes on the undo list."""
+    try:
+        host_veth, _cont_link, _failed = making.join()
+    except BaseException:
+        return
+    undo.append(("veth", host_veth.index))
+
+
 def _route_via_gateway(cont: Netlink, link: netlink.Link, p: Plan) -> None:
     """Replace the kernel's subnet route by gateway/32 + subnet via gateway: every
     packet, to neighbours in the subnet too, is sent to the host."""
-    subnets = {ip.address.network for ip in p.ips}
-    for r in cont.routes():
-        if r.oif == link.index and r.gateway is None and r.dst in subnets:
-            cont.del_route_entry(r)
+    # The kernel's prefix routes, named exactly (no dump of the table to find them).
+    for subnet in dict.fromkeys(ip.address.network for ip in p.ips):
+        cont.del_route(
+            subnet,
+            oif=link.index,
+            scope=netlink.RT_SCOPE_LINK,
+            protocol=netlink.RTPROT_KERNEL,
+        )
     for dst, gw, src in p.container_routes:
         try:
             cont.add_route(dst, gw, oif=link.index, src=src)
@@ -339,17 +373,15 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
 def _del_container_side(cmd: skel.CmdArgs) -> bool:
     """Delete the container's veth (its host end goes with it); False when there was
-    none (the namespace or the interface is gone already)."""
+    none (the namespace or the interface is gone already, or the interface is another
+    plugin's: kept). Returns once the kernel has unregistered both ends, before it has
+    freed them (netsetup.del_veth)."""
     try:
         fd = netns.open_netns(cmd.netns)
     except errors.CniError:
         return False  # the namespace is gone, and the veth with it
     try:
-        with Netlink(netns_fd=fd) as cont:
-            link = cont.link(cmd.ifname)
-            if link is None or link.kind != "veth":
-                return False  # not ours (another plugin's interface of that name is kept)
-            return cont.del_link(link.index)
+        return netsetup.del_veth(fd, cmd.ifname)
     finally:
         os.close(fd)
 

@@ -842,8 +842,13 @@ class Netlink:
         oif: int = 0,
         table: int = RT_TABLE_MAIN,
         priority: int = 0,
+        scope: int = RT_SCOPE_UNIVERSE,
+        protocol: int = 0,
     ) -> bool:
-        body = self._route_body(dst, gateway, oif, priority, table, RT_SCOPE_UNIVERSE, 0, 0, 0)
+        """Delete a route; False when there was none. `protocol` (0: any) and `scope`
+        (IPv4 matches it exactly) narrow the match, e.g. to the prefix route the kernel
+        adds with an address: protocol=RTPROT_KERNEL, scope=RT_SCOPE_LINK."""
+        body = self._route_body(dst, gateway, oif, priority, table, scope, 0, 0, protocol)
         try:
             self.request(RTM_DELROUTE, 0, body, f"delete route {dst}")
         except NotFound:
@@ -1052,3 +1057,55 @@ def move_link(nl: Netlink, index: int, netns_fd: int, name: str = "") -> None:
         attrs += _str(IFLA_IFNAME, name)
     body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + attrs
     nl.request(RTM_NEWLINK, 0, body, f"move link {index} to another namespace")
+
+
+# -- link notifications (a teardown that returns once the kernel has unregistered) -----
+
+RTNLGRP_LINK = 1
+ENOBUFS = 105
+
+
+class LinkEvents:
+    """A socket subscribed to the link notifications (RTNLGRP_LINK) of the namespace it
+    is created in: it learns that links are unregistered (RTM_DELLINK), which the kernel
+    announces well before a deletion request returns."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self) -> None:
+        sock = _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
+            sock.bind((0, 1 << (RTNLGRP_LINK - 1)))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def deleted(self) -> list[int] | None:
+        """Indexes of the links announced as deleted in what has arrived so far (never
+        waits); None when notifications were lost (the socket overran)."""
+        out: list[int] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 20, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return out
+            except OSError as exc:
+                if exc.errno == ENOBUFS:
+                    return None
+                raise
+            offset = 0
+            while offset + _HDR.size + _IFINFO.size <= len(data):
+                length, mtype, _flags, _seq, _pid = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    break
+                if mtype == RTM_DELLINK:
+                    out.append(_IFINFO.unpack_from(data, offset + _HDR.size)[2])
+                offset += (length + 3) & ~3

@@ -108,11 +108,13 @@ def setup_veth(
     mtu: int = 0,
     mac: str = "",
     before_create: Callable[[str], None] | None = None,
+    checked: bool = False,
 ) -> tuple[Link, Link]:
     """Create a veth pair whose container end is born inside the container namespace
     as `ifname`; returns (host end, container end). `before_create(host_name)` runs
-    right before the kernel call, so the caller can record the name first."""
-    if container_nl.link(ifname) is not None:
+    right before the kernel call, so the caller can record the name first. `checked`:
+    the caller has just found `ifname` free (a name taken since still fails the create)."""
+    if not checked and container_nl.link(ifname) is not None:
         raise errors.InvalidEnvironment(
             f"container veth name provided ({ifname}) already exists",
             "CNI_IFNAME must name an interface that does not exist in the container yet",
@@ -178,20 +180,9 @@ def _wait_for_dad(nl: Netlink, index: int, timeout: float) -> None:
         time.sleep(0.01)
 
 
-def configure_container_iface(
-    container_fd: int,
-    nl: Netlink,
-    link: Link,
-    ips: list[IPConfig],
-    routes: list[Route],
-    enable_dad: bool = False,
-) -> None:
-    """Addresses, sysctls, link up and routes on the container's interface."""
-    has_v6 = any(ip.family == 6 for ip in ips)
-    # One path walk for the interface's IPv6 settings (sysctl.write_in).
+def _iface_v6_settings(enable_dad: bool) -> dict[str, str]:
+    """The container interface's IPv6 settings that do not depend on its addresses."""
     v6: dict[str, str] = {}
-    if has_v6:
-        v6["disable_ipv6"] = "0"
     if enable_dad:
         v6["enhanced_dad"] = "1"
         v6["accept_dad"] = "1"
@@ -201,14 +192,52 @@ def configure_container_iface(
     # container on the bridge must not add a route or address here (CVE-2020-10749,
     # the container side of it).
     v6["accept_ra"] = "0"
+    return v6
+
+
+def prepare_container_iface(
+    container_fd: int, nl: Netlink, link: Link, enable_dad: bool = False
+) -> None:
+    """What configure_container_iface sets that needs no address (IPv6 DAD and RA
+    settings, arp_notify), for a caller that can do it before IPAM has answered; then
+    call configure_container_iface with prepared=True."""
     with netns.entered(container_fd):
-        if has_v6:
-            sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0")
-        sysctl.write_in(f"net/ipv6/conf/{link.name}", v6)
+        settings = _iface_v6_settings(enable_dad)
+        sysctl.write_in(f"net/ipv6/conf/{link.name}", settings, new_netns=True)
     try:
-        # Tell neighbours our (possibly reused) address moved: gratuitous ARP on up.
-        # Through netlink, before the link goes up (one /proc/sys tree fewer).
         nl.set_ipv4_conf(link.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
+    except netlink.NetlinkError as exc:
+        raise nl_error(exc, f"configure {link.name}") from None
+
+
+def configure_container_iface(
+    container_fd: int,
+    nl: Netlink,
+    link: Link,
+    ips: list[IPConfig],
+    routes: list[Route],
+    enable_dad: bool = False,
+    prepared: bool = False,
+) -> None:
+    """Addresses, sysctls, link up and routes on the container's interface.
+    `prepared`: prepare_container_iface has run for it."""
+    has_v6 = any(ip.family == 6 for ip in ips)
+    # One path walk for the interface's IPv6 settings (sysctl.write_in).
+    v6: dict[str, str] = {}
+    if has_v6:
+        v6["disable_ipv6"] = "0"
+    if not prepared:
+        v6.update(_iface_v6_settings(enable_dad))
+    if v6:
+        with netns.entered(container_fd):
+            if has_v6:
+                sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0", new_netns=True)
+            sysctl.write_in(f"net/ipv6/conf/{link.name}", v6, new_netns=True)
+    try:
+        if not prepared:
+            # Tell neighbours our (possibly reused) address moved: gratuitous ARP on
+            # up. Through netlink, before the link goes up (one /proc/sys tree fewer).
+            nl.set_ipv4_conf(link.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
         for ip in ips:
             nl.add_addr(link.index, ip.address, nodad=not enable_dad)
         nl.set_link(link.index, up=True)
@@ -286,6 +315,97 @@ def del_container_iface(nl: Netlink, ifname: str) -> list[IPInterface]:
     addrs = [a.interface for a in nl.addrs(link.index) if a.scope == netlink.RT_SCOPE_UNIVERSE]
     nl.del_link(link.index)
     return addrs
+
+
+def del_veth(container_fd: int, ifname: str) -> bool:
+    """Delete the veth `ifname` of the namespace `container_fd`; its peer (in this
+    thread's namespace) goes with it. False when there is no such link or it is not a
+    veth (another plugin's interface of that name is kept).
+
+    Returns once the kernel has unregistered both ends, not when the request returns.
+    The kernel announces each end (RTM_DELLINK) after it has taken its name, addresses,
+    routes and neighbours away; the request then still waits for RCU grace periods
+    before the devices are freed (15-25 ms on a small VM), a wait that cannot fail any
+    more. That wait ends in a thread of its own: a process that exits meanwhile exits
+    when it is over (a thread in a kernel call holds the exit), so the only thing that
+    moves is the caller's answer. When either announcement is not seen (the peer lives
+    in another namespace, notifications were lost) it returns when the request does."""
+    import _thread
+    import select
+
+    watches: list[netlink.LinkEvents] = []
+    with netns.entered(container_fd):  # one visit for both sockets
+        nl = Netlink()
+        try:
+            watches.append(netlink.LinkEvents())
+        except BaseException:
+            nl.close()
+            raise
+    try:
+        link = nl.link(ifname)
+        if link is None or link.kind != "veth":
+            nl.close()
+            for w in watches:
+                w.close()
+            return False
+        watches.append(netlink.LinkEvents())
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    except BaseException:
+        nl.close()
+        for w in watches:
+            w.close()
+        raise
+    index = link.index
+    outcome: list[bool | BaseException] = []
+
+    def delete() -> None:
+        # Owns `nl` and `done_w`: the caller may have returned long before this ends.
+        try:
+            outcome.append(nl.del_link(index))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            nl.close()
+            os.close(done_w)  # the caller's poll sees the end (no write: no SIGPIPE)
+
+    # socket -> index of the end it announces, while still awaited. The peer's index is
+    # the one in its own namespace, which for a pair we made is this thread's.
+    awaited = {watches[0].fileno(): index, watches[1].fileno(): link.peer_index}
+    by_fd = {w.fileno(): w for w in watches}
+    poller = select.poll()
+    for fd in (done_r, *awaited):
+        poller.register(fd, select.POLLIN)
+    try:
+        try:
+            _thread.start_new_thread(delete, ())
+        except BaseException:
+            nl.close()
+            os.close(done_w)
+            raise
+        while True:
+            ready = [fd for fd, _mask in poller.poll()]
+            if done_r in ready:
+                result = outcome[0]
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+            for fd in ready:
+                if fd not in awaited:
+                    continue
+                seen = by_fd[fd].deleted()
+                if seen is None:  # overran: only the request itself tells now
+                    for other in awaited:
+                        poller.unregister(other)
+                    awaited.clear()
+                elif awaited[fd] in seen:
+                    poller.unregister(fd)
+                    del awaited[fd]
+                    if not awaited:
+                        return True
+    finally:
+        os.close(done_r)
+        for w in watches:
+            w.close()
 
 
 # -- bridges: what ADD sets up, and the repair after someone deleted one ------------------------

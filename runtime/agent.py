@@ -358,6 +358,19 @@ def _take_stderr(stderr_fd: int) -> None:
     os.close(stderr_fd)
 
 
+def _release_stderr() -> None:
+    """Before the answer, fd 2 goes back to the agent's log: a verb may leave a thread
+    finishing a kernel call after it has answered (netsetup.del_veth), and the worker
+    must not hold the client's stderr meanwhile (a runtime reads it to its end before
+    it takes the plugin's exit)."""
+    if _log_fd != 2:
+        try:
+            sys.stderr.flush()  # what the verb wrote still goes to the client
+        except (OSError, ValueError):
+            pass
+        os.dup2(_log_fd, 2)
+
+
 def run_verb(verbs: skel.Verbs, stdin: bytes) -> tuple[bytes, int]:
     """What the plugin process would print and its exit code (as skel.main)."""
     try:
@@ -419,6 +432,7 @@ def serve_connection(conn: socket.socket, pid: int, verbs_by_module: dict[str, s
         command = req.env.get(b"CNI_COMMAND", b"").decode(errors="replace")
         took = (time.perf_counter() - started) * 1000
         log(f"{req.module} {command} for pid {pid}: exit {code} ({took:.1f} ms)")
+    _release_stderr()
     conn.sendall(wire.encode_answer(code, out))
 
 

@@ -268,6 +268,46 @@ def test_bridge_in_the_clients_namespace(via, agent: Agent, host_ns: Netns, cont
     assert subprocess.run(["ip", "link", "show", "pytagbr0"], capture_output=True).returncode != 0
 
 
+def test_ptp_answers_and_del_leaves_nothing(
+    via, agent: Agent, host_ns: Netns, container_ns, tmp_path
+):
+    """ptp through the agent answers as on its own. Its DEL answers once the kernel has
+    unregistered the veth pair, before the kernel has freed it (netsetup.del_veth): what
+    a runtime sees then is all gone, and an ADD of the same attachment works at once."""
+    outputs = {}
+    for through_agent in (True, False):
+        c = container_ns()
+        conf: dict[str, Any] = {
+            "cniVersion": "1.0.0",
+            "name": "pnet",
+            "type": "ptp",
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.68.0.0/24"}]],
+                "dataDir": str(tmp_path / ("agent" if through_agent else "alone")),
+            },
+        }
+        runs = []
+        for _round in range(2):  # the second ADD right after the first DEL
+            add = via(through_agent, "ptp", "ADD", conf, netns=c.path, container_id="p1",
+                      in_ns=host_ns)  # fmt: skip
+            assert add.rc == 0, add
+            ip = add.json["ips"][0]["address"].split("/")[0]  # host-local goes round-robin
+            assert host_ns.routes(ip) and v4(c) == [f"{ip}/24"]
+            delete = via(through_agent, "ptp", "DEL", dict(conf, prevResult=add.json),
+                         netns=c.path, container_id="p1", in_ns=host_ns)  # fmt: skip
+            assert delete.rc == 0, delete
+            assert c.link("eth0") is None and host_ns.ip_json("link", "show", "type", "veth") == []
+            assert host_ns.routes(ip) == []
+            assert "10.68.0.1" not in host_ns.run("ip", "-4", "addr", "show")
+            runs += [add, delete]
+        outputs[through_agent] = [
+            (normalized(r.stdout).replace(c.path, "NETNS"), r.rc) for r in runs
+        ]
+    assert outputs[True] == outputs[False]
+    assert agent.served() == 4
+
+
 BAD_CALLS: list[tuple[str, dict[str, Any], bytes | str | dict[str, Any]]] = [
     ("garbage stdin", {}, b"{not json"),
     ("not UTF-8", {}, b'{"cniVersion":"1.0.0","name":"\xff"}'),

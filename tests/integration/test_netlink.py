@@ -152,3 +152,111 @@ def test_sysctl_write_in_one_directory(host_ns) -> None:
         os.close(fd)
     assert host_ns.run("sysctl", "-n", "net.ipv6.conf.pytbr3.accept_ra").strip() == "0"
     assert host_ns.run("sysctl", "-n", "net.ipv6.conf.pytbr3.accept_dad").strip() == "0"
+
+
+# -- netsetup.del_veth: the answer once both ends are unregistered --------------------------
+
+
+def _veth_pair(host_ns, c, host_name: str) -> None:
+    """host_name in host_ns with eth0 in c, both up, an address and a /32 route on the
+    host end (as ptp leaves it)."""
+    host_ns.run("ip", "link", "add", host_name, "type", "veth", "peer", "name", "eth0",
+                "netns", c.path)  # fmt: skip
+    host_ns.run("ip", "link", "set", host_name, "up")
+    host_ns.run("ip", "addr", "add", "10.252.0.1/32", "dev", host_name)
+    host_ns.run("ip", "route", "add", "10.252.0.2/32", "dev", host_name)
+    c.run("ip", "link", "set", "eth0", "up")
+    c.run("ip", "addr", "add", "10.252.0.2/24", "dev", "eth0")
+
+
+def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns) -> None:
+    from pycni import netsetup
+
+    c = container_ns()
+    _veth_pair(host_ns, c, "pytdv0")
+    hfd, cfd = os.open(host_ns.path, os.O_RDONLY), netns.open_netns(c.path)
+    try:
+        with netns.entered(hfd):
+            assert netsetup.del_veth(cfd, "eth0") is True
+            # What a runtime sees right after the answer: names, addresses and routes gone.
+            assert host_ns.link("pytdv0") is None and c.link("eth0") is None
+            assert host_ns.routes("10.252.0.2/32") == []
+            assert "10.252.0.1" not in host_ns.run("ip", "-4", "addr", "show")
+            # ... and both names free at once (the same pair made again, deleted again).
+            with Netlink() as host:
+                host.add_veth("pytdv0", "eth0", peer_netns_fd=cfd)
+            assert netsetup.del_veth(cfd, "eth0") is True
+            assert host_ns.link("pytdv0") is None and c.link("eth0") is None
+            assert netsetup.del_veth(cfd, "eth0") is False  # nothing there: no-op
+    finally:
+        os.close(hfd)
+        os.close(cfd)
+
+
+def test_del_veth_peer_elsewhere_and_other_kinds(host_ns, container_ns) -> None:
+    """A peer outside the caller's namespace is never announced there: the answer waits
+    for the request itself. Another kind of link of that name is kept."""
+    from pycni import netsetup
+
+    c, elsewhere = container_ns(), container_ns()
+    elsewhere.run("ip", "link", "add", "pytdv1", "type", "veth", "peer", "name", "eth0",
+                  "netns", c.path)  # fmt: skip
+    hfd, cfd = os.open(host_ns.path, os.O_RDONLY), netns.open_netns(c.path)
+    try:
+        with netns.entered(hfd):
+            assert netsetup.del_veth(cfd, "eth0") is True
+            assert c.link("eth0") is None and elsewhere.link("pytdv1") is None
+            c.run("ip", "link", "add", "eth0", "type", "bridge")
+            assert netsetup.del_veth(cfd, "eth0") is False
+            assert c.link("eth0") is not None
+    finally:
+        os.close(hfd)
+        os.close(cfd)
+
+
+def test_link_events_see_deletions(host_ns) -> None:
+    fd = os.open(host_ns.path, os.O_RDONLY)
+    try:
+        with netns.entered(fd):
+            events = netlink.LinkEvents()
+            try:
+                assert events.deleted() == []  # nothing yet, and no wait
+                host_ns.run("ip", "link", "add", "pytle0", "type", "bridge")
+                index = host_ns.link("pytle0")["ifindex"]
+                host_ns.run("ip", "link", "del", "pytle0")
+                assert index in (events.deleted() or [])
+            finally:
+                events.close()
+    finally:
+        os.close(fd)
+
+
+def test_sysctl_of_a_new_namespace_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
+    """new_netns=True reaches /proc/sys through a procfs instance of the process's own:
+    the values land in the calling thread's namespace, and nowhere else; refused (no
+    instance), /proc/sys serves the same."""
+    from pycni import sysctl
+
+    a, b = container_ns(), container_ns()
+    for ns in (a, b):
+        ns.run("ip", "link", "add", "pytsx0", "type", "bridge")
+    for ns, own in ((a, True), (b, False)):
+        fd = os.open(ns.path, os.O_RDONLY)
+        saved = list(sysctl._own)
+        try:
+            if not own:
+                sysctl._own[:] = [-1]  # as where the kernel refuses fsopen
+            with netns.entered(fd):
+                sysctl.write_in("net/ipv6/conf/pytsx0", {"accept_ra": "0"}, new_netns=True)
+                assert sysctl.try_write("net/ipv6/conf/pytsx0/accept_dad", "0", new_netns=True)
+                assert not sysctl.try_write("net/ipv6/conf/no-such/accept_dad", "0", new_netns=True)
+            if own:
+                assert sysctl._own and sysctl._own[0] >= 0  # the instance was made
+        finally:
+            if sysctl._own and sysctl._own[0] >= 0 and sysctl._own != saved:
+                os.close(sysctl._own[0])
+            sysctl._own[:] = saved
+            os.close(fd)
+        assert ns.sysctl("net.ipv6.conf.pytsx0.accept_ra") == "0"
+        assert ns.sysctl("net.ipv6.conf.pytsx0.accept_dad") == "0"
+    assert host_ns.link("pytsx0") is None

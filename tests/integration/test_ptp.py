@@ -147,6 +147,7 @@ def test_dual_stack(ptp: Ptp, container_ns, tmp_path) -> None:
     r6 = _cont_routes(a, "-6")
     assert ("fd77::1", "", "fd77::2") in r6 and ("fd77::/64", "fd77::1", "fd77::2") in r6
     assert ("default", "fd77::1", "") in r6
+    assert not [r for r in r6 if r[0] == "fd77::/64" and not r[1]], r6  # no kernel route
     host_veth = out["interfaces"][0]["name"]
     addrs, routes = _host_view(ptp, host_veth)
     assert sorted(addrs) == ["10.77.0.1/32", "fd77::1/128"]

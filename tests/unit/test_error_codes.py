@@ -155,7 +155,7 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
     },
     **{
         ("ipam/store.py", fn, "io_failure"): "returns IOFailure (5)"
-        for fn in ("DiskStore.open", "DiskStore.scan", "DiskStore.reserve", "DiskStore.commit")
+        for fn in ("DiskStore.open", "DiskStore.scan", "DiskStore.reserve")
     },
     ("ipam/store.py", "DiskStore._save_index", "OSError"): "caught in _save_index itself: "
     "the index is an optimisation; a failed save drops it and the directory scan serves",
@@ -165,6 +165,7 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
             "ensure_bridge",
             "setup_veth",
             "attach_to_bridge",
+            "prepare_container_iface",
             "configure_container_iface",
             "ensure_gateway_addr",
         )
@@ -256,6 +257,8 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         "ValueError",
     ): "MACs are validated by conf.validate_mac first",
     ("pycni/netlink.py", "Netlink._recv", "_error_for"): "netsetup.nl_error / callers translate",
+    ("pycni/sysctl.py", "_mount_own_sys", "OSError"): "caught in sysctl._own_sys: where the "
+    "kernel or a security policy refuses a procfs of our own, /proc/sys serves",
     ("pycni/netns.py", "_check", "OSError"): "netns.open_netns answers InvalidEnvironment (4)",
     ("pycni/netns.py", "setns", "OSError"): "as _check: os.setns's error with the call's name",
     ("pycni/netns.py", "unshare", "OSError"): "as _check: os.unshare's error with the call's name",
