@@ -282,7 +282,7 @@ def _sysctl_error(key: str, value: str | None, exc: OSError) -> errors.CniError:
 def write_sysctl(key: str, value: str) -> None:
     """Write as the reference does (one write, also to write-only keys such as
     net.ipv4.route.flush, which cannot be opened for reading)."""
-    fd = os.open(sysctl.path(key), os.O_WRONLY | os.O_CLOEXEC)
+    fd = sysctl.open_key(key, os.O_WRONLY)
     try:
         os.write(fd, value.encode())
     finally:

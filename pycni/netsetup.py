@@ -203,7 +203,7 @@ def prepare_container_iface(
     call configure_container_iface with prepared=True."""
     with netns.entered(container_fd):
         settings = _iface_v6_settings(enable_dad)
-        sysctl.write_in(f"net/ipv6/conf/{link.name}", settings, new_netns=True)
+        sysctl.write_in(f"net/ipv6/conf/{link.name}", settings)
     try:
         nl.set_ipv4_conf(link.index, {netlink.IPV4_DEVCONF_ARP_NOTIFY: 1})
     except netlink.NetlinkError as exc:
@@ -231,8 +231,8 @@ def configure_container_iface(
     if v6:
         with netns.entered(container_fd):
             if has_v6:
-                sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0", new_netns=True)
-            sysctl.write_in(f"net/ipv6/conf/{link.name}", v6, new_netns=True)
+                sysctl.try_write("net/ipv6/conf/lo/disable_ipv6", "0")
+            sysctl.write_in(f"net/ipv6/conf/{link.name}", v6)
     try:
         if not prepared:
             # Tell neighbours our (possibly reused) address moved: gratuitous ARP on

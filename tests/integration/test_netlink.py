@@ -231,10 +231,10 @@ def test_link_events_see_deletions(host_ns) -> None:
         os.close(fd)
 
 
-def test_sysctl_of_a_new_namespace_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
-    """new_netns=True reaches /proc/sys through a procfs instance of the process's own:
-    the values land in the calling thread's namespace, and nowhere else; refused (no
-    instance), /proc/sys serves the same."""
+def test_sysctls_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
+    """Every key is reached through a procfs instance of the process's own: writes and
+    reads land in the calling thread's namespace, and nowhere else; the instance is in
+    no mount table; refused (no instance), /proc/sys serves the same."""
     from pycni import sysctl
 
     a, b = container_ns(), container_ns()
@@ -247,11 +247,23 @@ def test_sysctl_of_a_new_namespace_through_a_procfs_of_our_own(host_ns, containe
             if not own:
                 sysctl._own[:] = [-1]  # as where the kernel refuses fsopen
             with netns.entered(fd):
-                sysctl.write_in("net/ipv6/conf/pytsx0", {"accept_ra": "0"}, new_netns=True)
-                assert sysctl.try_write("net/ipv6/conf/pytsx0/accept_dad", "0", new_netns=True)
-                assert not sysctl.try_write("net/ipv6/conf/no-such/accept_dad", "0", new_netns=True)
+                sysctl.write_in("net/ipv6/conf/pytsx0", {"accept_ra": "0"})
+                assert sysctl.try_write("net/ipv6/conf/pytsx0/accept_dad", "0")
+                assert not sysctl.try_write("net/ipv6/conf/no-such/accept_dad", "0")
+                sysctl.write("net/ipv6/conf/pytsx0/hop_limit", "17")
+                assert sysctl.read("net/ipv6/conf/pytsx0/hop_limit") == "17"
+                with pytest.raises(FileNotFoundError):
+                    sysctl.read("net/ipv6/conf/no-such/hop_limit")
             if own:
                 assert sysctl._own and sysctl._own[0] >= 0  # the instance was made
+                # detached: in no mount table; nosuid, nodev, noexec
+                with open(f"/proc/self/fdinfo/{sysctl._own[0]}") as fh:
+                    mnt_id = next(ln.split()[1] for ln in fh if ln.startswith("mnt_id:"))
+                with open("/proc/self/mountinfo") as fh:
+                    assert all(ln.split()[0] != mnt_id for ln in fh)
+                st = os.statvfs(f"/proc/self/fd/{sysctl._own[0]}")
+                for flag in (os.ST_NOSUID, os.ST_NODEV, os.ST_NOEXEC):
+                    assert st.f_flag & flag
         finally:
             if sysctl._own and sysctl._own[0] >= 0 and sysctl._own != saved:
                 os.close(sysctl._own[0])
@@ -259,4 +271,5 @@ def test_sysctl_of_a_new_namespace_through_a_procfs_of_our_own(host_ns, containe
             os.close(fd)
         assert ns.sysctl("net.ipv6.conf.pytsx0.accept_ra") == "0"
         assert ns.sysctl("net.ipv6.conf.pytsx0.accept_dad") == "0"
+        assert ns.sysctl("net.ipv6.conf.pytsx0.hop_limit") == "17"
     assert host_ns.link("pytsx0") is None
