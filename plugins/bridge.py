@@ -408,13 +408,15 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
 
 def _del_container_side(cmd: skel.CmdArgs) -> None:
+    """Delete the container's veth (its host end goes with it; another plugin's
+    interface of that name is kept). Returns once the kernel has unregistered both
+    ends, before it has freed them (netsetup.del_veth)."""
     try:
         fd = netns.open_netns(cmd.netns)
     except errors.CniError:
         return  # the namespace is gone, and the veth with it
     try:
-        with Netlink(netns_fd=fd) as cont:
-            netsetup.del_container_iface(cont, cmd.ifname)
+        netsetup.del_veth(fd, cmd.ifname)
     finally:
         os.close(fd)
 

@@ -22,8 +22,9 @@ a long-lived interpreter (together ~10% of a bridge ADD's CPU, measured): the cy
 garbage collector, which runs several full passes over the objects the imports create,
 and the interpreter's teardown (freeing every module, object and code object one by
 one), replaced by `_finish`: flush stdout and stderr, then `os._exit`. Nothing on the
-verb paths needs a teardown: no atexit hooks, every file is closed by its `with`, and
-the one thread (bridge DEL) is joined before the verb returns. Without CNI_COMMAND
+verb paths needs a teardown: every file is closed by its `with`, threads are joined or
+left in a kernel call that no longer matters, and the one exit hook (pycni.linger) is
+called here. Without CNI_COMMAND
 (the "about" text, `dhcp daemon`) the interpreter runs as usual.
 """
 
@@ -44,6 +45,9 @@ def _finish(code: object) -> None:
         except BaseException:  # e.g. a closed pipe: the usual exit reports it
             pass
         else:
+            linger = sys.modules.get("pycni.linger")
+            if linger is not None:
+                linger.before_exit()
             os._exit(code)
     raise SystemExit(code)
 

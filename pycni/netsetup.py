@@ -1,7 +1,7 @@
 """Shared kernel verbs for interface plugins: what `bridge` (and later `ptp`, ...) do.
 
 Each function is one step a plugin script names: ensure_bridge, setup_veth,
-configure_container_iface, ensure_gateway_addr, del_container_iface. They take an
+configure_container_iface, ensure_gateway_addr, del_veth. They take an
 open `Netlink` for the namespace they work in; namespace switching for sysctls is
 done here, in one place.
 """
@@ -12,7 +12,7 @@ import ipaddress
 import os
 import time
 
-from pycni import errors, netlink, netns, sysctl
+from pycni import errors, linger, netlink, netns, sysctl
 from pycni.netlink import Link, Netlink
 
 TYPE_CHECKING = False
@@ -306,17 +306,6 @@ def enable_forwarding(family: int, nl: Netlink | None = None) -> None:
         ) from None
 
 
-def del_container_iface(nl: Netlink, ifname: str) -> list[IPInterface]:
-    """Delete the container end of a veth (its host peer goes with it); returns the
-    global addresses it had. Missing link, or a link that is not a veth (not ours): no-op."""
-    link = nl.link(ifname)
-    if link is None or link.kind != "veth":
-        return []
-    addrs = [a.interface for a in nl.addrs(link.index) if a.scope == netlink.RT_SCOPE_UNIVERSE]
-    nl.del_link(link.index)
-    return addrs
-
-
 def del_veth(container_fd: int, ifname: str) -> bool:
     """Delete the veth `ifname` of the namespace `container_fd`; its peer (in this
     thread's namespace) goes with it. False when there is no such link or it is not a
@@ -326,10 +315,13 @@ def del_veth(container_fd: int, ifname: str) -> bool:
     The kernel announces each end (RTM_DELLINK) after it has taken its name, addresses,
     routes and neighbours away; the request then still waits for RCU grace periods
     before the devices are freed (15-25 ms on a small VM), a wait that cannot fail any
-    more. That wait ends in a thread of its own: a process that exits meanwhile exits
-    when it is over (a thread in a kernel call holds the exit), so the only thing that
-    moves is the caller's answer. When either announcement is not seen (the peer lives
-    in another namespace, notifications were lost) it returns when the request does."""
+    more. Where that wait ends is linger.MODE: "thread" (a long-lived process such as
+    the agent: a thread of its own) or "process" (a plugin's or netctl's process,
+    which a thread in a kernel call would keep from exiting: a detached grandchild
+    that holds nothing but the netlink socket, linger.detach). A refusal is raised either way: the
+    kernel refuses before it announces anything. When either announcement is not seen
+    (the peer lives in another namespace, notifications were lost) it returns when the
+    request does."""
     import _thread
     import select
 
@@ -376,16 +368,19 @@ def del_veth(container_fd: int, ifname: str) -> bool:
     for fd in (done_r, *awaited):
         poller.register(fd, select.POLLIN)
     try:
-        try:
-            _thread.start_new_thread(delete, ())
-        except BaseException:
-            nl.close()
-            os.close(done_w)
-            raise
+        if linger.MODE == "thread":
+            try:
+                _thread.start_new_thread(delete, ())
+            except BaseException:
+                nl.close()
+                os.close(done_w)
+                raise
+        else:
+            _delete_in_grandchild(nl, index, done_w)
         while True:
             ready = [fd for fd, _mask in poller.poll()]
             if done_r in ready:
-                result = outcome[0]
+                result = outcome[0] if outcome else _grandchild_outcome(done_r)
                 if isinstance(result, BaseException):
                     raise result
                 return result
@@ -406,6 +401,40 @@ def del_veth(container_fd: int, ifname: str) -> bool:
         os.close(done_r)
         for w in watches:
             w.close()
+
+
+def _delete_in_grandchild(nl: Netlink, index: int, done_w: int) -> None:
+    """Send del_veth's request from a detached grandchild (linger.detach), which
+    writes the outcome to `done_w` ("T" deleted, "F" gone already, "E<errno> <what>")
+    and exits. Takes `nl` and `done_w` (closed here); raises when no child could be
+    made, the link then untouched."""
+    try:
+        in_grandchild = linger.detach([nl.sock.fileno(), done_w])
+    except BaseException:
+        nl.close()
+        os.close(done_w)
+        raise
+    if in_grandchild:  # pragma: no cover - measured from outside (tests/integration)
+        try:
+            try:
+                answer = b"T" if nl.del_link(index) else b"F"
+            except OSError as exc:
+                answer = b"E%d %s" % (exc.errno or 0, getattr(exc, "what", "").encode())
+            os.write(done_w, answer)  # EPIPE when the caller has answered already
+        finally:
+            os._exit(0)
+    nl.close()
+    os.close(done_w)
+
+
+def _grandchild_outcome(done_r: int) -> bool | BaseException:
+    answer = os.read(done_r, 4096)
+    if answer in (b"T", b"F"):
+        return answer == b"T"
+    if answer.startswith(b"E"):
+        err, _, what = answer[1:].decode(errors="replace").partition(" ")
+        return netlink._error_for(int(err), what or "delete link", "")
+    return OSError(0, "the process deleting the veth ended without an answer")
 
 
 # -- bridges: what ADD sets up, and the repair after someone deleted one ------------------------

@@ -155,6 +155,12 @@ def warm() -> dict[str, skel.Verbs]:
                 pass
     except Exception as exc:
         log(f"cannot preload libraries: {exc}")
+    from pycni import linger
+
+    # A worker exits after its one call: the kernel's part of a veth deletion can end in
+    # a thread of its own after the answer, and the worker's exit may wait for nf_tables
+    # (no fork per call).
+    linger.MODE = "thread"
     return verbs
 
 

@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         # teardown (module and object finalisation), as the plugins do.
         sys.stdout.flush()
         sys.stderr.flush()
+        linger = sys.modules.get("pycni.linger")
+        if linger is not None:
+            linger.before_exit()
         os._exit(code)
     sys.exit(code)
 

@@ -116,6 +116,9 @@ def _load_lib() -> Any:
 
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
+# Verbs after which the kernel has something to free (JSON keys or script words; a
+# false match costs a fork at exit).
+_RELEASES = ("delete", "destroy", "flush", "replace")
 
 
 class NftError(Exception):
@@ -191,6 +194,12 @@ class Nft:
 
     def _run_lib(self, text: str, dry_run: bool) -> str:
         ctx = self._context(dry_run)
+        if not dry_run and any(verb in text for verb in _RELEASES):
+            # The kernel frees what this deletes after an RCU grace period, and the
+            # close of our socket at exit would wait for that (linger).
+            from pycni import linger
+
+            linger.netfilter_sockets_at_exit()
         rc = _lib.nft_run_cmd_from_buffer(ctx, text.encode())
         out = (_lib.nft_ctx_get_output_buffer(ctx) or b"").decode("utf-8", "replace")
         err = (_lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import select
 
 import pytest
 
@@ -157,6 +158,14 @@ def test_sysctl_write_in_one_directory(host_ns) -> None:
 # -- netsetup.del_veth: the answer once both ends are unregistered --------------------------
 
 
+def _children() -> set[int]:
+    out: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as fh:
+            out.update(int(pid) for pid in fh.read().split())
+    return out
+
+
 def _veth_pair(host_ns, c, host_name: str) -> None:
     """host_name in host_ns with eth0 in c, both up, an address and a /32 route on the
     host end (as ptp leaves it)."""
@@ -169,15 +178,28 @@ def _veth_pair(host_ns, c, host_name: str) -> None:
     c.run("ip", "addr", "add", "10.252.0.2/24", "dev", "eth0")
 
 
-def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns) -> None:
-    from pycni import netsetup
+@pytest.mark.parametrize("waits_in", ["process", "thread"])
+def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns, monkeypatch, waits_in) -> None:
+    """Either way (a detached grandchild, as plugins and netctl do; a thread, as the
+    agent's workers do) the answer comes with both ends unregistered. The grandchild
+    keeps none of the caller's files (a runtime reads a plugin's output to its end) and
+    leaves no child to reap."""
+    from pycni import linger, netsetup
 
+    monkeypatch.setattr(linger, "MODE", waits_in)
     c = container_ns()
     _veth_pair(host_ns, c, "pytdv0")
     hfd, cfd = os.open(host_ns.path, os.O_RDONLY), netns.open_netns(c.path)
+    out_r, out_w = os.pipe()  # inheritable, as a plugin's stdout is
+    os.set_inheritable(out_w, True)
+    before = _children()
     try:
         with netns.entered(hfd):
             assert netsetup.del_veth(cfd, "eth0") is True
+            os.close(out_w)
+            out_w = -1
+            assert select.select([out_r], [], [], 0)[0] and os.read(out_r, 1) == b""
+            assert _children() <= before  # nothing of ours left to reap
             # What a runtime sees right after the answer: names, addresses and routes gone.
             assert host_ns.link("pytdv0") is None and c.link("eth0") is None
             assert host_ns.routes("10.252.0.2/32") == []
@@ -189,8 +211,33 @@ def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns) -> None:
             assert host_ns.link("pytdv0") is None and c.link("eth0") is None
             assert netsetup.del_veth(cfd, "eth0") is False  # nothing there: no-op
     finally:
-        os.close(hfd)
-        os.close(cfd)
+        for fd in (hfd, cfd, out_r, out_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_del_veth_answers_of_the_grandchild() -> None:
+    """What the detached deleter writes back: deleted, gone already, the kernel's
+    refusal as the netlink error it would have raised, or nothing (it died)."""
+    from pycni import netsetup
+
+    for written, expect in ((b"T", True), (b"F", False)):
+        r, w = os.pipe()
+        os.write(w, written)
+        os.close(w)
+        assert netsetup._grandchild_outcome(r) is expect
+        os.close(r)
+    r, w = os.pipe()
+    os.write(w, b"E16 delete link 7")
+    os.close(w)
+    exc = netsetup._grandchild_outcome(r)
+    os.close(r)
+    assert isinstance(exc, netlink.Busy) and exc.errno == 16 and "delete link 7" in str(exc)
+    r, w = os.pipe()
+    os.close(w)
+    exc = netsetup._grandchild_outcome(r)
+    os.close(r)
+    assert isinstance(exc, OSError) and "without an answer" in str(exc)
 
 
 def test_del_veth_peer_elsewhere_and_other_kinds(host_ns, container_ns) -> None:

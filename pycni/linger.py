@@ -1,0 +1,116 @@
+"""Kernel work that outlasts the answer, handed to a detached grandchild.
+
+Some kernel calls go on waiting after everything a caller can observe is done: deleting a
+veth waits for RCU grace periods after both ends are unregistered (netsetup.del_veth), and
+closing an nftables netlink socket waits for nf_tables' deferred destruction of what
+earlier transactions deleted (an RCU grace period too: 15-30 ms on a small VM, paid at
+process exit, when the kernel closes the socket). A runtime waits for a plugin's exit,
+and `netctl run --rm` is timed to its exit, so a short-lived process hands such work to a
+grandchild in a session of its own: it holds only the files it needs (no stdout a runtime
+reads to its end, no lock), nobody has to reap it (its parent exits at once), and it ends
+when the kernel is done.
+
+MODE says where a caller may leave such work: "process" (a plugin's or netctl's process,
+the default) or "thread" (a long-lived process such as the agent, whose forked worker
+answers and then exits: it can wait in a thread of its own, and nothing is handed off).
+"""
+
+from __future__ import annotations
+
+import os
+
+MODE = "process"
+NETLINK_NETFILTER = 12
+_registered: list[bool] = []
+
+
+def detach(keep: list[int]) -> bool:
+    """Fork a grandchild in a session of its own, with /dev/null as stdin, stdout and
+    stderr and no other file than `keep` (fds of 3 and above). True in the grandchild,
+    which must end with os._exit; False in the caller once the intermediate child has
+    been reaped."""
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return False
+    try:  # pragma: no cover - runs in forked children (tests/integration/test_netlink.py)
+        if os.fork():
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        low = 3
+        for fd in sorted(set(keep)):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 16)
+        os.setsid()  # last: leading a session of its own, it holds nothing else
+        return True
+    except BaseException:
+        os._exit(1)
+
+
+def netfilter_sockets_at_exit() -> None:
+    """Once per process, in "process" mode: at exit, this process's nftables netlink
+    sockets (libnftables keeps one per context) are last closed by a grandchild that
+    waits for this process to end, so the exit itself does not wait for nf_tables'
+    deferred destruction."""
+    if _registered or MODE != "process":
+        return
+    _registered.append(True)
+    import atexit
+
+    atexit.register(before_exit)
+
+
+def before_exit() -> None:
+    """What must happen before this process ends. Called by atexit, and by the
+    entry points that leave with os._exit (pycni.entry, netctl's hot commands): they
+    call it only when this module has been imported (sys.modules), at no cost
+    otherwise. Runs once."""
+    if _registered and _registered[0]:
+        _registered[0] = False
+        _hand_off_netfilter_sockets()
+
+
+def _hand_off_netfilter_sockets() -> None:
+    keep = _netfilter_sockets()
+    if not keep:
+        return
+    gone_r, gone_w = os.pipe2(os.O_CLOEXEC)  # gone_w: open until this process ends
+    try:
+        in_grandchild = detach([*keep, gone_r])
+    except OSError:
+        os.close(gone_r)
+        os.close(gone_w)
+        return  # no child: the exit waits, as before
+    if in_grandchild:  # pragma: no cover - measured from outside
+        try:
+            os.read(gone_r, 1)  # EOF: the caller's files are closed, ours are the last
+        finally:
+            os._exit(0)
+    os.close(gone_r)
+
+
+def _netfilter_sockets() -> list[int]:
+    import _socket
+
+    found = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    for name in names:
+        fd = int(name)
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            sock = _socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if sock.family == _socket.AF_NETLINK and sock.proto == NETLINK_NETFILTER:
+                found.append(fd)
+        finally:
+            sock.detach()
+    return found

@@ -1,0 +1,113 @@
+"""pycni.linger: a short-lived process's nftables sockets are last closed by a detached
+grandchild, so its exit does not wait for nf_tables' deferred destruction."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pycni import linger, netns
+from pycni.firewall import nft
+
+pytestmark = pytest.mark.root
+
+
+def _fds(pid: int) -> dict[int, str]:
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+    return out
+
+
+def _session_leaders_holding(target: str) -> list[int]:
+    """Processes leading a session of their own that hold the file `target`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) != pid:  # session id
+                continue
+            if target in _fds(pid).values():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_netfilter_sockets_handed_to_a_grandchild(host_ns) -> None:
+    if nft.Nft().mode() != "lib":
+        pytest.fail("libnftables is needed here (apt install libnftables1)")
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()  # as a runtime's pipe on the plugin's stdout
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            for fd in (ready_r, go_w, out_r):
+                os.close(fd)
+            os.dup2(out_w, 1)
+            os.close(out_w)
+            netns.setns(os.open(host_ns.path, os.O_RDONLY))
+            inherited = set(linger._netfilter_sockets())  # the test process's own
+            fw = nft.Nft("lib")
+            table = {"family": "inet", "name": "pytlinger"}
+            fw.run([{"add": {"table": table}}])
+            fw.run([{"delete": {"table": table}}])  # something for the kernel to free
+            socks = set(linger._netfilter_sockets()) - inherited
+            linger.before_exit()
+            os.write(ready_w, b"%d" % socks.pop() if len(socks) == 1 else b"-")
+            os.read(go_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    for fd in (ready_w, go_r, out_w):
+        os.close(fd)
+    try:
+        answer = os.read(ready_r, 64)
+        assert answer != b"-", "not exactly one new netfilter socket in the child"
+        sock = _fds(pid)[int(answer)]
+        holders = _session_leaders_holding(sock)
+        assert len(holders) == 1 and holders[0] != pid
+        grandchild = holders[0]
+        files = _fds(grandchild)
+        assert files[0] == files[1] == files[2] == "/dev/null"
+        # netfilter sockets, and the pipe that tells it the child has gone: nothing else
+        rest = [f for fd, f in files.items() if fd > 2]
+        assert sock in rest and sum(f.startswith("pipe:") for f in rest) == 1
+        assert all(f.startswith(("socket:", "pipe:")) for f in rest)
+    finally:
+        os.close(go_w)
+        os.waitpid(pid, 0)
+    # The child's stdout reached its end with the child, and the grandchild ends.
+    assert os.read(out_r, 1) == b""
+    os.close(out_r)
+    os.close(ready_r)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{grandchild}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not os.path.exists(f"/proc/{grandchild}")
+    assert "pytlinger" not in host_ns.run("nft", "list", "tables")
+
+
+def test_nothing_handed_off_without_a_deletion_or_in_thread_mode(monkeypatch) -> None:
+    monkeypatch.setattr(linger, "_registered", [])
+    monkeypatch.setattr(linger, "MODE", "thread")
+    linger.netfilter_sockets_at_exit()
+    assert linger._registered == []
+    monkeypatch.setattr(linger, "MODE", "process")
+    called = []
+    monkeypatch.setattr(linger, "_hand_off_netfilter_sockets", lambda: called.append(1))
+    linger.netfilter_sockets_at_exit()
+    linger.before_exit()
+    linger.before_exit()
+    assert called == [1]  # once
