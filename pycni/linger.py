@@ -26,12 +26,17 @@ _registered: list[bool] = []
 
 def detach(keep: list[int]) -> bool:
     """Fork a grandchild in a session of its own, with /dev/null as stdin, stdout and
-    stderr and no other file than `keep` (fds of 3 and above). True in the grandchild,
-    which must end with os._exit; False in the caller once the intermediate child has
-    been reaped."""
+    stderr and no other file than `keep` (fds of 3 and above, else OSError before any
+    fork). True in the grandchild, which must end with os._exit; False in the caller
+    once the intermediate child has ended. OSError when no child could be made."""
+    if any(fd < 3 for fd in keep):
+        raise OSError(9, "a file to keep is on fd 0-2, which the grandchild's stdio takes")
     pid = os.fork()
     if pid:
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # SIGCHLD ignored (inherited): the kernel reaped it
         return False
     try:  # pragma: no cover - runs in forked children (tests/integration/test_netlink.py)
         if os.fork():
@@ -70,7 +75,10 @@ def before_exit() -> None:
     otherwise. Runs once."""
     if _registered and _registered[0]:
         _registered[0] = False
-        _hand_off_netfilter_sockets()
+        try:
+            _hand_off_netfilter_sockets()
+        except Exception:
+            pass  # out of files or processes: the exit waits, as before; the answer stands
 
 
 def _hand_off_netfilter_sockets() -> None:

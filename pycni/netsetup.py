@@ -406,25 +406,36 @@ def del_veth(container_fd: int, ifname: str) -> bool:
 def _delete_in_grandchild(nl: Netlink, index: int, done_w: int) -> None:
     """Send del_veth's request from a detached grandchild (linger.detach), which
     writes the outcome to `done_w` ("T" deleted, "F" gone already, "E<errno> <what>")
-    and exits. Takes `nl` and `done_w` (closed here); raises when no child could be
-    made, the link then untouched."""
+    and exits; where no child can be made, the request is sent from here, as before
+    (the caller then waits for the kernel). Takes `nl` and `done_w` (closed here)."""
     try:
         in_grandchild = linger.detach([nl.sock.fileno(), done_w])
-    except BaseException:
-        nl.close()
-        os.close(done_w)
-        raise
+    except OSError:
+        in_grandchild = None  # no child (out of processes, say): the request from here
+    if in_grandchild is None:
+        try:
+            answer = _delete_answer(nl, index)
+        finally:
+            nl.close()
+        try:
+            os.write(done_w, answer)
+        finally:
+            os.close(done_w)
+        return
     if in_grandchild:  # pragma: no cover - measured from outside (tests/integration)
         try:
-            try:
-                answer = b"T" if nl.del_link(index) else b"F"
-            except OSError as exc:
-                answer = b"E%d %s" % (exc.errno or 0, getattr(exc, "what", "").encode())
-            os.write(done_w, answer)  # EPIPE when the caller has answered already
+            os.write(done_w, _delete_answer(nl, index))  # EPIPE: the caller answered
         finally:
             os._exit(0)
     nl.close()
     os.close(done_w)
+
+
+def _delete_answer(nl: Netlink, index: int) -> bytes:
+    try:
+        return b"T" if nl.del_link(index) else b"F"
+    except OSError as exc:
+        return b"E%d %s" % (exc.errno or 0, getattr(exc, "what", "").encode())
 
 
 def _grandchild_outcome(done_r: int) -> bool | BaseException:
@@ -434,7 +445,7 @@ def _grandchild_outcome(done_r: int) -> bool | BaseException:
     if answer.startswith(b"E"):
         err, _, what = answer[1:].decode(errors="replace").partition(" ")
         return netlink._error_for(int(err), what or "delete link", "")
-    return OSError(0, "the process deleting the veth ended without an answer")
+    return netlink.NetlinkError(5, "delete link", "the process deleting it ended without an answer")
 
 
 # -- bridges: what ADD sets up, and the repair after someone deleted one ------------------------

@@ -31,7 +31,10 @@ def open_key(key: str, flags: int) -> int:
 def read(key: str) -> str:
     fd = open_key(key, os.O_RDONLY)
     try:
-        return os.read(fd, 4096).decode("ascii").strip()
+        chunks = []
+        while chunk := os.read(fd, 4096):  # some keys are longer (ip_local_reserved_ports)
+            chunks.append(chunk)
+        return b"".join(chunks).decode("ascii").strip()
     finally:
         os.close(fd)
 

@@ -32,11 +32,6 @@ if [ -z "$PY" ]; then
     fi
 fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "pycni needs Python >= 3.11"'
-if [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && [ "$PY" = /usr/bin/python3 ] &&
-    ! grep -q "^home = /usr/bin$" .venv/pyvenv.cfg 2>/dev/null; then
-    echo "+ rm -rf .venv (made with another interpreter than $PY)"
-    rm -rf .venv
-fi
 if [ ! -x .venv/bin/python ]; then
     echo "+ $PY -m venv .venv"
     "$PY" -m venv .venv

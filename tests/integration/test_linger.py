@@ -76,7 +76,9 @@ def test_netfilter_sockets_handed_to_a_grandchild(host_ns) -> None:
         answer = os.read(ready_r, 64)
         assert answer != b"-", "not exactly one new netfilter socket in the child"
         sock = _fds(pid)[int(answer)]
-        holders = _session_leaders_holding(sock)
+        deadline = time.monotonic() + 10  # the grandchild leads its session once it is set
+        while not (holders := _session_leaders_holding(sock)) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(holders) == 1 and holders[0] != pid
         grandchild = holders[0]
         files = _fds(grandchild)
@@ -111,3 +113,10 @@ def test_nothing_handed_off_without_a_deletion_or_in_thread_mode(monkeypatch) ->
     linger.before_exit()
     linger.before_exit()
     assert called == [1]  # once
+
+
+def test_detach_refuses_to_keep_stdio_fds() -> None:
+    """fds 0-2 become /dev/null in the grandchild: keeping one is refused before any
+    fork (the callers then do the work themselves)."""
+    with pytest.raises(OSError, match="fd 0-2"):
+        linger.detach([2, 5])

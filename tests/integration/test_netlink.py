@@ -161,8 +161,11 @@ def test_sysctl_write_in_one_directory(host_ns) -> None:
 def _children() -> set[int]:
     out: set[int] = set()
     for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/children") as fh:
-            out.update(int(pid) for pid in fh.read().split())
+        try:
+            with open(f"/proc/self/task/{tid}/children") as fh:
+                out.update(int(pid) for pid in fh.read().split())
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
     return out
 
 
@@ -216,6 +219,30 @@ def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns, monkeypatch
                 os.close(fd)
 
 
+def test_del_veth_without_a_child_sends_the_request_itself(
+    host_ns, container_ns, monkeypatch
+) -> None:
+    """No process can be made (a pids limit, say): the request goes from the caller,
+    which then waits for the kernel; the answer and the result are the same."""
+    from pycni import linger, netsetup
+
+    def refuse(keep: list[int]) -> bool:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(linger, "MODE", "process")
+    monkeypatch.setattr(linger, "detach", refuse)
+    c = container_ns()
+    _veth_pair(host_ns, c, "pytdv2")
+    hfd, cfd = os.open(host_ns.path, os.O_RDONLY), netns.open_netns(c.path)
+    try:
+        with netns.entered(hfd):
+            assert netsetup.del_veth(cfd, "eth0") is True
+            assert host_ns.link("pytdv2") is None and c.link("eth0") is None
+    finally:
+        os.close(hfd)
+        os.close(cfd)
+
+
 def test_del_veth_answers_of_the_grandchild() -> None:
     """What the detached deleter writes back: deleted, gone already, the kernel's
     refusal as the netlink error it would have raised, or nothing (it died)."""
@@ -237,7 +264,7 @@ def test_del_veth_answers_of_the_grandchild() -> None:
     os.close(w)
     exc = netsetup._grandchild_outcome(r)
     os.close(r)
-    assert isinstance(exc, OSError) and "without an answer" in str(exc)
+    assert isinstance(exc, netlink.NetlinkError) and "without an answer" in str(exc)
 
 
 def test_del_veth_peer_elsewhere_and_other_kinds(host_ns, container_ns) -> None:
@@ -278,6 +305,9 @@ def test_link_events_see_deletions(host_ns) -> None:
         os.close(fd)
 
 
+LONG_PORTS = ",".join(str(p) for p in range(20000, 21600, 2))  # > 4096 bytes
+
+
 def test_sysctls_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
     """Every key is reached through a procfs instance of the process's own: writes and
     reads land in the calling thread's namespace, and nowhere else; the instance is in
@@ -299,6 +329,9 @@ def test_sysctls_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
                 assert not sysctl.try_write("net/ipv6/conf/no-such/accept_dad", "0")
                 sysctl.write("net/ipv6/conf/pytsx0/hop_limit", "17")
                 assert sysctl.read("net/ipv6/conf/pytsx0/hop_limit") == "17"
+                # a long value (the kernel keeps at most a page of what is written)
+                sysctl.write("net/ipv4/ip_local_reserved_ports", LONG_PORTS)
+                reserved = sysctl.read("net/ipv4/ip_local_reserved_ports")
                 with pytest.raises(FileNotFoundError):
                     sysctl.read("net/ipv6/conf/no-such/hop_limit")
             if own:
@@ -308,6 +341,13 @@ def test_sysctls_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
                     mnt_id = next(ln.split()[1] for ln in fh if ln.startswith("mnt_id:"))
                 with open("/proc/self/mountinfo") as fh:
                     assert all(ln.split()[0] != mnt_id for ln in fh)
+                # and the keys were reached through it, not /proc/sys
+                key_fd = sysctl.open_key("net/ipv4/ip_forward", os.O_RDONLY)
+                try:
+                    with open(f"/proc/self/fdinfo/{key_fd}") as fh:
+                        assert f"mnt_id:\t{mnt_id}\n" in fh.read()
+                finally:
+                    os.close(key_fd)
                 st = os.statvfs(f"/proc/self/fd/{sysctl._own[0]}")
                 for flag in (os.ST_NOSUID, os.ST_NODEV, os.ST_NOEXEC):
                     assert st.f_flag & flag
@@ -319,4 +359,6 @@ def test_sysctls_through_a_procfs_of_our_own(host_ns, container_ns) -> None:
         assert ns.sysctl("net.ipv6.conf.pytsx0.accept_ra") == "0"
         assert ns.sysctl("net.ipv6.conf.pytsx0.accept_dad") == "0"
         assert ns.sysctl("net.ipv6.conf.pytsx0.hop_limit") == "17"
+        assert len(reserved) > 4000
+        assert ns.sysctl("net.ipv4.ip_local_reserved_ports") == reserved
     assert host_ns.link("pytsx0") is None
