@@ -259,10 +259,8 @@ def _delete_link(
     except errors.CniError:
         return  # the namespace is gone, and the link with it
     try:
-        with Netlink(netns_fd=fd) as cont:
-            link = cont.link(cmd.ifname)
-            if link is not None and link.kind in kinds:
-                cont.del_link(link.index)
+        # answers once the kernel has unregistered the link (its RCU wait ends apart)
+        netsetup.del_link(fd, cmd.ifname, kinds)
     except netlink.NetlinkError as exc:
         problems.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
     finally:

@@ -309,19 +309,26 @@ def enable_forwarding(family: int, nl: Netlink | None = None) -> None:
 def del_veth(container_fd: int, ifname: str) -> bool:
     """Delete the veth `ifname` of the namespace `container_fd`; its peer (in this
     thread's namespace) goes with it. False when there is no such link or it is not a
-    veth (another plugin's interface of that name is kept).
+    veth (another plugin's interface of that name is kept). See del_link."""
+    return del_link(container_fd, ifname, ("veth",))
 
-    Returns once the kernel has unregistered both ends, not when the request returns.
-    The kernel announces each end (RTM_DELLINK) after it has taken its name, addresses,
-    routes and neighbours away; the request then still waits for RCU grace periods
-    before the devices are freed (15-25 ms on a small VM), a wait that cannot fail any
-    more. Where that wait ends is linger.MODE: "thread" (a long-lived process such as
-    the agent: a thread of its own) or "process" (a plugin's or netctl's process,
-    which a thread in a kernel call would keep from exiting: a detached grandchild
-    that holds nothing but the netlink socket, linger.detach). A refusal is raised either way: the
-    kernel refuses before it announces anything. When either announcement is not seen
-    (the peer lives in another namespace, notifications were lost) it returns when the
-    request does."""
+
+def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
+    """Delete the link `ifname` of the namespace `container_fd` if its kind is one of
+    `kinds` (False when there is none, or another kind: kept); a veth's peer in this
+    thread's namespace goes with it.
+
+    Returns once the kernel has unregistered the link (a veth: both ends), not when the
+    request returns. The kernel announces each device (RTM_DELLINK) after it has taken
+    its name, addresses, routes and neighbours away; the request then still waits for
+    RCU grace periods before the devices are freed (15-25 ms on a small VM), a wait that
+    cannot fail any more. Where that wait ends is linger.MODE: "thread" (a long-lived
+    process such as the agent: a thread of its own) or "process" (a plugin's or netctl's
+    process, which a thread in a kernel call would keep from exiting: a detached
+    grandchild that holds nothing but the netlink socket, linger.detach). A refusal is
+    raised either way: the kernel refuses before it announces anything. When an
+    announcement is not seen (a veth's peer lives in another namespace, notifications
+    were lost) it returns when the request does."""
     import _thread
     import select
 
@@ -335,12 +342,13 @@ def del_veth(container_fd: int, ifname: str) -> bool:
             raise
     try:
         link = nl.link(ifname)
-        if link is None or link.kind != "veth":
+        if link is None or link.kind not in kinds:
             nl.close()
             for w in watches:
                 w.close()
             return False
-        watches.append(netlink.LinkEvents())
+        if link.kind == "veth":
+            watches.append(netlink.LinkEvents())
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
     except BaseException:
         nl.close()
@@ -360,9 +368,11 @@ def del_veth(container_fd: int, ifname: str) -> bool:
             nl.close()
             os.close(done_w)  # the caller's poll sees the end (no write: no SIGPIPE)
 
-    # socket -> index of the end it announces, while still awaited. The peer's index is
-    # the one in its own namespace, which for a pair we made is this thread's.
-    awaited = {watches[0].fileno(): index, watches[1].fileno(): link.peer_index}
+    # socket -> index of the device it announces, while still awaited. A veth peer's
+    # index is the one in its own namespace, which for a pair we made is this thread's.
+    awaited = {watches[0].fileno(): index}
+    if len(watches) > 1:
+        awaited[watches[1].fileno()] = link.peer_index
     by_fd = {w.fileno(): w for w in watches}
     poller = select.poll()
     for fd in (done_r, *awaited):

@@ -219,6 +219,31 @@ def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns, monkeypatch
                 os.close(fd)
 
 
+@pytest.mark.parametrize("waits_in", ["process", "thread"])
+def test_del_link_of_another_kind(host_ns, container_ns, monkeypatch, waits_in) -> None:
+    """macvlan (and the other link plugins' kinds): the answer once the container's
+    device is unregistered; a kind not asked for is kept."""
+    from pycni import linger, netsetup
+
+    monkeypatch.setattr(linger, "MODE", waits_in)
+    c = container_ns()
+    c.run("ip", "link", "add", "pytm0", "type", "veth", "peer", "name", "pytm1")
+    c.run("ip", "link", "add", "mv0", "link", "pytm0", "type", "macvlan", "mode", "bridge")
+    c.run("ip", "addr", "add", "10.252.1.2/24", "dev", "mv0")
+    c.run("ip", "link", "set", "mv0", "up")
+    hfd, cfd = os.open(host_ns.path, os.O_RDONLY), netns.open_netns(c.path)
+    try:
+        with netns.entered(hfd):
+            assert netsetup.del_link(cfd, "pytm0", ("macvlan",)) is False  # a veth: kept
+            assert netsetup.del_link(cfd, "mv0", ("macvlan", "ipvlan")) is True
+            assert c.link("mv0") is None and c.link("pytm0") is not None
+            assert "10.252.1.2" not in c.run("ip", "-4", "addr", "show")
+            assert netsetup.del_link(cfd, "mv0", ("macvlan",)) is False
+    finally:
+        os.close(hfd)
+        os.close(cfd)
+
+
 def test_del_veth_without_a_child_sends_the_request_itself(
     host_ns, container_ns, monkeypatch
 ) -> None:
