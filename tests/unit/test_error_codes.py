@@ -257,6 +257,8 @@ TRANSLATED: dict[tuple[str, str, str], str] = {
         "ValueError",
     ): "MACs are validated by conf.validate_mac first",
     ("pycni/netlink.py", "Netlink._recv", "_error_for"): "netsetup.nl_error / callers translate",
+    ("pycni/linger.py", "detach", "OSError"): "caught by its callers (netsetup."
+    "_delete_in_grandchild sends the request itself; the netfilter hand-off is skipped)",
     ("pycni/sysctl.py", "_mount_own_sys", "OSError"): "caught in sysctl._own_sys: where the "
     "kernel or a security policy refuses a procfs of our own, /proc/sys serves",
     ("pycni/netns.py", "_check", "OSError"): "netns.open_netns answers InvalidEnvironment (4)",
