@@ -255,18 +255,37 @@ def delete(network: str, container_id: str, ifname: str) -> None:
     record, path = _load(network, container_id, ifname)
     if record is None:
         return
-    batch = skeleton()
-    for name, elems in _record_elements(record).items():
-        if elems:
+    elements_of = {name: elems for name, elems in _record_elements(record).items() if elems}
+    if not _delete_only(elements_of):
+        batch = skeleton()
+        for name, elems in elements_of.items():
             # add-then-delete in one transaction: deleting succeeds whether or not the
             # element was still there (a flushed table, a second DEL).
             batch.append({"add": _t("element", name, elem=elems)})
             batch.append({"delete": _t("element", name, elem=elems)})
-    _run(batch)
+        _run(batch)
     try:
         recordstore.remove_file(path)
     except errors.IOFailure:
         pass  # the rules are gone; a record left behind must not fail DEL
+
+
+def _delete_only(elements_of: dict[str, list[object]]) -> bool:
+    """The usual DEL: the elements alone, in one transaction (the skeleton re-adds the
+    table, its sets and every rule of the chain: several times the work). False when
+    nftables refused it (an element, set or table missing: a flushed table, a second
+    DEL), which changed nothing."""
+    from pycni.firewall.nft import Nft, NftError
+
+    if not elements_of:
+        return True
+    try:
+        Nft().run(
+            [{"delete": _t("element", name, elem=elems)} for name, elems in elements_of.items()]
+        )
+    except (NftError, errors.CniError):
+        return False
+    return True
 
 
 def check(network: str, container_id: str, ifname: str) -> list[str]:

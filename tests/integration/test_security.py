@@ -339,3 +339,34 @@ def test_isolation_survives_flush_and_repair(tmp_path, container_ns) -> None:
         for cid in netctl("ps", "-a", "-q", check=False).stdout.split():
             netctl("rm", "-f", cid, check=False)
         _delete_netns(node)
+
+
+def test_spoof_check_del_paths(run_plugin, host_ns, container_ns, tmp_path) -> None:
+    """DEL removes only this port's elements (one small transaction); after the table
+    was deleted behind our back, and on a second DEL, it still succeeds; the next ADD
+    builds the table again with its full chain."""
+
+    def guarded() -> list[str]:
+        out = host_ns.run("nft", "-j", "list", "set", "bridge", "pycni_spoof", "guarded")
+        items = json.loads(out)["nftables"][1]["set"].get("elem", [])
+        return sorted(str(e) for e in items)
+
+    a, b = container_ns(), container_ns()
+    add(run_plugin, host_ns, a, tmp_path, "sa", macspoofchk=True)
+    add(run_plugin, host_ns, b, tmp_path, "sb", macspoofchk=True)
+    assert len(guarded()) == 2
+    conf = bridge_conf(tmp_path, macspoofchk=True)
+    res = run_plugin("bridge", "DEL", conf, netns=a.path, container_id="sa", in_ns=host_ns)
+    assert res.rc == 0, res.stdout + res.stderr
+    assert len(guarded()) == 1  # b's stays
+    rules = host_ns.run("nft", "list", "chain", "bridge", "pycni_spoof", "prerouting")
+    assert rules.count("drop") >= 4  # the chain untouched
+    host_ns.run("nft", "delete", "table", "bridge", "pycni_spoof")
+    for _ in range(2):  # the table gone, then a second DEL
+        res = run_plugin("bridge", "DEL", conf, netns=b.path, container_id="sb", in_ns=host_ns)
+        assert res.rc == 0, res.stdout + res.stderr
+    c = container_ns()
+    add(run_plugin, host_ns, c, tmp_path, "sc", macspoofchk=True)
+    assert len(guarded()) == 1
+    rules = host_ns.run("nft", "list", "chain", "bridge", "pycni_spoof", "prerouting")
+    assert rules.count("drop") >= 4
