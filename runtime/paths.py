@@ -68,7 +68,7 @@ def _insecure_entry(directory: str) -> str | None:
 class Paths:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
-        root = env.get("NETCTL_ROOT", "/")
+        root = env.get("NETCTL_ROOT") or "/"  # set but empty: the default, not the cwd
         self.root = root
         self.config = env.get("NETCTL_CONFIG_DIR") or os.path.join(root, "etc/netctl")
         self.run = env.get("NETCTL_RUN_DIR") or os.path.join(root, "run/netctl")

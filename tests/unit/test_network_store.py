@@ -345,3 +345,11 @@ def test_network_ls_listing_is_the_store_listing(store: NetworkStore) -> None:
     # a file the store would report as unusable
     Path(store.dir, "broken.conflist").write_text("{nope")
     assert conflist.listing(store.paths) is None
+
+
+def test_an_empty_netctl_root_is_the_default_not_the_working_directory() -> None:
+    """`NETCTL_ROOT= netctl ...` (set but empty, as an unset shell variable expands)
+    means the default root, never files under the caller's working directory."""
+    assert Paths({"NETCTL_ROOT": ""}).config == "/etc/netctl"
+    assert Paths({"NETCTL_ROOT": ""}).lib == "/var/lib/netctl"
+    assert Paths({}).run == "/run/netctl"
