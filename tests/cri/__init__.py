@@ -29,13 +29,18 @@ HERE = Path(__file__).resolve().parent
 PAUSE_IMAGE = "pycni.test/pause:1"
 
 
-def _protos() -> tuple[ModuleType, ModuleType]:
-    """Compile the CRI subset with grpcio-tools (once per process) and import it."""
-    out = Path(tempfile.gettempdir()) / f"pycni-cri-{os.getpid()}"
-    if not (out / "cri_subset_pb2_grpc.py").exists():
-        from grpc_tools import protoc
+_PROTOS: list[tuple[ModuleType, ModuleType]] = []
 
-        out.mkdir(exist_ok=True)
+
+def _protos() -> tuple[ModuleType, ModuleType]:
+    """Compile the CRI subset with grpcio-tools (once per process) and import it; the
+    generated files are removed once imported."""
+    if _PROTOS:
+        return _PROTOS[0]
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp(prefix="pycni-cri-")
+    try:
         rc = protoc.main(
             [
                 "protoc",
@@ -46,12 +51,16 @@ def _protos() -> tuple[ModuleType, ModuleType]:
             ]
         )
         assert rc == 0, "protoc failed on tests/cri/cri_subset.proto"
-    if str(out) not in sys.path:
-        sys.path.insert(0, str(out))
-    import cri_subset_pb2  # type: ignore[import-not-found]
-    import cri_subset_pb2_grpc  # type: ignore[import-not-found]
-
-    return cri_subset_pb2, cri_subset_pb2_grpc
+        sys.path.insert(0, out)
+        try:
+            import cri_subset_pb2  # type: ignore[import-not-found]
+            import cri_subset_pb2_grpc  # type: ignore[import-not-found]
+        finally:
+            sys.path.remove(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    _PROTOS.append((cri_subset_pb2, cri_subset_pb2_grpc))
+    return _PROTOS[0]
 
 
 def _blob(layout: Path, data: bytes) -> dict[str, Any]:
