@@ -356,17 +356,6 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
             w.close()
         raise
     index = link.index
-    outcome: list[bool | BaseException] = []
-
-    def delete() -> None:
-        # Owns `nl` and `done_w`: the caller may have returned long before this ends.
-        try:
-            outcome.append(nl.del_link(index))
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            nl.close()
-            os.close(done_w)  # the caller's poll sees the end (no write: no SIGPIPE)
 
     # socket -> index of the device it announces, while still awaited. A veth peer's
     # index is the one in its own namespace, which for a pair we made is this thread's.
@@ -380,7 +369,7 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
     try:
         if linger.MODE == "thread":
             try:
-                _thread.start_new_thread(delete, ())
+                _thread.start_new_thread(_send_delete, (nl, index, done_w))
             except BaseException:
                 nl.close()
                 os.close(done_w)
@@ -390,7 +379,7 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
         while True:
             ready = [fd for fd, _mask in poller.poll()]
             if done_r in ready:
-                result = outcome[0] if outcome else _grandchild_outcome(done_r)
+                result = _delete_outcome(done_r)
                 if isinstance(result, BaseException):
                     raise result
                 return result
@@ -414,47 +403,51 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
 
 
 def _delete_in_grandchild(nl: Netlink, index: int, done_w: int) -> None:
-    """Send del_veth's request from a detached grandchild (linger.detach), which
-    writes the outcome to `done_w` ("T" deleted, "F" gone already, "E<errno> <what>")
-    and exits; where no child can be made, the request is sent from here, as before
-    (the caller then waits for the kernel). Takes `nl` and `done_w` (closed here)."""
+    """_send_delete from a detached grandchild (linger.detach); where no child can be
+    made, from here, as before (the caller then waits for the kernel). Takes `nl` and
+    `done_w`."""
     try:
         in_grandchild = linger.detach([nl.sock.fileno(), done_w])
     except OSError:
         in_grandchild = None  # no child (out of processes, say): the request from here
     if in_grandchild is None:
-        try:
-            answer = _delete_answer(nl, index)
-        finally:
-            nl.close()
-        try:
-            os.write(done_w, answer)
-        finally:
-            os.close(done_w)
+        _send_delete(nl, index, done_w)
         return
     if in_grandchild:  # pragma: no cover - measured from outside (tests/integration)
         try:
-            os.write(done_w, _delete_answer(nl, index))  # EPIPE: the caller answered
+            _send_delete(nl, index, done_w)
         finally:
             os._exit(0)
     nl.close()
     os.close(done_w)
 
 
-def _delete_answer(nl: Netlink, index: int) -> bytes:
+def _send_delete(nl: Netlink, index: int, done_w: int) -> None:
+    """The request, its outcome written to `done_w` ("T" deleted, "F" gone already,
+    "E<errno> <what>\0<kernel message>"); closes both. The caller may have answered
+    long before this ends (EPIPE then)."""
     try:
-        return b"T" if nl.del_link(index) else b"F"
-    except OSError as exc:
-        return b"E%d %s" % (exc.errno or 0, getattr(exc, "what", "").encode())
+        try:
+            answer = b"T" if nl.del_link(index) else b"F"
+        except OSError as exc:
+            what = getattr(exc, "what", "").encode()
+            answer = b"E%d %s\0%s" % (exc.errno or 0, what, getattr(exc, "kernel_msg", "").encode())
+        os.write(done_w, answer)
+    except OSError:
+        pass
+    finally:
+        nl.close()
+        os.close(done_w)
 
 
-def _grandchild_outcome(done_r: int) -> bool | BaseException:
+def _delete_outcome(done_r: int) -> bool | BaseException:
     answer = os.read(done_r, 4096)
     if answer in (b"T", b"F"):
         return answer == b"T"
     if answer.startswith(b"E"):
-        err, _, what = answer[1:].decode(errors="replace").partition(" ")
-        return netlink._error_for(int(err), what or "delete link", "")
+        head, _, kernel_msg = answer[1:].decode(errors="replace").partition("\0")
+        err, _, what = head.partition(" ")
+        return netlink._error_for(int(err), what or "delete link", kernel_msg)
     return netlink.NetlinkError(5, "delete link", "the process deleting it ended without an answer")
 
 

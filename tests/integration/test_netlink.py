@@ -277,17 +277,17 @@ def test_del_veth_answers_of_the_grandchild() -> None:
         r, w = os.pipe()
         os.write(w, written)
         os.close(w)
-        assert netsetup._grandchild_outcome(r) is expect
+        assert netsetup._delete_outcome(r) is expect
         os.close(r)
     r, w = os.pipe()
     os.write(w, b"E16 delete link 7")
     os.close(w)
-    exc = netsetup._grandchild_outcome(r)
+    exc = netsetup._delete_outcome(r)
     os.close(r)
     assert isinstance(exc, netlink.Busy) and exc.errno == 16 and "delete link 7" in str(exc)
     r, w = os.pipe()
     os.close(w)
-    exc = netsetup._grandchild_outcome(r)
+    exc = netsetup._delete_outcome(r)
     os.close(r)
     assert isinstance(exc, netlink.NetlinkError) and "without an answer" in str(exc)
 
