@@ -265,9 +265,18 @@ def test_our_index_follows_the_references_changes(hl: HostLocal) -> None:
     directory); every change the reference makes in between is seen: its leases count
     for the duplicate check and for allocation, its releases free the address."""
     cfg = conf(hl.data_dir, ranges=[[{"subnet": "10.70.0.0/28"}]])
+    # Enough other leases (outside the range) that ours waits for an index newer than
+    # the directory, the one it trusts (INDEX_WAIT_MIN), instead of reading them all.
+    netdir = hl.data_dir / NET
+    netdir.mkdir(parents=True)
+    fillers = {f"10.71.0.{n}" for n in range(1, 81)}
+    for name in fillers:
+        (netdir / name).write_bytes(f"filler-{name}\r\neth0".encode())
     assert addr(hl.add(cfg, "o1")) == "10.70.0.2/28"
     assert addr(hl.add(cfg, "o2")) == "10.70.0.3/28"
     assert sorted(p.name for p in hl.data_dir.iterdir()) == [f".pycni-index.{NET}", NET]
+    index = hl.data_dir / f".pycni-index.{NET}"
+    assert index.stat().st_mtime_ns > netdir.stat().st_mtime_ns  # trusted by the next call
     assert addr(hl.add(cfg, "r1", ref=True)) == "10.70.0.4/28"
     dup = hl("ADD", cfg, "r1")
     assert "10.70.0.4 has been allocated to r1" in dup.error["msg"]
@@ -280,7 +289,7 @@ def test_our_index_follows_the_references_changes(hl: HostLocal) -> None:
     assert "10.70.0.7 has been allocated to r1" in dup.error["msg"]
     for cid in ("o1", "o2", "o3", "r1"):
         hl.ok("DEL", cfg, cid)
-    assert set(hl.files()) == {"lock", "last_reserved_ip.0"}
+    assert set(hl.files()) == {"lock", "last_reserved_ip.0"} | fillers
 
 
 # -- concurrency -----------------------------------------------------------------------

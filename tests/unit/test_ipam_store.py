@@ -231,6 +231,42 @@ def _no_reads(monkeypatch) -> None:
     monkeypatch.setattr(store_mod, "_read_small", only_hints)
 
 
+@pytest.fixture(autouse=True)
+def _wait_for_every_index(monkeypatch) -> None:
+    """These tests use a few leases; make the store wait for a trusted index as it does
+    for a network of INDEX_WAIT_MIN leases or more (the tests below check both)."""
+    monkeypatch.setattr(store_mod, "INDEX_WAIT_MIN", 0)
+
+
+def test_a_small_network_never_waits_for_its_index(tmp_path, monkeypatch) -> None:
+    """Below INDEX_WAIT_MIN leases, an index no newer than the directory is left as it
+    is (never trusted) rather than waited for; the next call reads every lease."""
+    real_rewrite = store_mod._rewrite
+
+    def coarse(fd: int, data: bytes) -> None:  # a clock that never ticks
+        real_rewrite(fd, data)
+        os.utime(fd, ns=(0, 0))
+
+    monkeypatch.setattr(store_mod, "_rewrite", coarse)
+    monkeypatch.setattr(store_mod, "INDEX_WAIT_MIN", 64)
+    slept = []
+    monkeypatch.setattr(store_mod.time, "sleep", slept.append)
+    assert _add(tmp_path, "a") == ["10.1.0.2"]
+    assert slept == []
+    index = tmp_path / ".pycni-index.net1"
+    assert index.exists()
+    with DiskStore(str(tmp_path), "net1").open() as st:
+        assert not st._load_index()
+        st.refresh()
+        assert st.held_by("a", "eth0") == [ip("10.1.0.2")]
+    # from INDEX_WAIT_MIN leases on it waits (here in vain, for 10 ms), and removes
+    # the index it could not make newer
+    monkeypatch.setattr(store_mod, "INDEX_WAIT_MIN", 2)
+    assert _add(tmp_path, "b") == ["10.1.0.3"]
+    assert slept
+    assert not index.exists()
+
+
 def test_index_lives_outside_the_network_directory_and_spares_the_reads(
     tmp_path, monkeypatch
 ) -> None:
