@@ -9,6 +9,7 @@ firewall plugin's accepts (forward.py) all go through here; only constants, inte
 
 from __future__ import annotations
 
+import _thread
 import os
 
 from pycni import errors, fastjson
@@ -80,6 +81,8 @@ NOT_AVAILABLE = (
 )
 
 _lib: Any = None  # the library's functions, False when it cannot be loaded
+# (netns st_dev, st_ino, thread id) -> nft_ctx, shared by every Nft of the process
+_contexts: dict[tuple[int, int, int], Any] = {}
 
 
 class _Lib:
@@ -133,7 +136,6 @@ class Nft:
         if transport not in (None, "lib", "exec"):
             raise errors.InvalidConfig(f"unknown nft transport {transport!r}", "use lib or exec")
         self.transport = transport
-        self._ctx: dict[tuple[int, int], Any] = {}
 
     def mode(self) -> str | None:
         if self.transport != "exec" and _load_lib():
@@ -174,12 +176,16 @@ class Nft:
         if done.rc != 0:
             raise NftError(_clean(done.stderr.decode("utf-8", "replace")) or done.describe())
 
-    def _context(self, dry_run: bool) -> Any:
+    @staticmethod
+    def _context(dry_run: bool) -> Any:
         # A context's netlink socket belongs to the namespace it was opened in, so keep
-        # one per namespace (a test, or netctl, may switch namespaces between calls).
+        # one per namespace (a test, or netctl, may switch namespaces between calls),
+        # and one per thread (a context is not thread-safe). Every Nft of the process
+        # shares it: netctl runs a chain's plugins in one process, and a context's
+        # first command costs ~450 page faults more than the next (its cache).
         st = os.stat("/proc/thread-self/ns/net")
-        key = (st.st_dev, st.st_ino)
-        ctx = self._ctx.get(key)
+        key = (st.st_dev, st.st_ino, _thread.get_ident())
+        ctx = _contexts.get(key)
         lib = _lib
         if ctx is None:
             ctx = lib.nft_ctx_new(0)
@@ -188,7 +194,7 @@ class Nft:
             lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
             lib.nft_ctx_buffer_output(ctx)
             lib.nft_ctx_buffer_error(ctx)
-            self._ctx[key] = ctx
+            _contexts[key] = ctx
         lib.nft_ctx_set_dry_run(ctx, dry_run)
         return ctx
 
@@ -218,11 +224,6 @@ class Nft:
         if done.rc != 0:
             raise NftError(_clean(done.stderr.decode("utf-8", "replace")) or done.describe())
         return done.stdout.decode("utf-8", "replace")
-
-    def close(self) -> None:
-        for ctx in self._ctx.values():
-            _lib.nft_ctx_free(ctx)
-        self._ctx.clear()
 
 
 def _clean(err: str) -> str:
