@@ -101,6 +101,8 @@ TABLE = "pycni"
 T = {"family": "inet", "table": TABLE}
 # A table name nobody uses, read to learn whether nf_tables answers (available()).
 PROBE_TABLE = "pycni-availability-probe"
+# (netns st_dev, st_ino, transport) where nf_tables answered the probe in this process
+_ANSWERED: set[tuple[int, int, str]] = set()
 
 # -- JSON expressions (pure; the shared helpers are in nft.py) -------------------------------
 
@@ -605,13 +607,22 @@ class NftablesFirewall(Backend):
         1,000), since this runs on every ADD and DEL."""
         if self.nft.mode() is None:
             return False
+        import os
+
+        st = os.stat("/proc/thread-self/ns/net")
+        here = (st.st_dev, st.st_ino, self.nft.mode())
+        if here in _ANSWERED:
+            return True  # asked already in this process (netctl runs a whole chain)
         try:
             self.nft.run([{"list": {"table": {"family": "inet", "name": PROBE_TABLE}}}])
         except NftError as exc:
-            return "No such file or directory" in str(exc)
+            if "No such file or directory" not in str(exc):
+                return False
         except errors.CniError:
             return False
-        return True  # it exists (someone made it): nf_tables answered all the same
+        # it answered (or the table exists, someone made it: nf_tables answered all the same)
+        _ANSWERED.add(here)
+        return True
 
     def _run(self, cmds: list[Cmd], what: str) -> list[dict[str, Any]]:
         try:

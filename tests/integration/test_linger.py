@@ -120,3 +120,45 @@ def test_detach_refuses_to_keep_stdio_fds() -> None:
     fork (the callers then do the work themselves)."""
     with pytest.raises(OSError, match="fd 0-2"):
         linger.detach([2, 5])
+
+
+def test_detach_for_an_exiting_caller_forks_once_and_does_not_wait() -> None:
+    """exiting=True (the hand-off at exit): the caller gets on at once, and the process
+    it leaves behind is its own child (no intermediate one), in a session of its own,
+    inherited once the caller ends."""
+    report_r, report_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    go_r, go_w = os.pipe()
+    caller = os.fork()
+    if caller == 0:  # pragma: no cover - the caller, in a child of the test
+        code = 1
+        try:
+            os.close(report_r)
+            os.close(hold_w)
+            os.close(go_w)
+            if linger.detach([hold_r], exiting=True):
+                os.read(hold_r, 1)  # until the test lets go
+                os._exit(0)
+            os.close(hold_r)
+            os.write(report_w, b"back")
+            os.read(go_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    for fd in (report_w, hold_r, go_r):
+        os.close(fd)
+    try:
+        assert os.read(report_r, 64) == b"back"  # while the detached process lives on
+        leaders = []
+        deadline = time.monotonic() + 10
+        while not leaders and time.monotonic() < deadline:
+            leaders = _session_leaders_holding(os.readlink(f"/proc/self/fd/{hold_w}"))
+            time.sleep(0.01)
+        assert len(leaders) == 1
+        with open(f"/proc/{leaders[0]}/stat") as fh:
+            assert int(fh.read().rsplit(")", 1)[1].split()[1]) == caller  # its parent
+    finally:
+        os.close(go_w)
+        os.waitpid(caller, 0)
+        os.close(hold_w)  # the detached process ends
+        os.close(report_r)

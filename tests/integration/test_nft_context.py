@@ -66,3 +66,37 @@ def test_every_nft_of_a_thread_shares_one_context() -> None:
     # objects, reuse them (a context each cost ~400 faults here, as the first does).
     assert counts[0] > 100, counts
     assert max(counts[1:]) < counts[0] // 4, counts
+
+
+def test_the_availability_probe_runs_once_per_namespace(
+    host_ns, container_ns, monkeypatch
+) -> None:
+    """Every plugin of a chain asks whether nf_tables answers; in one process (netctl)
+    the kernel is asked once per namespace, and again in another namespace."""
+    import os
+
+    from pycni import netns
+    from pycni.firewall import nft, nftables
+
+    monkeypatch.setattr(nftables, "_ANSWERED", set())
+    sent: list[str] = []
+    real = nft.Nft._run_lib
+
+    def counted(self, text: str, dry_run: bool) -> str:  # type: ignore[no-untyped-def]
+        sent.append(text)
+        return real(self, text, dry_run)
+
+    monkeypatch.setattr(nft.Nft, "_run_lib", counted)
+    fd = os.open(host_ns.path, os.O_RDONLY)
+    other = os.open(container_ns().path, os.O_RDONLY)
+    try:
+        with netns.entered(fd):
+            assert nftables.NftablesFirewall().available()
+            assert nftables.NftablesFirewall().available()
+        assert len([t for t in sent if nftables.PROBE_TABLE in t]) == 1
+        with netns.entered(other):
+            assert nftables.NftablesFirewall().available()
+        assert len([t for t in sent if nftables.PROBE_TABLE in t]) == 2
+    finally:
+        os.close(fd)
+        os.close(other)
