@@ -39,6 +39,7 @@ from pycni.runtime.usage import UsageError
 TYPE_CHECKING = False  # typing costs more than a tenth of `run --network none`
 if TYPE_CHECKING:
     import signal
+    from collections.abc import Callable
     from typing import Any
 
     from pycni.runtime import libcni, portspec
@@ -945,14 +946,14 @@ class Runtime:
             rec.cap_args["ips"] = ips
         if opts.mac:
             rec.cap_args["mac"] = opts.mac
-        self.store.save(rec)
         first = opts.attach[0] if opts.attach else NetworkAttach(network.name)
-        self.attach(rec, network, first, IFNAME)
-        has_v6 = any(":" in ip for ip in rec.attachments[0].ips)
-        from pycni.runtime import portspec
 
-        rec.ports = portspec.expand(bindings, ipv6=has_v6)
-        self.store.save(rec)
+        def ports(att: Attachment) -> None:  # saved with the attachment's addresses
+            from pycni.runtime import portspec
+
+            rec.ports = portspec.expand(bindings, ipv6=any(":" in ip for ip in att.ips))
+
+        self.attach(rec, network, first, IFNAME, finish=ports)  # saves rec first
         for n, (net, spec) in enumerate(others, start=1):
             self.attach(rec, net, spec, f"eth{n}")
         if others:
@@ -983,10 +984,16 @@ class Runtime:
         return replace(network.conflist, plugins=plugins, raw=b"")
 
     def attach(
-        self, rec: ContainerRecord, network: Any, spec: NetworkAttach, ifname: str
+        self,
+        rec: ContainerRecord,
+        network: Any,
+        spec: NetworkAttach,
+        ifname: str,
+        finish: Callable[[Attachment], None] | None = None,
     ) -> Attachment:
         """CNI ADD of `network` as `ifname`; recorded in rec.attachments (and saved first,
-        so that a crash half-way is still torn down)."""
+        so that a crash half-way is still torn down). `finish(attachment)` runs before
+        the last save: what depends on its addresses is saved with them."""
         att = Attachment(
             network=network.name,
             ifname=ifname,
@@ -1031,6 +1038,8 @@ class Runtime:
             att.ips = [str(ip.address) for ip in result.ips]
             att.gateways = [str(ip.gateway) for ip in result.ips if ip.gateway is not None]
         att.pending = False
+        if finish is not None:
+            finish(att)
         self.store.save(rec)
         return att
 
@@ -1296,8 +1305,11 @@ class Runtime:
             self.setup(rec, opts)
             files = self.write_files(rec, opts)
             rec.log_path = os.path.join(self.container_dir(cid), "log")
-            self.store.save(rec)
-            if uses_names(rec):
+            names = uses_names(rec)
+            if names or opts.detach:
+                self.store.save(rec)
+            # else supervise() saves it, with its PID, before the workload may start
+            if names:
                 self.names_changed()
         except BaseException:
             try:

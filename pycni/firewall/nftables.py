@@ -605,12 +605,13 @@ class NftablesFirewall(Backend):
         dry-run transaction (the kernel's abort of one costs a flat ~8 ms) and not
         `list tables` (libnftables 1.0.6 first caches every set element: ~2 ms per
         1,000), since this runs on every ADD and DEL."""
-        if self.nft.mode() is None:
+        mode = self.nft.mode()
+        if mode is None:
             return False
         import os
 
         st = os.stat("/proc/thread-self/ns/net")
-        here = (st.st_dev, st.st_ino, self.nft.mode())
+        here = (st.st_dev, st.st_ino, mode)
         if here in _ANSWERED:
             return True  # asked already in this process (netctl runs a whole chain)
         try:
