@@ -1,4 +1,4 @@
-"""Kernel work that outlasts the answer, handed to a detached grandchild.
+"""Kernel work that outlasts the answer, handed to a detached child.
 
 Some kernel calls go on waiting after everything a caller can observe is done: deleting a
 veth waits for RCU grace periods after both ends are unregistered (netsetup.del_veth), and
@@ -6,9 +6,10 @@ closing an nftables netlink socket waits for nf_tables' deferred destruction of 
 earlier transactions deleted (an RCU grace period too: 15-30 ms on a small VM, paid at
 process exit, when the kernel closes the socket). A runtime waits for a plugin's exit,
 and `netctl run --rm` is timed to its exit, so a short-lived process hands such work to a
-grandchild in a session of its own: it holds only the files it needs (no stdout a runtime
-reads to its end, no lock), nobody has to reap it (its parent exits at once), and it ends
-when the kernel is done.
+child in a session of its own: it holds only the files it needs (no stdout a runtime
+reads to its end, no lock), the caller does not wait for it (a short-lived caller ends
+first and its orphan is reaped by whoever inherits it), and it ends when the kernel is
+done.
 
 MODE says where a caller may leave such work: "process" (a plugin's or netctl's process,
 the default) or "thread" (a long-lived process such as the agent, whose forked worker
@@ -22,31 +23,29 @@ import os
 MODE = "process"
 NETLINK_NETFILTER = 12
 _registered: list[bool] = []
+_detached: list[int] = []  # children of detach() not reaped yet
 
 
-def detach(keep: list[int], exiting: bool = False) -> bool:
-    """Fork a grandchild in a session of its own, with /dev/null as stdin, stdout and
-    stderr and no other file than `keep` (fds of 3 and above, else OSError before any
-    fork). True in the grandchild, which must end with os._exit; False in the caller
-    once the intermediate child has ended. OSError when no child could be made.
+def detach(keep: list[int]) -> bool:
+    """Fork a child in a session of its own, with /dev/null as stdin, stdout and stderr
+    and no other file than `keep` (fds of 3 and above, else OSError before any fork).
+    True in the child, which must end with os._exit; False in the caller, at once.
+    OSError when no child could be made.
 
-    `exiting`: the caller ends right after this, so one fork does: the child is the
-    caller's own for a moment, then whoever inherits orphans reaps it. This spares the
-    caller's exit the wait for an intermediate child's fork of the whole process
-    (~1 ms of `netctl run`'s exit)."""
+    The caller does not wait for it. It is the caller's child: a short-lived caller (a
+    plugin, netctl) ends first and whoever inherits orphans reaps it; a caller that
+    lives on reaps it at its next detach, or with reap(). One fork, not two: waiting
+    for an intermediate child's own fork of the whole process cost ~2 ms of every veth
+    deletion and ~1 ms of netctl's exit."""
     if any(fd < 3 for fd in keep):
-        raise OSError(9, "a file to keep is on fd 0-2, which the grandchild's stdio takes")
+        raise OSError(9, "a file to keep is on fd 0-2, which the child's stdio takes")
+    reap()
     pid = os.fork()
     if pid:
-        if not exiting:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass  # SIGCHLD ignored (inherited): the kernel reaped it
+        _detached.append(pid)
         return False
     try:  # pragma: no cover - runs in forked children (tests/integration/test_netlink.py)
-        if not exiting and os.fork():
-            os._exit(0)
+        _detached.clear()  # the caller's to reap, not ours
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -61,9 +60,20 @@ def detach(keep: list[int], exiting: bool = False) -> bool:
         os._exit(1)
 
 
+def reap() -> None:
+    """Collect the detached children that have ended (no wait)."""
+    for pid in list(_detached):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid  # reaped elsewhere, or SIGCHLD ignored: the kernel reaped it
+        if done:
+            _detached.remove(pid)
+
+
 def netfilter_sockets_at_exit() -> None:
     """Once per process, in "process" mode: at exit, this process's nftables netlink
-    sockets (libnftables keeps one per context) are last closed by a grandchild that
+    sockets (libnftables keeps one per context) are last closed by a child that
     waits for this process to end, so the exit itself does not wait for nf_tables'
     deferred destruction."""
     if _registered or MODE != "process":
@@ -93,12 +103,12 @@ def _hand_off_netfilter_sockets() -> None:
         return
     gone_r, gone_w = os.pipe2(os.O_CLOEXEC)  # gone_w: open until this process ends
     try:
-        in_grandchild = detach([*keep, gone_r], exiting=True)
+        in_child = detach([*keep, gone_r])
     except OSError:
         os.close(gone_r)
         os.close(gone_w)
         return  # no child: the exit waits, as before
-    if in_grandchild:  # pragma: no cover - measured from outside
+    if in_child:  # pragma: no cover - measured from outside
         try:
             os.read(gone_r, 1)  # EOF: the caller's files are closed, ours are the last
         finally:

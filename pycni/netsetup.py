@@ -325,7 +325,7 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
     cannot fail any more. Where that wait ends is linger.MODE: "thread" (a long-lived
     process such as the agent: a thread of its own) or "process" (a plugin's or netctl's
     process, which a thread in a kernel call would keep from exiting: a detached
-    grandchild that holds nothing but the netlink socket, linger.detach). A refusal is
+    child that holds nothing but the netlink socket, linger.detach). A refusal is
     raised either way: the kernel refuses before it announces anything. When an
     announcement is not seen (a veth's peer lives in another namespace, notifications
     were lost) it returns when the request does."""
@@ -375,7 +375,7 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
                 os.close(done_w)
                 raise
         else:
-            _delete_in_grandchild(nl, index, done_w)
+            _delete_in_child(nl, index, done_w)
         while True:
             ready = [fd for fd, _mask in poller.poll()]
             if done_r in ready:
@@ -402,18 +402,18 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
             w.close()
 
 
-def _delete_in_grandchild(nl: Netlink, index: int, done_w: int) -> None:
-    """_send_delete from a detached grandchild (linger.detach); where no child can be
+def _delete_in_child(nl: Netlink, index: int, done_w: int) -> None:
+    """_send_delete from a detached child (linger.detach); where no child can be
     made, from here, as before (the caller then waits for the kernel). Takes `nl` and
     `done_w`."""
     try:
-        in_grandchild = linger.detach([nl.sock.fileno(), done_w])
+        in_child = linger.detach([nl.sock.fileno(), done_w])
     except OSError:
-        in_grandchild = None  # no child (out of processes, say): the request from here
-    if in_grandchild is None:
+        in_child = None  # no child (out of processes, say): the request from here
+    if in_child is None:
         _send_delete(nl, index, done_w)
         return
-    if in_grandchild:  # pragma: no cover - measured from outside (tests/integration)
+    if in_child:  # pragma: no cover - measured from outside (tests/integration)
         try:
             _send_delete(nl, index, done_w)
         finally:

@@ -330,9 +330,12 @@ def _container_init(
     exec_w: int,
     took_tty: bool,
     pty_slave: int = -1,
+    go_r: int = -1,
 ) -> None:
-    """PID 1 of the container: enter its namespaces, start the workload, pass signals
-    on to it exactly once, reap every orphan, and exit with the workload's status.
+    """PID 1 of the container: enter its namespaces, start the workload (once `go_r`
+    reads that the supervisor has recorded this process: meanwhile the namespaces are
+    set up), pass signals on to it exactly once, reap every orphan, and exit with the
+    workload's status.
 
     The container (init and workload) is a process group of its own: a signal sent to
     netctl's group by a script reaches the workload once, through the supervisor and
@@ -354,6 +357,10 @@ def _container_init(
         sys.stderr.write(f"netctl: {message}\n")
         os.write(exec_w, f"{EXIT_SETUP} {message}".encode())
         os._exit(EXIT_SETUP)
+    if go_r >= 0:
+        if os.read(go_r, 1) != b"x":  # the supervisor ended before it recorded us
+            os._exit(EXIT_SETUP)
+        os.close(go_r)
     workload = os.fork()
     if workload == 0:
         try:
@@ -1411,13 +1418,13 @@ class Runtime:
             try:
                 os.close(go_w)
                 os.close(exec_r)
-                os.read(go_r, 1)  # wait until the supervisor has recorded us
-                os.close(go_r)
                 if relay is not None:
                     os.close(relay.master)
                 if tee is not None:
                     tee.child()
-                _container_init(rec, files, exec_w, took_tty, relay.slave if relay else -1)
+                _container_init(
+                    rec, files, exec_w, took_tty, relay.slave if relay else -1, go_r=go_r
+                )
             except BaseException:
                 os._exit(EXIT_SETUP)
         os.close(go_r)
@@ -1431,7 +1438,10 @@ class Runtime:
         rec.status = "running"
         rec.started = time.time()
         self.store.save(rec)
-        os.write(go_w, b"x")
+        try:
+            os.write(go_w, b"x")
+        except BrokenPipeError:
+            pass  # the init failed to set up, and says why on exec_r
         os.close(go_w)
         answer = b""
         while chunk := os.read(exec_r, 4096):

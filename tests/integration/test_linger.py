@@ -1,5 +1,5 @@
 """pycni.linger: a short-lived process's nftables sockets are last closed by a detached
-grandchild, so its exit does not wait for nf_tables' deferred destruction."""
+process, so its exit does not wait for nf_tables' deferred destruction."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _session_leaders_holding(target: str) -> list[int]:
     return found
 
 
-def test_netfilter_sockets_handed_to_a_grandchild(host_ns) -> None:
+def test_netfilter_sockets_handed_to_a_detached_process(host_ns) -> None:
     if nft.Nft().mode() != "lib":
         pytest.fail("libnftables is needed here (apt install libnftables1)")
     ready_r, ready_w = os.pipe()
@@ -76,12 +76,12 @@ def test_netfilter_sockets_handed_to_a_grandchild(host_ns) -> None:
         answer = os.read(ready_r, 64)
         assert answer != b"-", "not exactly one new netfilter socket in the child"
         sock = _fds(pid)[int(answer)]
-        deadline = time.monotonic() + 10  # the grandchild leads its session once it is set
+        deadline = time.monotonic() + 10  # the detached one leads its session once set
         while not (holders := _session_leaders_holding(sock)) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(holders) == 1 and holders[0] != pid
-        grandchild = holders[0]
-        files = _fds(grandchild)
+        detached = holders[0]
+        files = _fds(detached)
         assert files[0] == files[1] == files[2] == "/dev/null"
         # netfilter sockets, and the pipe that tells it the child has gone: nothing else
         rest = [f for fd, f in files.items() if fd > 2]
@@ -90,14 +90,14 @@ def test_netfilter_sockets_handed_to_a_grandchild(host_ns) -> None:
     finally:
         os.close(go_w)
         os.waitpid(pid, 0)
-    # The child's stdout reached its end with the child, and the grandchild ends.
+    # The child's stdout reached its end with the child, and the detached process ends.
     assert os.read(out_r, 1) == b""
     os.close(out_r)
     os.close(ready_r)
     deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{grandchild}") and time.monotonic() < deadline:
+    while os.path.exists(f"/proc/{detached}") and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not os.path.exists(f"/proc/{grandchild}")
+    assert not os.path.exists(f"/proc/{detached}")
     assert "pytlinger" not in host_ns.run("nft", "list", "tables")
 
 
@@ -116,49 +116,38 @@ def test_nothing_handed_off_without_a_deletion_or_in_thread_mode(monkeypatch) ->
 
 
 def test_detach_refuses_to_keep_stdio_fds() -> None:
-    """fds 0-2 become /dev/null in the grandchild: keeping one is refused before any
+    """fds 0-2 become /dev/null in the child: keeping one is refused before any
     fork (the callers then do the work themselves)."""
     with pytest.raises(OSError, match="fd 0-2"):
         linger.detach([2, 5])
 
 
-def test_detach_for_an_exiting_caller_forks_once_and_does_not_wait() -> None:
-    """exiting=True (the hand-off at exit): the caller gets on at once, and the process
-    it leaves behind is its own child (no intermediate one), in a session of its own,
-    inherited once the caller ends."""
-    report_r, report_w = os.pipe()
+def test_detach_forks_once_and_does_not_wait() -> None:
+    """The caller gets on at once; the process it leaves behind is its own child (no
+    intermediate one), in a session of its own, and reap() collects it once ended."""
     hold_r, hold_w = os.pipe()
-    go_r, go_w = os.pipe()
-    caller = os.fork()
-    if caller == 0:  # pragma: no cover - the caller, in a child of the test
-        code = 1
-        try:
-            os.close(report_r)
-            os.close(hold_w)
-            os.close(go_w)
-            if linger.detach([hold_r], exiting=True):
-                os.read(hold_r, 1)  # until the test lets go
-                os._exit(0)
-            os.close(hold_r)
-            os.write(report_w, b"back")
-            os.read(go_r, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    for fd in (report_w, hold_r, go_r):
-        os.close(fd)
+    before = set(linger._detached)
+    if linger.detach([hold_r]):  # pragma: no cover - the detached child
+        os.read(hold_r, 1)  # until the test lets go
+        os._exit(0)
+    os.close(hold_r)
     try:
-        assert os.read(report_r, 64) == b"back"  # while the detached process lives on
-        leaders = []
-        deadline = time.monotonic() + 10
-        while not leaders and time.monotonic() < deadline:
-            leaders = _session_leaders_holding(os.readlink(f"/proc/self/fd/{hold_w}"))
-            time.sleep(0.01)
-        assert len(leaders) == 1
-        with open(f"/proc/{leaders[0]}/stat") as fh:
-            assert int(fh.read().rsplit(")", 1)[1].split()[1]) == caller  # its parent
+        (child,) = set(linger._detached) - before
+        with open(f"/proc/{child}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        assert int(fields[1]) == os.getpid()  # its parent: the caller
+        deadline = time.monotonic() + 10  # it leads a session of its own once it is set
+        while not _session_leaders_holding(os.readlink(f"/proc/self/fd/{hold_w}")):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        linger.reap()
+        assert child in linger._detached  # still running: not reaped
     finally:
-        os.close(go_w)
-        os.waitpid(caller, 0)
-        os.close(hold_w)  # the detached process ends
-        os.close(report_r)
+        os.close(hold_w)  # the detached child ends
+    deadline = time.monotonic() + 10
+    while child in linger._detached and time.monotonic() < deadline:
+        linger.reap()
+        time.sleep(0.005)
+    assert child not in linger._detached
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # reaped

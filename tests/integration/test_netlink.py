@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import select
+import time
 
 import pytest
 
@@ -183,10 +184,10 @@ def _veth_pair(host_ns, c, host_name: str) -> None:
 
 @pytest.mark.parametrize("waits_in", ["process", "thread"])
 def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns, monkeypatch, waits_in) -> None:
-    """Either way (a detached grandchild, as plugins and netctl do; a thread, as the
+    """Either way (a detached child, as plugins and netctl do; a thread, as the
     agent's workers do) the answer comes with both ends unregistered. The grandchild
-    keeps none of the caller's files (a runtime reads a plugin's output to its end) and
-    leaves no child to reap."""
+    keeps none of the caller's files (a runtime reads a plugin's output to its end), and
+    once it has ended, linger.reap() leaves no child to reap."""
     from pycni import linger, netsetup
 
     monkeypatch.setattr(linger, "MODE", waits_in)
@@ -202,6 +203,12 @@ def test_del_veth_returns_with_both_ends_gone(host_ns, container_ns, monkeypatch
             os.close(out_w)
             out_w = -1
             assert select.select([out_r], [], [], 0)[0] and os.read(out_r, 1) == b""
+            if waits_in == "process":  # the child, ours until it ends, then reaped
+                assert linger._detached and set(linger._detached) <= _children()
+                deadline = time.monotonic() + 10
+                while linger._detached and time.monotonic() < deadline:
+                    linger.reap()
+                    time.sleep(0.005)
             assert _children() <= before  # nothing of ours left to reap
             # What a runtime sees right after the answer: names, addresses and routes gone.
             assert host_ns.link("pytdv0") is None and c.link("eth0") is None

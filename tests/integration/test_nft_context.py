@@ -68,9 +68,7 @@ def test_every_nft_of_a_thread_shares_one_context() -> None:
     assert max(counts[1:]) < counts[0] // 4, counts
 
 
-def test_the_availability_probe_runs_once_per_namespace(
-    host_ns, container_ns, monkeypatch
-) -> None:
+def test_the_availability_probe_runs_once_per_namespace(host_ns, container_ns, monkeypatch) -> None:
     """Every plugin of a chain asks whether nf_tables answers; in one process (netctl)
     the kernel is asked once per namespace, and again in another namespace."""
     import os
