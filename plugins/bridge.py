@@ -366,11 +366,11 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         except netlink.NetlinkError as exc:
             into.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
 
-    # The links go in a thread of their own: the kernel's removal of a veth takes ~20 ms
-    # inside the netlink call (netdevice unregistration waits for RCU grace periods),
-    # time in which this thread releases the address and the firewall entries. The
-    # steps and the order of their failures are those of one thread.
-    from pycni.background import Background
+    # The links go beside the other steps or after them (pycni.background.for_teardown:
+    # in the agent a thread, elsewhere last). The firewall entries go before IPAM
+    # frees the address they are keyed by. Failures are reported as before: IPAM's, the
+    # links', the firewall's.
+    from pycni.background import for_teardown
 
     links_problems: list[errors.CniError] = []
 
@@ -384,16 +384,16 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     ipam_first = bool(c.ipam_type) and not ipam_exec.releases_without_link(c.ipam_type)
     if ipam_first:
         step(lambda: ipam_exec.run("DEL", cmd))
-    background = Background(links)
+    background = for_teardown(links)
     later: list[errors.CniError] = []
     try:
-        if c.ipam_type and not ipam_first:
-            step(lambda: ipam_exec.run("DEL", cmd))
         if c.macspoofchk:
             step(lambda: spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname), later)
         if c.ip_masq:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
+        if c.ipam_type and not ipam_first:
+            step(lambda: ipam_exec.run("DEL", cmd))
     finally:
         background.join()
     problems.extend(links_problems)

@@ -343,22 +343,23 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         else:
             step(lambda: _del_recorded_veth(c.name, cmd.container_id, cmd.ifname), link_problems)
 
-    # The links go in a thread of their own (pycni.background) while this one releases
-    # the address and the masquerade entry, unless the IPAM needs the link to release
-    # (dhcp): then it goes first, as the reference orders it. Failures are reported in
-    # the order of one thread: IPAM's, the links', the firewall's.
+    # The links go beside the other steps or after them (pycni.background.for_teardown:
+    # in the agent a thread, elsewhere last), unless the IPAM needs the link to release
+    # (dhcp): then IPAM goes first, as the reference orders it. The masquerade entry
+    # goes before IPAM frees the address it is keyed by. Failures are reported in the
+    # order of one thread: IPAM's, the links', the firewall's.
     ipam_first = bool(c.ipam_type) and not ipam_exec.releases_without_link(c.ipam_type)
     if ipam_first:
         step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
-    from pycni.background import Background
+    from pycni.background import for_teardown
 
-    background = Background(links)
+    background = for_teardown(links)
     try:
-        if c.ipam_type and not ipam_first:
-            step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
         if c.ip_masq:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
+        if c.ipam_type and not ipam_first:
+            step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
     finally:
         background.join()
     problems = ipam_problems + link_problems + later

@@ -221,16 +221,16 @@ def delete(cmd: skel.CmdArgs, kinds: tuple[str, ...], ipam_type: str) -> None:
     """IPAM release, and CNI_IFNAME if it is one of `kinds`; teardown goes on past a
     failure and reports the first one (IPAM's first, as the reference orders them).
 
-    The link goes in a thread of its own: the kernel's unregistration of a netdevice
-    waits for RCU grace periods (~10-20 ms inside the netlink call), time in which this
-    thread releases the address. Not for an IPAM that needs the link to release (dhcp:
-    ipam_exec.releases_without_link): then IPAM DEL runs first, as the reference's."""
-    from pycni.background import Background
+    The link goes beside the address's release or after it (pycni.background.
+    for_teardown: in the agent a thread, elsewhere last). For an IPAM that needs the
+    link to release (dhcp: ipam_exec.releases_without_link) IPAM DEL runs first, as the
+    reference's."""
+    from pycni.background import for_teardown
 
     link_problems: list[errors.CniError] = []
     meanwhile = not ipam_type or ipam_exec.releases_without_link(ipam_type)
     links = (
-        Background(lambda: _delete_link(cmd, kinds, link_problems))
+        for_teardown(lambda: _delete_link(cmd, kinds, link_problems))
         if cmd.netns and meanwhile
         else None
     )
