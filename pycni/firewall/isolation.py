@@ -332,7 +332,9 @@ def ensure(net: Isolation) -> None:
     undone by replay()."""
     index = _index(net)
     records = _records()
-    records.write(records.network_path(net.network), net.to_dict())
+    path, intent = records.network_path(net.network), net.to_dict()
+    if records.read(path) != intent:  # every container's ADD ensures its network's
+        records.write(path, intent)
     apply(plan_add(index, net.internal, net.icc, net.direct_routing))
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pycni.firewall import get_backend, replay
@@ -31,6 +33,15 @@ def test_isolation_verbs(host_ns, tmp_path, monkeypatch) -> None:
     assert in_ns(host_ns, fw.check_isolation, a) == []
     assert in_ns(host_ns, fw.check_isolation, b) == []
     assert Records("isolation").networks() == ["neta", "netb"]
+    # every container's ADD ensures its network again: the record is rewritten only
+    # when the network's isolation changed
+    path = Records("isolation").network_path("neta")
+    before = os.stat(path).st_ino
+    in_ns(host_ns, fw.ensure_isolation, a)
+    assert os.stat(path).st_ino == before
+    in_ns(host_ns, fw.ensure_isolation, Isolation("neta", "pytisoa0", icc=True))
+    assert os.stat(path).st_ino != before
+    in_ns(host_ns, fw.ensure_isolation, a)
 
     host_ns.run("nft", "flush", "ruleset")
     assert in_ns(host_ns, fw.check_isolation, a) == ["table inet pycni_isolation does not exist"]
