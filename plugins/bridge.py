@@ -367,9 +367,12 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
             into.append(netsetup.nl_error(exc, f"delete {cmd.ifname}"))
 
     # The links go beside the other steps or after them (pycni.background.for_teardown:
-    # in the agent a thread, elsewhere last). The firewall entries go before IPAM
-    # frees the address they are keyed by. Failures are reported as before: IPAM's, the
-    # links', the firewall's.
+    # in the agent a thread, elsewhere last). The masquerade element goes before IPAM
+    # frees the address: the kernel's element is the address itself, which the next
+    # container may be given at once. IPAM and the links run whatever the steps before
+    # them raised; the spoof check goes once the link is gone (until then the workload
+    # could still send from it). Failures are reported as before: IPAM's, the links',
+    # the firewall's.
     from pycni.background import for_teardown
 
     links_problems: list[errors.CniError] = []
@@ -387,15 +390,17 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
     background = for_teardown(links)
     later: list[errors.CniError] = []
     try:
-        if c.macspoofchk:
-            step(lambda: spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname), later)
         if c.ip_masq:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
-        if c.ipam_type and not ipam_first:
-            step(lambda: ipam_exec.run("DEL", cmd))
     finally:
-        background.join()
+        try:
+            if c.ipam_type and not ipam_first:
+                step(lambda: ipam_exec.run("DEL", cmd))
+        finally:
+            background.join()
+    if c.macspoofchk:
+        step(lambda: spoof_guard().del_spoofcheck(c.name, cmd.container_id, cmd.ifname), later)
     problems.extend(links_problems)
     problems.extend(later)
     if problems:

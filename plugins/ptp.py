@@ -345,9 +345,11 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
 
     # The links go beside the other steps or after them (pycni.background.for_teardown:
     # in the agent a thread, elsewhere last), unless the IPAM needs the link to release
-    # (dhcp): then IPAM goes first, as the reference orders it. The masquerade entry
-    # goes before IPAM frees the address it is keyed by. Failures are reported in the
-    # order of one thread: IPAM's, the links', the firewall's.
+    # (dhcp): then IPAM goes first, as the reference orders it. The masquerade element
+    # goes before IPAM frees the address: the kernel's element is the address itself,
+    # which the next container may be given at once. IPAM and the links run whatever the
+    # masquerade step raised. Failures are reported in the order of one thread: IPAM's,
+    # the links', the firewall's.
     ipam_first = bool(c.ipam_type) and not ipam_exec.releases_without_link(c.ipam_type)
     if ipam_first:
         step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
@@ -358,10 +360,12 @@ def cmd_del(cmd: skel.CmdArgs) -> None:
         if c.ip_masq:
             # Keyed by attachment: works without the netns or the container's addresses.
             step(lambda: firewall(c).del_masquerade(c.name, cmd.container_id, cmd.ifname), later)
-        if c.ipam_type and not ipam_first:
-            step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
     finally:
-        background.join()
+        try:
+            if c.ipam_type and not ipam_first:
+                step(lambda: ipam_exec.run("DEL", cmd), ipam_problems)
+        finally:
+            background.join()
     problems = ipam_problems + link_problems + later
     if problems:
         first = problems[0]

@@ -24,6 +24,8 @@ MODE = "process"
 NETLINK_NETFILTER = 12
 _registered: list[bool] = []
 _detached: list[int] = []  # children of detach() not reaped yet
+# a forked child's children are not these (it must never wait for its parent's)
+os.register_at_fork(after_in_child=_detached.clear)
 
 
 def detach(keep: list[int]) -> bool:
@@ -45,7 +47,6 @@ def detach(keep: list[int]) -> bool:
         _detached.append(pid)
         return False
     try:  # pragma: no cover - runs in forked children (tests/integration/test_netlink.py)
-        _detached.clear()  # the caller's to reap, not ours
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)

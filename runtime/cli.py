@@ -340,16 +340,25 @@ def report(exc: BaseException, prog: str) -> str:
     return f"Error: {message}"
 
 
+# True while main() has the cyclic collector off for a hot command (run.supervise
+# turns it back on while a workload runs).
+GC_PAUSED = False
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     argv_given = argv
     argv = sys.argv[1:] if argv is None else list(argv)
     # A hot command run as a program is short (run's supervisor re-enables it while the
     # workload runs): the cyclic collector's ~17 passes cost ~2 ms of `run -p`.
-    if argv_given is None:
+    # In-process callers keep theirs as it is.
+    global GC_PAUSED
+    if argv_given is None and gc.isenabled():
         gc.disable()
+        GC_PAUSED = True
     fast = fast_path(argv)
-    if fast is None:
-        gc.enable()  # daemons, long listings, and in-process callers: as usual
+    if fast is None and GC_PAUSED:
+        gc.enable()  # daemons, long listings: as usual
+        GC_PAUSED = False
     prog = "netctl"
     debug = "--debug" in argv
     args: Any  # argparse's Namespace, or the fast path's equivalent

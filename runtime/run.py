@@ -265,6 +265,27 @@ FORWARDED = (
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's Ctrl-C)
 
 
+def _is_netlink(fd: int) -> bool:
+    """A netlink socket (libnftables', the chain's), not one holding a published port."""
+    import _socket
+
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        return sock.family == _socket.AF_NETLINK
+    finally:
+        sock.detach()
+
+
+def _gc_paused_by_cli() -> bool:
+    """netctl's main() turned the cyclic collector off for this hot command (not an
+    in-process caller, whose collector is its own business)."""
+    cli = sys.modules.get("pycni.runtime.cli")
+    return bool(getattr(cli, "GC_PAUSED", False)) and not gc.isenabled()
+
+
 def _foreground_tty() -> bool:
     """stdin is our terminal and we are its foreground job (an interactive run)."""
     try:
@@ -384,7 +405,7 @@ def _container_init(
     os.close(exec_w)
     for fd in range(3, 256):  # nothing of netctl's but what holds the published ports
         try:
-            if os.fstat(fd).st_mode & 0o170000 != 0o140000:  # not a socket
+            if os.fstat(fd).st_mode & 0o170000 != 0o140000 or _is_netlink(fd):
                 os.close(fd)
         except OSError:
             pass
@@ -1451,7 +1472,7 @@ class Runtime:
         if ready_fd >= 0:
             os.write(ready_fd, answer or b"x")
             os.close(ready_fd)
-        quiet_gc = not gc.isenabled()  # netctl's hot commands start without it
+        quiet_gc = _gc_paused_by_cli()
         if quiet_gc:
             # A supervisor may live as long as its workload: collect from here on, but
             # not what exists now (one pass over all of it cost 3-6 ms here).

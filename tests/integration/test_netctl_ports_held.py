@@ -99,6 +99,16 @@ def test_a_published_port_is_held_while_the_container_lives(netctl: Netctl, prot
     [pid] = Path(f"/proc/{init}/task/{init}/children").read_text().split()  # the workload
     fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     assert not [f for f in fds if f.startswith("socket:")], fds
+    # ... and the init holds that socket but no netlink socket of the chain's (the
+    # firewall library's, in the node's namespace)
+    supervisor = int(Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    netlink = set()
+    for owner in (supervisor, init):
+        for line in Path(f"/proc/{owner}/net/netlink").read_text().splitlines()[1:]:
+            netlink.add(line.split()[-1])  # the socket's inode
+    held = [os.readlink(f"/proc/{init}/fd/{fd}") for fd in os.listdir(f"/proc/{init}/fd")]
+    inodes = [f[len("socket:[") : -1] for f in held if f.startswith("socket:[")]
+    assert inodes and not set(inodes) & netlink, (held, netlink)
     netctl("rm", "-f", "held")
     assert try_bind(netctl, 18612, proto) == "bound"
 

@@ -282,3 +282,28 @@ def test_run_collects_while_its_workload_runs(tmp_path: Path) -> None:
     assert _gc_at_exit(["run", "--rm", "--network", "none", "--", "true"], env) == (
         "gc=False frozen=True"
     )
+
+
+def test_in_process_callers_keep_their_collector(
+    sandbox: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only netctl run as a program turns the collector off: main(argv) leaves a
+    caller's collector as it found it, off or on."""
+    import gc
+
+    from pycni.runtime import cli
+
+    for key, value in sandbox.items():
+        monkeypatch.setenv(key, value)
+    was = gc.isenabled()
+    try:
+        for state in (False, True):
+            (gc.enable if state else gc.disable)()
+            for argv in (["ps"], ["--debug", "ps"]):
+                with pytest.raises(SystemExit):
+                    cli.main(argv)
+                assert gc.isenabled() is state, argv
+                assert cli.GC_PAUSED is False
+    finally:
+        (gc.enable if was else gc.disable)()
+    capsys.readouterr()
