@@ -118,8 +118,6 @@ def _hand_off_netfilter_sockets() -> None:
 
 
 def _netfilter_sockets() -> list[int]:
-    import _socket
-
     found = []
     try:
         names = os.listdir("/proc/self/fd")
@@ -130,12 +128,22 @@ def _netfilter_sockets() -> list[int]:
         try:
             if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
                 continue
-            sock = _socket.socket(fileno=fd)
         except OSError:
             continue
-        try:
-            if sock.family == _socket.AF_NETLINK and sock.proto == NETLINK_NETFILTER:
-                found.append(fd)
-        finally:
-            sock.detach()
+        if netlink_protocol(fd) == NETLINK_NETFILTER:
+            found.append(fd)
     return found
+
+
+def netlink_protocol(fd: int) -> int | None:
+    """The netlink protocol of the socket on `fd`; None for any other file."""
+    import _socket
+
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        return sock.proto if sock.family == _socket.AF_NETLINK else None
+    finally:
+        sock.detach()

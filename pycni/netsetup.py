@@ -12,7 +12,7 @@ import ipaddress
 import os
 import time
 
-from pycni import errors, linger, netlink, netns, sysctl
+from pycni import errors, netlink, netns, sysctl
 from pycni.netlink import Link, Netlink
 
 TYPE_CHECKING = False
@@ -332,6 +332,8 @@ def del_link(container_fd: int, ifname: str, kinds: tuple[str, ...]) -> bool:
     import _thread
     import select
 
+    from pycni import linger  # not on ADD's path
+
     watches: list[netlink.LinkEvents] = []
     with netns.entered(container_fd):  # one visit for both sockets
         nl = Netlink()
@@ -406,6 +408,8 @@ def _delete_in_child(nl: Netlink, index: int, done_w: int) -> None:
     """_send_delete from a detached child (linger.detach); where no child can be
     made, from here, as before (the caller then waits for the kernel). Takes `nl` and
     `done_w`."""
+    from pycni import linger
+
     try:
         in_child = linger.detach([nl.sock.fileno(), done_w])
     except OSError:

@@ -265,20 +265,6 @@ FORWARDED = (
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's Ctrl-C)
 
 
-def _is_netlink(fd: int) -> bool:
-    """A netlink socket (libnftables', the chain's), not one holding a published port."""
-    import _socket
-
-    try:
-        sock = _socket.socket(fileno=fd)
-    except OSError:
-        return False
-    try:
-        return sock.family == _socket.AF_NETLINK
-    finally:
-        sock.detach()
-
-
 def _gc_paused_by_cli() -> bool:
     """netctl's main() turned the cyclic collector off for this hot command (not an
     in-process caller, whose collector is its own business)."""
@@ -351,8 +337,8 @@ def _container_init(
     files: dict[str, str],
     exec_w: int,
     took_tty: bool,
-    pty_slave: int = -1,
-    go_r: int = -1,
+    pty_slave: int,
+    go_r: int,
 ) -> None:
     """PID 1 of the container: enter its namespaces, start the workload (once `go_r`
     reads that the supervisor has recorded this process: meanwhile the namespaces are
@@ -379,10 +365,9 @@ def _container_init(
         sys.stderr.write(f"netctl: {message}\n")
         os.write(exec_w, f"{EXIT_SETUP} {message}".encode())
         os._exit(EXIT_SETUP)
-    if go_r >= 0:
-        if os.read(go_r, 1) != b"x":  # the supervisor ended before it recorded us
-            os._exit(EXIT_SETUP)
-        os.close(go_r)
+    if os.read(go_r, 1) != b"x":  # the supervisor ended before it recorded us
+        os._exit(EXIT_SETUP)
+    os.close(go_r)
     workload = os.fork()
     if workload == 0:
         try:
@@ -403,9 +388,15 @@ def _container_init(
             os._exit(code)
         sandbox.execvp(rec.command, env=env, report_fd=exec_w)
     os.close(exec_w)
+    from pycni import linger
+
     for fd in range(3, 256):  # nothing of netctl's but what holds the published ports
         try:
-            if os.fstat(fd).st_mode & 0o170000 != 0o140000 or _is_netlink(fd):
+            # (a netlink socket is libnftables', the chain's: closed too)
+            if (
+                os.fstat(fd).st_mode & 0o170000 != 0o140000
+                or linger.netlink_protocol(fd) is not None
+            ):
                 os.close(fd)
         except OSError:
             pass
@@ -1444,9 +1435,7 @@ class Runtime:
                     os.close(relay.master)
                 if tee is not None:
                     tee.child()
-                _container_init(
-                    rec, files, exec_w, took_tty, relay.slave if relay else -1, go_r=go_r
-                )
+                _container_init(rec, files, exec_w, took_tty, relay.slave if relay else -1, go_r)
             except BaseException:
                 os._exit(EXIT_SETUP)
         os.close(go_r)

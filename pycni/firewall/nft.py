@@ -119,6 +119,15 @@ def _load_lib() -> Any:
 
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
+
+
+def netns_key() -> tuple[int, int]:
+    """(st_dev, st_ino) of the calling thread's network namespace: what a context, or
+    an answer learned through one, is kept per."""
+    st = os.stat("/proc/thread-self/ns/net")
+    return st.st_dev, st.st_ino
+
+
 # Verbs after which the kernel has something to free (JSON keys or script words; a
 # false match costs a fork at exit).
 _RELEASES = ("delete", "destroy", "flush", "replace")
@@ -183,8 +192,7 @@ class Nft:
         # and one per thread (a context is not thread-safe). Every Nft of the process
         # shares it: netctl runs a chain's plugins in one process, and a context's
         # first command costs ~450 page faults more than the next (its cache).
-        st = os.stat("/proc/thread-self/ns/net")
-        key = (st.st_dev, st.st_ino, _thread.get_ident())
+        key = (*netns_key(), _thread.get_ident())
         ctx = _contexts.get(key)
         lib = _lib
         if ctx is None:

@@ -80,7 +80,17 @@ import ipaddress
 
 from pycni import errors
 from pycni.firewall.backend import MASQ, PORTS, Backend, KernelConflict
-from pycni.firewall.nft import DPORT, L4PROTO, MASQUERADE, Nft, NftError, concat, match, prefix
+from pycni.firewall.nft import (
+    DPORT,
+    L4PROTO,
+    MASQUERADE,
+    Nft,
+    NftError,
+    concat,
+    match,
+    netns_key,
+    prefix,
+)
 from pycni.firewall.nft import rule_counts as nft_rule_counts
 from pycni.firewall.plan import LOOPBACK4, MULTICAST, PROTO_NUMBERS, Binding, Record, owner_tag
 
@@ -608,10 +618,7 @@ class NftablesFirewall(Backend):
         mode = self.nft.mode()
         if mode is None:
             return False
-        import os
-
-        st = os.stat("/proc/thread-self/ns/net")
-        here = (st.st_dev, st.st_ino, mode)
+        here = (*netns_key(), mode)
         if here in _ANSWERED:
             return True  # asked already in this process (netctl runs a whole chain)
         try:
